@@ -1,0 +1,19 @@
+# portguard: the two commands of the quick start, and a few helpers.
+#   sudo make demo   build, and show the guard closing a published port
+#   sudo make test   unit, golden, kernel (netns) and end-to-end tests
+.PHONY: demo test deps build bench
+
+deps:
+	./scripts/install-deps
+
+build: deps
+	cargo build --workspace --release
+
+test: deps
+	cargo test --workspace --no-fail-fast
+
+demo: build
+	./scripts/demo
+
+bench: deps
+	cargo bench --workspace

@@ -1,0 +1,399 @@
+//! portguard's configuration: the schema of `/etc/portguard/portguard.toml`
+//! and its `conf.d/*.toml` drop-ins, how they are merged, and errors that
+//! name `file:line:column`.
+//!
+//! Every field below carries a TOML example that is compiled and run as a
+//! doctest, so this reference cannot drift from what the parser accepts.
+//!
+//! ```
+//! let config = portguard_config::Config::from_toml_str(r#"
+//! [guard]
+//! mode = "enforce"
+//!
+//! [[allow]]
+//! port = 8086
+//! comment = "Telegraf"
+//! "#)?;
+//! assert_eq!(config.allow.len(), 1);
+//! # Ok::<(), portguard_config::ConfigError>(())
+//! ```
+
+mod error;
+mod file;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use error::ConfigError;
+pub use values::{Cidr, IfName, PortRange};
+
+/// Default path of the main configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/portguard/portguard.toml";
+/// Default path of the control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/portguard/control.sock";
+/// Default path of Docker's API socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The whole, merged configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// `[guard]`: how the guard judges traffic.
+    pub guard: GuardConfig,
+    /// `[ipv6]`: the IPv6 FORWARD policy Docker flips to drop.
+    pub ipv6: Ipv6Config,
+    /// `[docker]`: where to reach the Docker Engine.
+    pub docker: DockerConfig,
+    /// `[control]`: the socket `guardctl` talks to.
+    pub control: ControlConfig,
+    /// `[[allow]]`: the allowlist. Entries from drop-ins are appended in
+    /// file-name order. An empty allowlist is valid and closes every
+    /// published port.
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str("")?;
+    /// assert!(config.allow.is_empty());
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub allow: Vec<AllowEntry>,
+}
+
+/// `[guard]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardConfig {
+    /// `"enforce"` (default) drops what the allowlist does not admit;
+    /// `"audit"` only counts and logs it.
+    ///
+    /// ```
+    /// use portguard_config::{Config, Mode};
+    /// let config = Config::from_toml_str("[guard]\nmode = \"audit\"")?;
+    /// assert_eq!(config.guard.mode, Mode::Audit);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub mode: Mode,
+    /// `"containers"` (default) judges only forwarded traffic headed into a
+    /// Docker network; `"all"` judges every new forwarded connection from
+    /// an untrusted interface (the host as router is then covered too).
+    ///
+    /// ```
+    /// use portguard_config::{Config, Scope};
+    /// let config = Config::from_toml_str("[guard]\nscope = \"all\"")?;
+    /// assert_eq!(config.guard.scope, Scope::All);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub scope: Scope,
+    /// Interfaces whose traffic is never filtered (VPNs, management LANs).
+    /// A trailing `*` matches a prefix.
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(
+    ///     "[guard]\ntrusted_interfaces = [\"wg0\", \"tun*\"]")?;
+    /// assert_eq!(config.guard.trusted_interfaces.len(), 2);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub trusted_interfaces: Vec<IfName>,
+    /// If set, only these interfaces are untrusted. If not set (default),
+    /// every interface but `lo`, Docker's bridges and the trusted ones is.
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(
+    ///     "[guard]\nexternal_interfaces = [\"eth0\"]")?;
+    /// assert_eq!(config.guard.external_interfaces.unwrap()[0].as_str(), "eth0");
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub external_interfaces: Option<Vec<IfName>>,
+    /// Write a rate-limited kernel log line for each blocked attempt
+    /// (default `true`).
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str("[guard]\nlog_blocked = false")?;
+    /// assert!(!config.guard.log_blocked);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub log_blocked: bool,
+}
+
+/// `[ipv6]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ipv6Config {
+    /// Set the `ip6 filter FORWARD` policy back to accept whenever Docker
+    /// (or anybody) sets it to drop (default `true`).
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(
+    ///     "[ipv6]\nrestore_forward_policy = false")?;
+    /// assert!(!config.ipv6.restore_forward_policy);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub restore_forward_policy: bool,
+}
+
+/// `[docker]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DockerConfig {
+    /// Path of the Docker Engine API socket (default
+    /// `/var/run/docker.sock`); a `unix://` prefix is accepted.
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(
+    ///     "[docker]\nsocket = \"unix:///run/docker.sock\"")?;
+    /// assert_eq!(config.docker.socket, std::path::Path::new("/run/docker.sock"));
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub socket: PathBuf,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlConfig {
+    /// Path of the control socket `guardctl` talks to (default
+    /// `/run/portguard/control.sock`).
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(
+    ///     "[control]\nsocket = \"/run/pg.sock\"")?;
+    /// assert_eq!(config.control.socket, std::path::Path::new("/run/pg.sock"));
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub socket: PathBuf,
+    /// A group whose members may use the control socket (mode 0660); by
+    /// default only root may (mode 0600).
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(
+    ///     "[control]\ngroup = \"adm\"")?;
+    /// assert_eq!(config.control.group.as_deref(), Some("adm"));
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub group: Option<String>,
+}
+
+/// `"enforce"` or `"audit"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// `"containers"` or `"all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Containers,
+    All,
+}
+
+/// `"tcp"`, `"udp"` or `"both"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    #[default]
+    Tcp,
+    Udp,
+    Both,
+}
+
+impl Proto {
+    pub fn covers_tcp(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Both)
+    }
+
+    pub fn covers_udp(self) -> bool {
+        matches!(self, Proto::Udp | Proto::Both)
+    }
+}
+
+/// One `[[allow]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AllowEntry {
+    /// What the entry opens: `port = 8086` / `port = "40000-40100"` (the
+    /// host port as published, before DNAT), or `container = "web"` (every
+    /// port that container publishes; a container name or a compose
+    /// `"project/service"`). Exactly one of the two.
+    ///
+    /// ```
+    /// use portguard_config::{AllowTarget, Config};
+    /// let config = Config::from_toml_str(r#"
+    /// [[allow]]
+    /// port = "40000-40100"
+    /// [[allow]]
+    /// container = "shop/web"
+    /// "#)?;
+    /// assert!(matches!(config.allow[0].target, AllowTarget::Ports(r) if r.end() == 40100));
+    /// assert!(matches!(&config.allow[1].target, AllowTarget::Container(c) if c == "shop/web"));
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub target: AllowTarget,
+    /// `"tcp"` (default for `port`), `"udp"` or `"both"` (default for
+    /// `container`).
+    ///
+    /// ```
+    /// use portguard_config::{Config, Proto};
+    /// let config = Config::from_toml_str("[[allow]]\nport = 53\nproto = \"both\"")?;
+    /// assert_eq!(config.allow[0].proto, Proto::Both);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub proto: Proto,
+    /// Source networks allowed to connect (IPv4 and IPv6 CIDRs). Absent
+    /// means any source.
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(r#"
+    /// [[allow]]
+    /// port = 8086
+    /// from = ["203.0.113.0/24", "2001:db8::/32"]
+    /// "#)?;
+    /// assert_eq!(config.allow[0].from.len(), 2);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub from: Vec<Cidr>,
+    /// Free text shown by `guardctl ports` and `explain`.
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str(
+    ///     "[[allow]]\nport = 8086\ncomment = \"Telegraf\"")?;
+    /// assert_eq!(config.allow[0].comment.as_deref(), Some("Telegraf"));
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub comment: Option<String>,
+    /// Where the entry was written, for reports.
+    pub origin: Origin,
+}
+
+impl AllowEntry {
+    /// Whether a connection from `source` (if known) passes the `from` list.
+    pub fn admits_source(&self, source: Option<std::net::IpAddr>) -> bool {
+        match source {
+            _ if self.from.is_empty() => true,
+            Some(ip) => self.from.iter().any(|c| c.contains(ip)),
+            None => false,
+        }
+    }
+
+    /// A short human description: `port 8086/tcp (Telegraf) at file:line`.
+    pub fn describe(&self) -> String {
+        let what = match &self.target {
+            AllowTarget::Ports(range) => format!("port {range}/{}", proto_name(self.proto)),
+            AllowTarget::Container(name) => format!("container {name}"),
+        };
+        let mut text = what;
+        if !self.from.is_empty() {
+            let from: Vec<String> = self.from.iter().map(|c| c.to_string()).collect();
+            text.push_str(&format!(" from {}", from.join(", ")));
+        }
+        if let Some(comment) = &self.comment {
+            text.push_str(&format!(" ({comment})"));
+        }
+        text.push_str(&format!(" at {}", self.origin));
+        text
+    }
+}
+
+fn proto_name(proto: Proto) -> &'static str {
+    match proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Both => "tcp+udp",
+    }
+}
+
+/// What an allow entry opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllowTarget {
+    Ports(PortRange),
+    Container(String),
+}
+
+/// The file and line an entry came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            guard: GuardConfig {
+                mode: Mode::Enforce,
+                scope: Scope::Containers,
+                trusted_interfaces: Vec::new(),
+                external_interfaces: None,
+                log_blocked: true,
+            },
+            ipv6: Ipv6Config {
+                restore_forward_policy: true,
+            },
+            docker: DockerConfig {
+                socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
+            },
+            control: ControlConfig {
+                socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+                group: None,
+            },
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the main file at `path` and then every `conf.d/*.toml` beside
+    /// it in file-name order. Later files override single values of
+    /// earlier ones (`[guard] mode`, lists such as `trusted_interfaces` are
+    /// replaced whole); `[[allow]]` entries are appended.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut files = vec![path.to_path_buf()];
+        files.extend(drop_ins(path)?);
+        let mut config = Config::default();
+        for file in &files {
+            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            file::apply(&mut config, &text, file)?;
+        }
+        Ok(config)
+    }
+
+    /// Parses one document as if it were the whole configuration (no
+    /// drop-ins). Errors name the file as `<string>`.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        file::apply(&mut config, text, Path::new("<string>"))?;
+        Ok(config)
+    }
+}
+
+/// The drop-in files for the main file at `path`, in the order they apply.
+pub fn drop_ins(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let dir = path.parent().unwrap_or(Path::new(".")).join("conf.d");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ConfigError::Io { path: dir, source }),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ConfigError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

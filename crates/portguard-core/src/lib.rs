@@ -1,0 +1,15 @@
+//! portguard's pure core: no I/O. The observed [`Snapshot`] and the
+//! [`portguard_config::Config`] go in, the desired [`Ruleset`] and the
+//! verdict on every published port come out.
+
+pub mod intervals;
+pub mod plan;
+pub mod render;
+pub mod ruleset;
+pub mod snapshot;
+pub mod verdict;
+
+pub use plan::plan;
+pub use render::render;
+pub use ruleset::Ruleset;
+pub use snapshot::{ContainerRef, L4Proto, PublishedPort, Snapshot};

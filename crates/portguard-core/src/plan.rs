@@ -1,0 +1,369 @@
+//! The planner: configuration + snapshot -> desired ruleset. Pure.
+//!
+//! Packet path (see docs/how-it-works.md):
+//!
+//! * `forward` (hook forward, priority filter - 1): established/related,
+//!   loopback, Docker bridges and trusted interfaces pass; with
+//!   `external_interfaces` everything else but those passes. What remains
+//!   came from an untrusted interface. In scope `containers` it is judged
+//!   only when headed into a Docker bridge, in scope `all` always, by
+//!   `published_forward`.
+//! * `input` (hook input, priority filter - 1): the same gate, then new
+//!   connections to a published host port (the userland-proxy path, which
+//!   never crosses FORWARD) are judged by `published_input`.
+//! * `published_*`: allow entries match the original (pre-DNAT)
+//!   destination port in per-protocol interval sets (and the source
+//!   address via concatenated sets); anything else that is new is logged
+//!   (rate-limited) and dropped, or only counted in audit mode.
+
+use std::collections::BTreeSet;
+
+use portguard_config::{AllowTarget, Cidr, Config, Mode, PortRange, Scope};
+
+use crate::intervals::{AddrPorts, disjoint_addr_ports, merge_ports};
+use crate::ruleset::{
+    BaseChain, Chain, CtStates, Element, Hook, IfMatch, PRIORITY_FILTER, Policy, Rule, Ruleset,
+    Set, SetKey, Stmt,
+};
+use crate::snapshot::{L4Proto, Snapshot};
+
+/// Names of the sets and chains, shared with the kernel backend and tests.
+pub mod names {
+    pub const DOCKER_BRIDGES: &str = "docker_bridges";
+    pub const TRUSTED_IFACES: &str = "trusted_ifaces";
+    pub const EXTERNAL_IFACES: &str = "external_ifaces";
+    pub const FORWARD: &str = "forward";
+    pub const INPUT: &str = "input";
+    pub const PUBLISHED_FORWARD: &str = "published_forward";
+    pub const PUBLISHED_INPUT: &str = "published_input";
+
+    pub fn allow(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}")
+    }
+
+    pub fn allow_from_v4(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_v4")
+    }
+
+    pub fn allow_from_v6(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_v6")
+    }
+
+    pub fn published(proto: crate::L4Proto) -> String {
+        format!("published_{proto}")
+    }
+}
+
+/// Docker's default bridge, always judged even before Docker is seen.
+pub const DEFAULT_BRIDGE: &str = "docker0";
+/// Prefix of bridges Docker creates for user-defined networks. Only used
+/// to decide what is *judged* (more is safer), never what is trusted.
+pub const USER_BRIDGE_PREFIX: &str = "br-";
+/// Kernel log prefix of blocked attempts.
+pub const LOG_PREFIX_BLOCKED: &str = "portguard blocked: ";
+/// Kernel log prefix in audit mode (would have been blocked).
+pub const LOG_PREFIX_AUDIT: &str = "portguard audit: ";
+/// Log lines per minute at most (a burst of 5 first).
+pub const LOG_RATE_PER_MINUTE: u32 = 10;
+
+/// Builds the ruleset the kernel should hold.
+pub fn plan(config: &Config, snapshot: &Snapshot) -> Ruleset {
+    let mut sets = interface_sets(config, snapshot);
+    for proto in L4Proto::ALL {
+        sets.extend(allow_sets(config, snapshot, proto));
+    }
+    for proto in L4Proto::ALL {
+        sets.push(published_set(snapshot, proto));
+    }
+    let chains = vec![
+        forward_chain(config),
+        input_chain(config),
+        judge_chain(
+            names::PUBLISHED_FORWARD,
+            config,
+            config.guard.scope == Scope::Containers,
+        ),
+        judge_chain(names::PUBLISHED_INPUT, config, false),
+    ];
+    Ruleset { sets, chains }
+}
+
+fn ifname_set(name: &str, names: impl IntoIterator<Item = String>) -> Set {
+    let unique: BTreeSet<String> = names.into_iter().collect();
+    Set {
+        name: name.to_string(),
+        key: SetKey::Ifname,
+        elements: unique.into_iter().map(Element::Ifname).collect(),
+    }
+}
+
+fn interface_sets(config: &Config, snapshot: &Snapshot) -> Vec<Set> {
+    let bridges = snapshot
+        .bridges
+        .iter()
+        .cloned()
+        .chain([DEFAULT_BRIDGE.to_string()]);
+    let trusted_exact = config
+        .guard
+        .trusted_interfaces
+        .iter()
+        .filter(|n| n.wildcard_prefix().is_none())
+        .map(|n| n.as_str().to_string());
+    let mut sets = vec![
+        ifname_set(names::DOCKER_BRIDGES, bridges),
+        ifname_set(names::TRUSTED_IFACES, trusted_exact),
+    ];
+    if let Some(external) = &config.guard.external_interfaces {
+        sets.push(ifname_set(
+            names::EXTERNAL_IFACES,
+            external.iter().map(|n| n.as_str().to_string()),
+        ));
+    }
+    sets
+}
+
+/// The host ports an entry opens for `proto`: its range, or the host
+/// ports its container publishes now.
+fn entry_ports(target: &AllowTarget, proto: L4Proto, snapshot: &Snapshot) -> Vec<PortRange> {
+    match target {
+        AllowTarget::Ports(range) => vec![*range],
+        AllowTarget::Container(name) => snapshot
+            .published
+            .iter()
+            .filter(|p| p.proto == proto && !p.host_network && p.container.is_named(name))
+            .filter_map(|p| PortRange::single(p.host_port))
+            .collect(),
+    }
+}
+
+fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 3] {
+    let mut any_source = Vec::new();
+    let mut from_v4 = Vec::new();
+    let mut from_v6 = Vec::new();
+    for entry in config.allow.iter().filter(|e| proto.covered_by(e.proto)) {
+        let ports = entry_ports(&entry.target, proto, snapshot);
+        if entry.from.is_empty() {
+            any_source.extend(ports);
+            continue;
+        }
+        for cidr in &entry.from {
+            let rects = if cidr.is_ipv4() {
+                &mut from_v4
+            } else {
+                &mut from_v6
+            };
+            rects.extend(ports.iter().map(|&ports| AddrPorts {
+                addrs: cidr.bounds(),
+                ports,
+            }));
+        }
+    }
+    [
+        Set {
+            name: names::allow(proto),
+            key: SetKey::Port,
+            elements: merge_ports(any_source)
+                .into_iter()
+                .map(Element::Port)
+                .collect(),
+        },
+        Set {
+            name: names::allow_from_v4(proto),
+            key: SetKey::Ipv4Port,
+            elements: disjoint_addr_ports(&from_v4)
+                .into_iter()
+                .map(|r| Element::Ipv4Port {
+                    // IPv4 bounds come from 32-bit addresses.
+                    addrs: (r.addrs.0 as u32, r.addrs.1.min(u128::from(u32::MAX)) as u32),
+                    ports: r.ports,
+                })
+                .collect(),
+        },
+        Set {
+            name: names::allow_from_v6(proto),
+            key: SetKey::Ipv6Port,
+            elements: disjoint_addr_ports(&from_v6)
+                .into_iter()
+                .map(|r| Element::Ipv6Port {
+                    addrs: r.addrs,
+                    ports: r.ports,
+                })
+                .collect(),
+        },
+    ]
+}
+
+fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
+    let ports = snapshot
+        .published
+        .iter()
+        .filter(|p| p.proto == proto && p.is_exposed())
+        .filter_map(|p| PortRange::single(p.host_port));
+    Set {
+        name: names::published(proto),
+        key: SetKey::Port,
+        elements: merge_ports(ports).into_iter().map(Element::Port).collect(),
+    }
+}
+
+/// Rules that accept everything not from an untrusted interface.
+fn trust_gate(config: &Config) -> Vec<Rule> {
+    let mut rules = vec![
+        Rule::new([Stmt::CtState(CtStates::ESTABLISHED_RELATED), Stmt::Accept]),
+        Rule::new([Stmt::Iifname(IfMatch::Exact("lo".into())), Stmt::Accept]),
+        Rule::new([
+            Stmt::Iifname(IfMatch::InSet(names::DOCKER_BRIDGES.into())),
+            Stmt::Accept,
+        ]),
+        Rule::new([
+            Stmt::Iifname(IfMatch::InSet(names::TRUSTED_IFACES.into())),
+            Stmt::Accept,
+        ]),
+    ];
+    for prefix in config
+        .guard
+        .trusted_interfaces
+        .iter()
+        .filter_map(|n| n.wildcard_prefix())
+    {
+        rules.push(Rule::new([
+            Stmt::Iifname(IfMatch::Prefix(prefix.into())),
+            Stmt::Accept,
+        ]));
+    }
+    if config.guard.external_interfaces.is_some() {
+        rules.push(Rule::new([
+            Stmt::Iifname(IfMatch::NotInSet(names::EXTERNAL_IFACES.into())),
+            Stmt::Accept,
+        ]));
+    }
+    rules
+}
+
+fn base(hook: Hook) -> Option<BaseChain> {
+    Some(BaseChain {
+        hook,
+        priority: PRIORITY_FILTER - 1,
+        policy: Policy::Accept,
+    })
+}
+
+fn forward_chain(config: &Config) -> Chain {
+    let mut rules = trust_gate(config);
+    let judge = || Stmt::Jump(names::PUBLISHED_FORWARD.into());
+    match config.guard.scope {
+        Scope::Containers => {
+            rules.push(Rule::new([
+                Stmt::Oifname(IfMatch::InSet(names::DOCKER_BRIDGES.into())),
+                judge(),
+            ]));
+            rules.push(Rule::new([
+                Stmt::Oifname(IfMatch::Prefix(USER_BRIDGE_PREFIX.into())),
+                judge(),
+            ]));
+        }
+        Scope::All => rules.push(Rule::new([judge()])),
+    }
+    Chain {
+        name: names::FORWARD.into(),
+        base: base(Hook::Forward),
+        rules,
+    }
+}
+
+fn input_chain(config: &Config) -> Chain {
+    let mut rules = trust_gate(config);
+    for proto in L4Proto::ALL {
+        rules.push(Rule::new([
+            Stmt::FibDaddrLocal,
+            Stmt::L4Proto(proto),
+            Stmt::DportInSet(names::published(proto)),
+            Stmt::Jump(names::PUBLISHED_INPUT.into()),
+        ]));
+    }
+    Chain {
+        name: names::INPUT.into(),
+        base: base(Hook::Input),
+        rules,
+    }
+}
+
+/// Allow rules, then log and drop (or count) what is new. `require_dnat`
+/// makes allow entries match published (DNATed) connections only, so a
+/// packet routed straight to a container address cannot borrow an
+/// allowlisted port number.
+fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
+    let mut rules = Vec::new();
+    let dnat = || require_dnat.then_some(Stmt::CtStatusDnat);
+    for proto in L4Proto::ALL {
+        rules.push(Rule::new(
+            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
+                Stmt::CtOriginalDportInSet(names::allow(proto)),
+                Stmt::Accept,
+            ]),
+        ));
+    }
+    for proto in L4Proto::ALL {
+        rules.push(Rule::new(
+            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
+                Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(proto)),
+                Stmt::Accept,
+            ]),
+        ));
+        rules.push(Rule::new(
+            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
+                Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(proto)),
+                Stmt::Accept,
+            ]),
+        ));
+    }
+    let audit = config.guard.mode == Mode::Audit;
+    if config.guard.log_blocked {
+        let prefix = if audit {
+            LOG_PREFIX_AUDIT
+        } else {
+            LOG_PREFIX_BLOCKED
+        };
+        rules.push(Rule::new([
+            Stmt::CtState(CtStates::NEW),
+            Stmt::LimitPerMinute(LOG_RATE_PER_MINUTE),
+            Stmt::Log {
+                prefix: prefix.into(),
+            },
+        ]));
+    }
+    let mut verdict = vec![Stmt::CtState(CtStates::NEW), Stmt::Counter];
+    if !audit {
+        verdict.push(Stmt::Drop);
+    }
+    rules.push(Rule::new(verdict));
+    Chain {
+        name: name.into(),
+        base: None,
+        rules,
+    }
+}
+
+/// Whether a connection from `source` to host port `port`/`proto` would be
+/// admitted by `entry` (ignoring interfaces): used by verdicts and explain.
+pub fn entry_admits(
+    entry: &portguard_config::AllowEntry,
+    snapshot: &Snapshot,
+    port: u16,
+    proto: L4Proto,
+    source: Option<std::net::IpAddr>,
+) -> bool {
+    proto.covered_by(entry.proto)
+        && entry_ports(&entry.target, proto, snapshot)
+            .iter()
+            .any(|r| r.contains(port))
+        && entry.admits_source(source)
+}
+
+/// Networks of an entry, for display.
+pub fn describe_from(from: &[Cidr]) -> String {
+    from.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

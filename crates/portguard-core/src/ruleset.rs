@@ -1,0 +1,183 @@
+//! The desired ruleset as typed data: one `inet` table with named sets and
+//! chains whose rules are lists of typed statements. The renderer turns it
+//! into nft syntax, the kernel backend into netlink expressions; neither
+//! invents rules of its own.
+
+use portguard_config::PortRange;
+use serde::Serialize;
+
+use crate::snapshot::L4Proto;
+
+/// Our table's name. The family is always `inet`.
+pub const TABLE_NAME: &str = "portguard";
+
+/// nftables' `filter` priority; our base chains run at `filter - 1`.
+pub const PRIORITY_FILTER: i32 = 0;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ruleset {
+    pub sets: Vec<Set>,
+    pub chains: Vec<Chain>,
+}
+
+impl Ruleset {
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+}
+
+/// A named set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Set {
+    pub name: String,
+    pub key: SetKey,
+    pub elements: Vec<Element>,
+}
+
+/// What a set's elements are. Every key but `Ifname` is an interval set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SetKey {
+    /// `type ifname`
+    Ifname,
+    /// `type inet_service; flags interval`
+    Port,
+    /// `type ipv4_addr . inet_service; flags interval`
+    Ipv4Port,
+    /// `type ipv6_addr . inet_service; flags interval`
+    Ipv6Port,
+}
+
+impl SetKey {
+    pub fn is_interval(self) -> bool {
+        !matches!(self, SetKey::Ifname)
+    }
+}
+
+/// One set element. Address ranges are inclusive `(first, last)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Element {
+    Ifname(String),
+    Port(PortRange),
+    Ipv4Port {
+        addrs: (u32, u32),
+        ports: PortRange,
+    },
+    Ipv6Port {
+        addrs: (u128, u128),
+        ports: PortRange,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chain {
+    pub name: String,
+    /// Present for base chains.
+    pub base: Option<BaseChain>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BaseChain {
+    pub hook: Hook,
+    pub priority: i32,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Hook {
+    Input,
+    Forward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+/// A rule: statements evaluated left to right.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub stmts: Vec<Stmt>,
+}
+
+impl Rule {
+    pub fn new(stmts: impl IntoIterator<Item = Stmt>) -> Self {
+        Rule {
+            stmts: stmts.into_iter().collect(),
+        }
+    }
+}
+
+/// Connection tracking states, as `ct state` bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CtStates {
+    pub established: bool,
+    pub related: bool,
+    pub new: bool,
+}
+
+impl CtStates {
+    pub const ESTABLISHED_RELATED: CtStates = CtStates {
+        established: true,
+        related: true,
+        new: false,
+    };
+    pub const NEW: CtStates = CtStates {
+        established: false,
+        related: false,
+        new: true,
+    };
+}
+
+/// How an interface name is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum IfMatch {
+    /// `iifname "eth0"`
+    Exact(String),
+    /// `iifname "br-*"`
+    Prefix(String),
+    /// `iifname @set`
+    InSet(String),
+    /// `iifname != @set`
+    NotInSet(String),
+}
+
+/// A typed statement: a match, an action or a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Stmt {
+    /// `ct state established,related` (any of the states).
+    CtState(CtStates),
+    /// `ct status dnat`: the connection was destination-NATed (published).
+    CtStatusDnat,
+    /// `meta l4proto tcp`
+    L4Proto(L4Proto),
+    Iifname(IfMatch),
+    Oifname(IfMatch),
+    /// `fib daddr type local`: addressed to this host.
+    FibDaddrLocal,
+    /// `th dport @set` (after an `L4Proto`; on INPUT there is no DNAT, so
+    /// this is the host port).
+    DportInSet(String),
+    /// `ct original proto-dst @set`: the pre-DNAT destination port.
+    CtOriginalDportInSet(String),
+    /// `ip saddr . ct original proto-dst @set`
+    Ipv4SaddrCtOriginalDportInSet(String),
+    /// `ip6 saddr . ct original proto-dst @set`
+    Ipv6SaddrCtOriginalDportInSet(String),
+    /// `limit rate N/minute`: the rest of the rule runs at most N times a minute.
+    LimitPerMinute(u32),
+    /// `log prefix "..." level info`
+    Log {
+        prefix: String,
+    },
+    /// `counter`
+    Counter,
+    Accept,
+    Drop,
+    Jump(String),
+}

@@ -1,0 +1,102 @@
+//! What the guard has observed of the host: Docker's bridges and the ports
+//! its containers publish. Built by the Docker observer, consumed by the
+//! planner; plain data so that tests can write one by hand.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    Tcp,
+    Udp,
+}
+
+impl L4Proto {
+    pub const ALL: [L4Proto; 2] = [L4Proto::Tcp, L4Proto::Udp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+        }
+    }
+
+    /// IANA protocol number, as `meta l4proto` sees it.
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+        }
+    }
+
+    /// Whether an allow entry's `proto` covers this protocol.
+    pub fn covered_by(self, proto: portguard_config::Proto) -> bool {
+        match self {
+            L4Proto::Tcp => proto.covers_tcp(),
+            L4Proto::Udp => proto.covers_udp(),
+        }
+    }
+}
+
+impl std::fmt::Display for L4Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A container as the guard names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContainerRef {
+    pub id: String,
+    /// Name without Docker's leading `/`.
+    pub name: String,
+    /// Compose `project/service`, from the `com.docker.compose.*` labels.
+    pub compose: Option<String>,
+}
+
+impl ContainerRef {
+    /// Whether an allow entry's `container = "..."` names this container.
+    pub fn is_named(&self, wanted: &str) -> bool {
+        let wanted = wanted.trim_start_matches('/');
+        self.name == wanted || self.compose.as_deref() == Some(wanted)
+    }
+}
+
+/// One published port binding (one host address, one host port).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// Host address the port is bound to; `None` for every address.
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub proto: L4Proto,
+    pub container: ContainerRef,
+    pub container_port: u16,
+    /// The container shares the host's network: its ports never cross
+    /// FORWARD and the guard cannot cover them.
+    pub host_network: bool,
+}
+
+impl PublishedPort {
+    /// Bound to a loopback address only: unreachable from outside.
+    pub fn is_local_only(&self) -> bool {
+        self.host_ip.is_some_and(|ip| ip.is_loopback())
+    }
+
+    /// Reachable from other hosts through Docker's NAT or proxy.
+    pub fn is_exposed(&self) -> bool {
+        !self.host_network && !self.is_local_only()
+    }
+}
+
+/// Everything the planner needs to know about the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Names of Docker's bridge interfaces (`docker0`, `br-<id>`, custom
+    /// `com.docker.network.bridge.name` ones).
+    pub bridges: BTreeSet<String>,
+    pub published: Vec<PublishedPort>,
+}

@@ -1,0 +1,226 @@
+//! What the guard does with each published port, in words an administrator
+//! can act on: `guardctl ports` and `guardctl explain`.
+
+use std::net::IpAddr;
+
+use portguard_config::{AllowEntry, Config};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::entry_admits;
+use crate::snapshot::{L4Proto, PublishedPort, Snapshot};
+
+/// The verdict on one published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// An allow entry opens it (perhaps only for some sources).
+    Allowed,
+    /// New connections from untrusted interfaces are dropped.
+    Blocked,
+    /// Bound to a loopback address: unreachable from other hosts anyway.
+    LocalOnly,
+    /// The container uses the host's network: nothing crosses FORWARD, the
+    /// guard cannot cover it (the host's INPUT firewall does).
+    HostNetwork,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Blocked => "blocked",
+            Verdict::LocalOnly => "local-only",
+            Verdict::HostNetwork => "host-network",
+        }
+    }
+}
+
+/// One row of `guardctl ports` (field names are part of the JSON contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortReport {
+    /// Host address, `0.0.0.0`/`::` style; `*` when bound to every address.
+    pub host_ip: String,
+    pub host_port: u16,
+    pub proto: L4Proto,
+    /// Container name (compose `project/service` in `compose` if known).
+    pub container: String,
+    pub compose: Option<String>,
+    pub container_port: u16,
+    pub verdict: Verdict,
+    /// The entry that allows it, for `allowed`.
+    pub allowed_by: Option<String>,
+}
+
+/// The entry that opens `port` for any source, else the first one that
+/// opens it for some source.
+fn allowing_entry<'a>(
+    config: &'a Config,
+    snapshot: &Snapshot,
+    port: &PublishedPort,
+) -> Option<&'a AllowEntry> {
+    let opens = |e: &&AllowEntry| proto_and_port_match(e, snapshot, port.host_port, port.proto);
+    config
+        .allow
+        .iter()
+        .filter(opens)
+        .find(|e| e.from.is_empty())
+        .or_else(|| config.allow.iter().find(opens))
+}
+
+fn proto_and_port_match(
+    entry: &AllowEntry,
+    snapshot: &Snapshot,
+    port: u16,
+    proto: L4Proto,
+) -> bool {
+    let any_source = AllowEntry {
+        from: Vec::new(),
+        ..entry.clone()
+    };
+    entry_admits(&any_source, snapshot, port, proto, None)
+}
+
+/// Verdict on one published port.
+pub fn verdict<'c>(
+    config: &'c Config,
+    snapshot: &Snapshot,
+    port: &PublishedPort,
+) -> (Verdict, Option<&'c AllowEntry>) {
+    if port.host_network {
+        return (Verdict::HostNetwork, None);
+    }
+    if port.is_local_only() {
+        return (Verdict::LocalOnly, None);
+    }
+    match allowing_entry(config, snapshot, port) {
+        Some(entry) => (Verdict::Allowed, Some(entry)),
+        None => (Verdict::Blocked, None),
+    }
+}
+
+/// Verdicts on every published port, sorted by port, protocol, address.
+pub fn port_reports(config: &Config, snapshot: &Snapshot) -> Vec<PortReport> {
+    let mut ports: Vec<&PublishedPort> = snapshot.published.iter().collect();
+    ports.sort_by(|a, b| {
+        (a.host_port, a.proto, a.host_ip, &a.container.name).cmp(&(
+            b.host_port,
+            b.proto,
+            b.host_ip,
+            &b.container.name,
+        ))
+    });
+    ports
+        .into_iter()
+        .map(|port| {
+            let (verdict, entry) = verdict(config, snapshot, port);
+            PortReport {
+                host_ip: port
+                    .host_ip
+                    .map_or_else(|| "*".to_string(), |ip| ip.to_string()),
+                host_port: port.host_port,
+                proto: port.proto,
+                container: port.container.name.clone(),
+                compose: port.container.compose.clone(),
+                container_port: port.container_port,
+                verdict,
+                allowed_by: entry.map(AllowEntry::describe),
+            }
+        })
+        .collect()
+}
+
+/// `guardctl explain PORT[/proto] [--from ADDR]`: the answer and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// `open`, `closed`, `not-published`, `local-only` or `host-network`.
+    pub answer: String,
+    pub reasons: Vec<String>,
+}
+
+pub fn explain(
+    config: &Config,
+    snapshot: &Snapshot,
+    port: u16,
+    proto: L4Proto,
+    from: Option<IpAddr>,
+) -> Explanation {
+    let mut reasons = Vec::new();
+    let published: Vec<&PublishedPort> = snapshot
+        .published
+        .iter()
+        .filter(|p| p.host_port == port && p.proto == proto)
+        .collect();
+    let target = format!("{port}/{proto}");
+    let source = from.map_or_else(|| "any source".to_string(), |ip| ip.to_string());
+    if published.is_empty() {
+        reasons.push(format!(
+            "no container publishes {target}; portguard only judges published ports, so the host's own firewall decides"
+        ));
+    }
+    for p in &published {
+        let bound = p
+            .host_ip
+            .map_or_else(|| "every address".to_string(), |ip| ip.to_string());
+        reasons.push(format!(
+            "{target} is published by container {} (port {}) on {bound}",
+            p.container.name, p.container_port
+        ));
+    }
+    let exposed: Vec<&&PublishedPort> = published.iter().filter(|p| p.is_exposed()).collect();
+    if !published.is_empty() && exposed.is_empty() {
+        let answer = if published.iter().all(|p| p.host_network) {
+            reasons.push("the container uses the host network: traffic never crosses FORWARD and portguard cannot cover it".into());
+            "host-network"
+        } else {
+            reasons.push("it is bound to loopback only: unreachable from other hosts".into());
+            "local-only"
+        };
+        return Explanation {
+            answer: answer.into(),
+            reasons,
+        };
+    }
+    let mut open = false;
+    for entry in &config.allow {
+        if !proto_and_port_match(entry, snapshot, port, proto) {
+            continue;
+        }
+        if entry.admits_source(from) {
+            reasons.push(format!("allowed for {source} by {}", entry.describe()));
+            open = true;
+        } else {
+            reasons.push(format!("{} does not admit {source}", entry.describe()));
+        }
+    }
+    if !open {
+        reasons.push(format!(
+            "no allow entry admits {target} from {source}: new connections from untrusted interfaces are dropped{}",
+            if config.guard.mode == portguard_config::Mode::Audit {
+                " (audit mode: counted and logged, not dropped)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if !config.guard.trusted_interfaces.is_empty() {
+        let names: Vec<&str> = config
+            .guard
+            .trusted_interfaces
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        reasons.push(format!(
+            "traffic arriving on trusted interfaces ({}) is never filtered",
+            names.join(", ")
+        ));
+    }
+    let answer = match (published.is_empty(), open) {
+        (true, _) => "not-published",
+        (false, true) => "open",
+        (false, false) => "closed",
+    };
+    Explanation {
+        answer: answer.into(),
+        reasons,
+    }
+}

@@ -1,0 +1,169 @@
+//! Verdicts and explanations for published ports (pure logic).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+
+use portguard_config::Config;
+use portguard_core::verdict::{Verdict, explain, port_reports};
+use portguard_core::{ContainerRef, L4Proto, PublishedPort, Snapshot};
+
+fn port(
+    name: &str,
+    host_ip: Option<&str>,
+    host_port: u16,
+    proto: L4Proto,
+    host_network: bool,
+) -> PublishedPort {
+    PublishedPort {
+        host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+        host_port,
+        proto,
+        container: ContainerRef {
+            id: format!("id-{name}"),
+            name: name.into(),
+            compose: Some(format!("proj/{name}")),
+        },
+        container_port: host_port,
+        host_network,
+    }
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        bridges: Default::default(),
+        published: vec![
+            port("web", None, 8080, L4Proto::Tcp, false),
+            port("db", Some("0.0.0.0"), 27017, L4Proto::Tcp, false),
+            port("cache", Some("127.0.0.1"), 6379, L4Proto::Tcp, false),
+            port("prom", None, 9090, L4Proto::Tcp, true),
+            port("dns", None, 5353, L4Proto::Udp, false),
+            port("tele", None, 8086, L4Proto::Tcp, false),
+        ],
+    }
+}
+
+const CONFIG: &str = r#"
+[[allow]]
+container = "proj/web"
+
+[[allow]]
+port = 5353
+proto = "tcp"
+
+[[allow]]
+port = 8086
+from = ["203.0.113.0/24"]
+comment = "Telegraf"
+"#;
+
+#[test]
+fn every_published_port_gets_the_verdict_an_admin_expects() {
+    let config = Config::from_toml_str(CONFIG).unwrap();
+    let reports = port_reports(&config, &snapshot());
+    let verdicts: Vec<(u16, Verdict)> = reports.iter().map(|r| (r.host_port, r.verdict)).collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (5353, Verdict::Blocked), // allowed for tcp only, published as udp
+            (6379, Verdict::LocalOnly),
+            (8080, Verdict::Allowed),
+            (8086, Verdict::Allowed),
+            (9090, Verdict::HostNetwork),
+            (27017, Verdict::Blocked),
+        ]
+    );
+    let web = reports.iter().find(|r| r.host_port == 8080).unwrap();
+    assert_eq!(
+        web.allowed_by.as_deref(),
+        Some("container proj/web at <string>:2")
+    );
+    let tele = reports.iter().find(|r| r.host_port == 8086).unwrap();
+    assert!(
+        tele.allowed_by
+            .as_deref()
+            .unwrap()
+            .contains("from 203.0.113.0/24 (Telegraf)")
+    );
+}
+
+#[test]
+fn explain_names_the_reason() {
+    let config = Config::from_toml_str(CONFIG).unwrap();
+    let snap = snapshot();
+    let e = explain(&config, &snap, 27017, L4Proto::Tcp, None);
+    assert_eq!(e.answer, "closed");
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.contains("published by container db")),
+        "{e:?}"
+    );
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.contains("no allow entry admits 27017/tcp")),
+        "{e:?}"
+    );
+
+    let inside: IpAddr = "203.0.113.5".parse().unwrap();
+    let outside: IpAddr = "198.51.100.5".parse().unwrap();
+    assert_eq!(
+        explain(&config, &snap, 8086, L4Proto::Tcp, Some(inside)).answer,
+        "open"
+    );
+    let e = explain(&config, &snap, 8086, L4Proto::Tcp, Some(outside));
+    assert_eq!(e.answer, "closed");
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.contains("does not admit 198.51.100.5")),
+        "{e:?}"
+    );
+
+    assert_eq!(
+        explain(&config, &snap, 6379, L4Proto::Tcp, None).answer,
+        "local-only"
+    );
+    assert_eq!(
+        explain(&config, &snap, 9090, L4Proto::Tcp, None).answer,
+        "host-network"
+    );
+    assert_eq!(
+        explain(&config, &snap, 1234, L4Proto::Tcp, None).answer,
+        "not-published"
+    );
+}
+
+#[test]
+fn container_entries_open_only_that_containers_host_ports() {
+    let config = Config::from_toml_str(CONFIG).unwrap();
+    let ruleset = portguard_core::plan(&config, &snapshot());
+    let allow_tcp = ruleset.set("allow_tcp").unwrap();
+    let rendered: Vec<String> = allow_tcp
+        .elements
+        .iter()
+        .map(portguard_core::render::render_element)
+        .collect();
+    assert_eq!(rendered, ["5353", "8080"]);
+    // The container is gone: its ports close.
+    let ruleset = portguard_core::plan(&config, &Snapshot::default());
+    let rendered: Vec<String> = ruleset
+        .set("allow_tcp")
+        .unwrap()
+        .elements
+        .iter()
+        .map(portguard_core::render::render_element)
+        .collect();
+    assert_eq!(rendered, ["5353"]);
+    // Only exposed bindings are in the input chain's published sets.
+    let ruleset = portguard_core::plan(&config, &snapshot());
+    let published: Vec<String> = ruleset
+        .set("published_tcp")
+        .unwrap()
+        .elements
+        .iter()
+        .map(portguard_core::render::render_element)
+        .collect();
+    assert_eq!(published, ["8080", "8086", "27017"]);
+}
