@@ -1,0 +1,578 @@
+//! Typed ruleset -> nf_tables netlink messages. Expressions the library
+//! types (meta, cmp, bitwise, lookup, payload, immediate) use its types;
+//! ct, fib, limit, log and counter are built from their name and raw
+//! attributes, as the kernel's `nf_tables.h` defines them.
+
+use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE};
+use netlink_packet_netfilter::NetfilterProtoFamily;
+use netlink_packet_netfilter::nftables::{
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
+    Hook, HookNumber, Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey,
+    NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute,
+    SetDescription, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage,
+    SetFlags, SetMessage, TableAttribute, TableMessage, Verdict, VerdictAttribute,
+};
+use portguard_core::ruleset::{
+    BaseChain, Chain, CtStates, Element, Hook as ChainHook, IfMatch, Policy, Rule, Ruleset, Set,
+    SetKey, Stmt, TABLE_NAME,
+};
+
+use crate::socket::BatchItem;
+
+// nf_tables.h / netfilter headers.
+const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
+const NFT_CT_STATE: u32 = 0;
+const NFT_CT_STATUS: u32 = 2;
+const NFT_CT_PROTO_DST: u32 = 12;
+const IP_CT_DIR_ORIGINAL: u8 = 0;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_CT_DIRECTION: u16 = 3;
+const IPS_DST_NAT: u32 = 1 << 5;
+const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+const CT_STATE_RELATED: u32 = 1 << 2;
+const CT_STATE_NEW: u32 = 1 << 3;
+const NFTA_FIB_DREG: u16 = 1;
+const NFTA_FIB_RESULT: u16 = 2;
+const NFTA_FIB_FLAGS: u16 = 3;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+const RTN_LOCAL: u32 = 2;
+const NFTA_LIMIT_RATE: u16 = 1;
+const NFTA_LIMIT_UNIT: u16 = 2;
+const NFTA_LIMIT_BURST: u16 = 3;
+const NFTA_LIMIT_TYPE: u16 = 4;
+const NFTA_LIMIT_FLAGS: u16 = 5;
+const LIMIT_BURST: u32 = 5;
+const NFTA_LOG_PREFIX: u16 = 2;
+const NFTA_LOG_LEVEL: u16 = 5;
+const LOG_LEVEL_INFO: u32 = 6;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+const NFT_LOOKUP_F_INV: u32 = 1;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_FIELD_LEN: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+const IFNAMSIZ: usize = 16;
+// nftables datatypes (src/datatype.h), used as set key types.
+const TYPE_IPADDR: u32 = 7;
+const TYPE_IP6ADDR: u32 = 8;
+const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_IFNAME: u32 = 41;
+const TYPE_BITS: u32 = 6;
+const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
+/// Elements per NEWSETELEM message (an attribute is at most 64 KiB).
+const ELEMENTS_PER_MESSAGE: usize = 512;
+
+/// The batch that replaces our table with `ruleset`: create-if-missing,
+/// delete, then add everything back. Inside one transaction the kernel
+/// holds the old table or the new one, never a mix (P9).
+pub(crate) fn replace_table(ruleset: &Ruleset) -> Vec<BatchItem> {
+    let mut items = vec![
+        item(
+            NfTablesMessage::NewTable(table_msg()),
+            NLM_F_CREATE,
+            format!("create table inet {TABLE_NAME}"),
+        ),
+        item(
+            NfTablesMessage::DeleteTable(table_msg()),
+            0,
+            format!("delete table inet {TABLE_NAME}"),
+        ),
+        item(
+            NfTablesMessage::NewTable(table_msg()),
+            NLM_F_CREATE,
+            format!("add table inet {TABLE_NAME}"),
+        ),
+    ];
+    for (id, set) in ruleset.sets.iter().enumerate() {
+        items.push(item(
+            NfTablesMessage::NewSet(set_msg(set, id as u32 + 1)),
+            NLM_F_CREATE,
+            format!("add set {}", set.name),
+        ));
+        for (chunk_index, chunk) in element_attributes(set)
+            .chunks(ELEMENTS_PER_MESSAGE)
+            .enumerate()
+        {
+            items.push(item(
+                NfTablesMessage::NewSetElement(SetElementMessage {
+                    attributes: vec![
+                        SetElementList::Table(TABLE_NAME.into()),
+                        SetElementList::Set(set.name.clone()),
+                        SetElementList::Elements(chunk.to_vec()),
+                    ],
+                }),
+                NLM_F_CREATE,
+                format!(
+                    "add elements to set {} (part {})",
+                    set.name,
+                    chunk_index + 1
+                ),
+            ));
+        }
+    }
+    for chain in &ruleset.chains {
+        items.push(item(
+            NfTablesMessage::NewChain(chain_msg(chain)),
+            NLM_F_CREATE,
+            format!("add chain {}", chain.name),
+        ));
+    }
+    for chain in &ruleset.chains {
+        for (index, rule) in chain.rules.iter().enumerate() {
+            items.push(item(
+                NfTablesMessage::NewRule(rule_msg(&chain.name, rule)),
+                NLM_F_CREATE | NLM_F_APPEND,
+                format!(
+                    "add rule {index} of chain {}: {}",
+                    chain.name,
+                    portguard_core::render::render_rule(rule)
+                ),
+            ));
+        }
+    }
+    items
+}
+
+/// The batch that deletes our table if it exists.
+pub(crate) fn delete_table() -> Vec<BatchItem> {
+    vec![
+        item(
+            NfTablesMessage::NewTable(table_msg()),
+            NLM_F_CREATE,
+            "create table (to delete it)".into(),
+        ),
+        item(
+            NfTablesMessage::DeleteTable(table_msg()),
+            0,
+            format!("delete table inet {TABLE_NAME}"),
+        ),
+    ]
+}
+
+fn item(message: NfTablesMessage, flags: u16, what: String) -> BatchItem {
+    BatchItem {
+        family: NetfilterProtoFamily::Inet,
+        flags,
+        message,
+        what,
+    }
+}
+
+pub(crate) fn table_msg() -> TableMessage {
+    TableMessage {
+        attributes: vec![TableAttribute::Name(TABLE_NAME.into())],
+    }
+}
+
+fn set_msg(set: &Set, id: u32) -> SetMessage {
+    let (key_type, key_len, fields): (u32, u32, &[u32]) = match set.key {
+        SetKey::Ifname => (TYPE_IFNAME, IFNAMSIZ as u32, &[]),
+        SetKey::Port => (TYPE_INET_SERVICE, 2, &[]),
+        SetKey::Ipv4Port => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[4, 2]),
+        SetKey::Ipv6Port => (
+            (TYPE_IP6ADDR << TYPE_BITS) | TYPE_INET_SERVICE,
+            20,
+            &[16, 2],
+        ),
+    };
+    let mut flags = SetFlags::empty();
+    if set.key.is_interval() {
+        flags |= SetFlags::Interval;
+    }
+    if !fields.is_empty() {
+        flags |= SetFlags::Concat;
+    }
+    let mut attributes = vec![
+        SetAttribute::Table(TABLE_NAME.into()),
+        SetAttribute::Name(set.name.clone()),
+        SetAttribute::Flags(flags),
+        SetAttribute::KeyType(key_type),
+        SetAttribute::KeyLen(key_len),
+        SetAttribute::Id(id),
+    ];
+    if set.key == SetKey::Ifname {
+        // nft's set userdata (libnftnl udata TLV): key byte order = host
+        // endian, without which nft prints interface names byte-swapped.
+        let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+        udata.extend(BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+        attributes.push(SetAttribute::UserData(udata));
+    }
+    if !fields.is_empty() {
+        let concat = fields
+            .iter()
+            .map(|len| {
+                nested(
+                    NFTA_LIST_ELEM,
+                    &[DefaultNla::new(
+                        NFTA_SET_FIELD_LEN,
+                        len.to_be_bytes().to_vec(),
+                    )],
+                )
+            })
+            .collect();
+        attributes.push(SetAttribute::Description(vec![SetDescription::Concat(
+            concat,
+        )]));
+    }
+    SetMessage { attributes }
+}
+
+/// A nested attribute made of `inner` attributes.
+fn nested(kind: u16, inner: &[DefaultNla]) -> DefaultNla {
+    let mut value = vec![0; inner.buffer_len()];
+    inner.emit(&mut value);
+    DefaultNla::new(kind | NLA_F_NESTED, value)
+}
+
+fn element(
+    key: Vec<u8>,
+    flags: SetElementFlags,
+    key_end: Option<Vec<u8>>,
+) -> ListAttribute<SetElementAttribute> {
+    let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(key))];
+    if !flags.is_empty() {
+        attrs.push(SetElementAttribute::Flags(flags));
+    }
+    if let Some(end) = key_end {
+        attrs.push(SetElementAttribute::KeyEnd(vec![DefaultNla::new(
+            NFTA_DATA_VALUE,
+            end,
+        )]));
+    }
+    ListAttribute::Element(attrs)
+}
+
+fn ifname_bytes(name: &str) -> Vec<u8> {
+    let mut bytes = name.as_bytes().to_vec();
+    bytes.resize(IFNAMSIZ, 0);
+    bytes
+}
+
+/// A port in a 32-bit register slot of a concatenation: big-endian, padded.
+fn port_slot(port: u16) -> [u8; 4] {
+    let [hi, lo] = port.to_be_bytes();
+    [hi, lo, 0, 0]
+}
+
+/// Set elements as the kernel wants them. Plain interval sets (rbtree)
+/// take a start element and an end element one past the range, flagged
+/// INTERVAL_END, as nft sends them (including the leading end marker at 0);
+/// concatenated interval sets (pipapo) take KEY and an inclusive KEY_END.
+fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
+    let mut out = Vec::new();
+    let first_port_start = set.elements.iter().find_map(|e| match e {
+        Element::Port(r) => Some(r.start()),
+        _ => None,
+    });
+    if first_port_start.is_some_and(|start| start > 0) {
+        out.push(element(
+            0u16.to_be_bytes().to_vec(),
+            SetElementFlags::IntervalEnd,
+            None,
+        ));
+    }
+    for e in &set.elements {
+        match e {
+            Element::Ifname(name) => {
+                out.push(element(ifname_bytes(name), SetElementFlags::empty(), None))
+            }
+            Element::Port(range) => {
+                out.push(element(
+                    range.start().to_be_bytes().to_vec(),
+                    SetElementFlags::empty(),
+                    None,
+                ));
+                if let Some(after) = range.end().checked_add(1) {
+                    out.push(element(
+                        after.to_be_bytes().to_vec(),
+                        SetElementFlags::IntervalEnd,
+                        None,
+                    ));
+                }
+            }
+            Element::Ipv4Port { addrs, ports } => {
+                let key = [addrs.0.to_be_bytes(), port_slot(ports.start())].concat();
+                let end = [addrs.1.to_be_bytes(), port_slot(ports.end())].concat();
+                out.push(element(key, SetElementFlags::empty(), Some(end)));
+            }
+            Element::Ipv6Port { addrs, ports } => {
+                let key = [addrs.0.to_be_bytes().as_slice(), &port_slot(ports.start())].concat();
+                let end = [addrs.1.to_be_bytes().as_slice(), &port_slot(ports.end())].concat();
+                out.push(element(key, SetElementFlags::empty(), Some(end)));
+            }
+        }
+    }
+    out
+}
+
+fn chain_msg(chain: &Chain) -> ChainMessage {
+    let mut attributes = vec![
+        ChainAttribute::Table(TABLE_NAME.into()),
+        ChainAttribute::Name(chain.name.clone()),
+    ];
+    if let Some(BaseChain {
+        hook,
+        priority,
+        policy,
+    }) = chain.base
+    {
+        let number = match hook {
+            ChainHook::Input => InetHookNumber::LocalIn,
+            ChainHook::Forward => InetHookNumber::Forward,
+        };
+        attributes.push(ChainAttribute::Hook(vec![
+            Hook::Number(HookNumber::Inet(number)),
+            // The kernel reads the priority as a signed 32-bit number.
+            Hook::Priority(priority as u32),
+        ]));
+        attributes.push(ChainAttribute::Policy(match policy {
+            Policy::Accept => NF_ACCEPT,
+            Policy::Drop => NF_DROP,
+        }));
+        attributes.push(ChainAttribute::Type("filter".into()));
+    }
+    ChainMessage { attributes }
+}
+
+fn rule_msg(chain: &str, rule: &Rule) -> RuleMessage {
+    let mut exprs = Vec::new();
+    for stmt in &rule.stmts {
+        stmt_exprs(stmt, &mut exprs);
+    }
+    RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(TABLE_NAME.into()),
+            RuleAttribute::Chain(chain.into()),
+            RuleAttribute::Expressions(exprs.into_iter().map(ListAttribute::from).collect()),
+        ],
+    }
+}
+
+fn u32_be(kind: u16, value: u32) -> DefaultNla {
+    DefaultNla::new(kind, value.to_be_bytes().to_vec())
+}
+
+fn u64_be(kind: u16, value: u64) -> DefaultNla {
+    DefaultNla::new(kind, value.to_be_bytes().to_vec())
+}
+
+fn raw(name: &str, attributes: Vec<DefaultNla>) -> Expressions {
+    Expressions::Other {
+        expression_type: name.into(),
+        attributes,
+    }
+}
+
+fn reg_u32(reg: Register) -> u32 {
+    reg.into()
+}
+
+fn ct_load(key: u32, dreg: Register, original: bool) -> Expressions {
+    let mut attrs = vec![
+        u32_be(NFTA_CT_DREG, reg_u32(dreg)),
+        u32_be(NFTA_CT_KEY, key),
+    ];
+    if original {
+        attrs.push(DefaultNla::new(NFTA_CT_DIRECTION, vec![IP_CT_DIR_ORIGINAL]));
+    }
+    raw("ct", attrs)
+}
+
+fn meta_load(key: MetaKey) -> Expressions {
+    Expressions::Meta(vec![
+        Meta::DestinationRegister(Register::Reg1),
+        Meta::Key(key),
+    ])
+}
+
+fn cmp(op: Operator, data: Vec<u8>) -> Expressions {
+    Expressions::Cmp(vec![
+        Cmp::SourceRegister(Register::Reg1),
+        Cmp::Op(op),
+        Cmp::Data(DataAttribute::Value(data)),
+    ])
+}
+
+/// `reg1 & mask != 0`, for ct state and ct status bits (host byte order).
+fn any_bit_set(mask: u32, out: &mut Vec<Expressions>) {
+    out.push(Expressions::Bitwise(vec![
+        Bitwise::SourceRegister(Register::Reg1),
+        Bitwise::DestinationRegister(Register::Reg1),
+        Bitwise::Length(4),
+        Bitwise::Mask(DataAttribute::Value(mask.to_ne_bytes().to_vec())),
+        Bitwise::Xor(DataAttribute::Value(0u32.to_ne_bytes().to_vec())),
+    ]));
+    out.push(cmp(Operator::NotEqual, 0u32.to_ne_bytes().to_vec()));
+}
+
+fn lookup(set: &str, inverted: bool) -> Expressions {
+    let mut attrs = vec![
+        Lookup::Set(set.into()),
+        Lookup::SourceRegister(Register::Reg1),
+    ];
+    if inverted {
+        attrs.push(Lookup::Flags(NFT_LOOKUP_F_INV));
+    }
+    Expressions::Lookup(attrs)
+}
+
+fn verdict(code: Verdict, chain: Option<&str>) -> Expressions {
+    let mut data = vec![VerdictAttribute::Code(code)];
+    if let Some(chain) = chain {
+        data.push(VerdictAttribute::Chain(chain.into()));
+    }
+    Expressions::Immediate(vec![
+        Immediate::DestinationRegister(Register::Verdict),
+        Immediate::Data(DataAttribute::Verdict(data)),
+    ])
+}
+
+fn if_match(key: MetaKey, m: &IfMatch, out: &mut Vec<Expressions>) {
+    out.push(meta_load(key));
+    match m {
+        IfMatch::Exact(name) => out.push(cmp(Operator::Equal, ifname_bytes(name))),
+        IfMatch::Prefix(prefix) => out.push(cmp(Operator::Equal, prefix.as_bytes().to_vec())),
+        IfMatch::InSet(set) => out.push(lookup(set, false)),
+        IfMatch::NotInSet(set) => out.push(lookup(set, true)),
+    }
+}
+
+/// `ip[6] saddr . ct original proto-dst @set`: address in the first
+/// 32-bit registers, port right after it, as nft lays out concatenations.
+fn saddr_ct_dport(nfproto: u8, set: &str, out: &mut Vec<Expressions>) {
+    out.push(meta_load(MetaKey::Nfproto));
+    out.push(cmp(Operator::Equal, vec![nfproto]));
+    let (offset, len, port_reg) = if nfproto == NFPROTO_IPV4 {
+        (12, 4, Register::Reg32_01)
+    } else {
+        (8, 16, Register::Reg32_04)
+    };
+    out.push(Expressions::Payload(vec![
+        Payload::DestinationRegister(Register::Reg1),
+        Payload::Base(NFT_PAYLOAD_NETWORK_HEADER),
+        Payload::Offset(offset),
+        Payload::Len(len),
+    ]));
+    out.push(ct_load(NFT_CT_PROTO_DST, port_reg, true));
+    out.push(lookup(set, false));
+}
+
+fn stmt_exprs(stmt: &Stmt, out: &mut Vec<Expressions>) {
+    match stmt {
+        Stmt::CtState(CtStates {
+            established,
+            related,
+            new,
+        }) => {
+            let mut mask = 0;
+            if *established {
+                mask |= CT_STATE_ESTABLISHED;
+            }
+            if *related {
+                mask |= CT_STATE_RELATED;
+            }
+            if *new {
+                mask |= CT_STATE_NEW;
+            }
+            out.push(ct_load(NFT_CT_STATE, Register::Reg1, false));
+            any_bit_set(mask, out);
+        }
+        Stmt::CtStatusDnat => {
+            out.push(ct_load(NFT_CT_STATUS, Register::Reg1, false));
+            any_bit_set(IPS_DST_NAT, out);
+        }
+        Stmt::L4Proto(proto) => {
+            out.push(meta_load(MetaKey::L4Proto));
+            out.push(cmp(Operator::Equal, vec![proto.number()]));
+        }
+        Stmt::Iifname(m) => if_match(MetaKey::Iifname, m, out),
+        Stmt::Oifname(m) => if_match(MetaKey::Oifname, m, out),
+        Stmt::FibDaddrLocal => {
+            out.push(raw(
+                "fib",
+                vec![
+                    u32_be(NFTA_FIB_DREG, reg_u32(Register::Reg1)),
+                    u32_be(NFTA_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE),
+                    u32_be(NFTA_FIB_FLAGS, NFTA_FIB_F_DADDR),
+                ],
+            ));
+            out.push(cmp(Operator::Equal, RTN_LOCAL.to_ne_bytes().to_vec()));
+        }
+        Stmt::DportInSet(set) => {
+            out.push(Expressions::Payload(vec![
+                Payload::DestinationRegister(Register::Reg1),
+                Payload::Base(NFT_PAYLOAD_TRANSPORT_HEADER),
+                Payload::Offset(2),
+                Payload::Len(2),
+            ]));
+            out.push(lookup(set, false));
+        }
+        Stmt::CtOriginalDportInSet(set) => {
+            out.push(ct_load(NFT_CT_PROTO_DST, Register::Reg1, true));
+            out.push(lookup(set, false));
+        }
+        Stmt::Ipv4SaddrCtOriginalDportInSet(set) => saddr_ct_dport(NFPROTO_IPV4, set, out),
+        Stmt::Ipv6SaddrCtOriginalDportInSet(set) => saddr_ct_dport(NFPROTO_IPV6, set, out),
+        Stmt::LimitPerMinute(rate) => out.push(raw(
+            "limit",
+            vec![
+                u64_be(NFTA_LIMIT_RATE, u64::from(*rate)),
+                u64_be(NFTA_LIMIT_UNIT, 60),
+                u32_be(NFTA_LIMIT_BURST, LIMIT_BURST),
+                u32_be(NFTA_LIMIT_TYPE, 0),
+                u32_be(NFTA_LIMIT_FLAGS, 0),
+            ],
+        )),
+        Stmt::Log { prefix } => {
+            let mut text = prefix.as_bytes().to_vec();
+            text.push(0);
+            out.push(raw(
+                "log",
+                vec![
+                    DefaultNla::new(NFTA_LOG_PREFIX, text),
+                    u32_be(NFTA_LOG_LEVEL, LOG_LEVEL_INFO),
+                ],
+            ));
+        }
+        Stmt::Counter => out.push(raw(
+            "counter",
+            vec![
+                u64_be(NFTA_COUNTER_BYTES, 0),
+                u64_be(NFTA_COUNTER_PACKETS, 0),
+            ],
+        )),
+        Stmt::Accept => out.push(verdict(Verdict::Other(NF_ACCEPT), None)),
+        Stmt::Drop => out.push(verdict(Verdict::Other(NF_DROP), None)),
+        Stmt::Jump(chain) => out.push(verdict(Verdict::Jump, Some(chain))),
+    }
+}
+
+/// Names of the expressions a rule compiles to, in order: what a read-back
+/// compares against.
+pub(crate) fn expression_names(rule: &Rule) -> Vec<String> {
+    let mut exprs = Vec::new();
+    for stmt in &rule.stmts {
+        stmt_exprs(stmt, &mut exprs);
+    }
+    exprs
+        .into_iter()
+        .map(|e| match ListAttribute::<ExpressionAttribute>::from(e) {
+            ListAttribute::Element(attrs) => attrs
+                .iter()
+                .find_map(|a| match a {
+                    ExpressionAttribute::Name(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .collect()
+}

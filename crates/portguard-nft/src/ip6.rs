@@ -1,0 +1,149 @@
+//! Docker sets the IPv6 FORWARD policy to drop, which breaks IPv6 routing
+//! that has nothing to do with containers. A drop in any base chain is
+//! final, so the only fix is to change that chain's policy back (the one
+//! place portguard writes outside its own table).
+
+use std::process::Command;
+
+use netlink_packet_netfilter::NetfilterProtoFamily;
+use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage, NfTablesMessage};
+
+use crate::Nft;
+use crate::error::NftError;
+use crate::socket::BatchItem;
+
+const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
+const FILTER: &str = "filter";
+const FORWARD: &str = "FORWARD";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardPolicy {
+    Accept,
+    Drop,
+    /// No `ip6 filter FORWARD` chain: nobody set a policy.
+    NoChain,
+}
+
+impl ForwardPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardPolicy::Accept => "accept",
+            ForwardPolicy::Drop => "drop",
+            ForwardPolicy::NoChain => "none",
+        }
+    }
+}
+
+/// Which netfilter front end holds the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ip6Backend {
+    /// `ip6 filter FORWARD` in nf_tables (iptables-nft, Docker's default).
+    Nftables,
+    /// The legacy x_tables `filter` table (hosts on iptables-legacy).
+    Legacy,
+}
+
+/// One policy found set to drop and put back to accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRestore {
+    pub backend: Ip6Backend,
+}
+
+impl Nft {
+    /// The policy of nf_tables' `ip6 filter FORWARD` chain.
+    pub fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
+        let reply = self.sock.request(
+            NetfilterProtoFamily::IPv6,
+            NfTablesMessage::GetChain(forward_chain(Vec::new())),
+        )?;
+        let Some(NfTablesMessage::NewChain(chain)) = reply else {
+            return Ok(ForwardPolicy::NoChain);
+        };
+        Ok(chain
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                ChainAttribute::Policy(NF_DROP) => Some(ForwardPolicy::Drop),
+                ChainAttribute::Policy(_) => Some(ForwardPolicy::Accept),
+                _ => None,
+            })
+            .unwrap_or(ForwardPolicy::NoChain))
+    }
+
+    /// Sets every IPv6 FORWARD policy that is drop back to accept, in
+    /// nf_tables and, where the legacy tables are in use, through
+    /// `ip6tables-legacy`. Returns what it changed.
+    pub fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {
+        let mut restored = Vec::new();
+        if self.ip6_forward_policy()? == ForwardPolicy::Drop {
+            self.sock.send_batch(vec![BatchItem {
+                family: NetfilterProtoFamily::IPv6,
+                flags: 0,
+                message: NfTablesMessage::NewChain(forward_chain(vec![ChainAttribute::Policy(
+                    NF_ACCEPT,
+                )])),
+                what: "set the policy of ip6 filter FORWARD to accept".into(),
+            }])?;
+            restored.push(PolicyRestore {
+                backend: Ip6Backend::Nftables,
+            });
+        }
+        if legacy_policy()? == ForwardPolicy::Drop {
+            run_legacy(&["-w", "-P", FORWARD, "ACCEPT"])?;
+            restored.push(PolicyRestore {
+                backend: Ip6Backend::Legacy,
+            });
+        }
+        Ok(restored)
+    }
+}
+
+fn forward_chain(extra: Vec<ChainAttribute>) -> ChainMessage {
+    let mut attributes = vec![
+        ChainAttribute::Table(FILTER.into()),
+        ChainAttribute::Name(FORWARD.into()),
+    ];
+    attributes.extend(extra);
+    ChainMessage { attributes }
+}
+
+/// Whether the legacy ip6 `filter` table is loaded in this thread's network
+/// namespace (nft cannot see it; `ip6tables-legacy` can).
+pub fn legacy_filter_in_use() -> bool {
+    std::fs::read_to_string("/proc/thread-self/net/ip6_tables_names")
+        .map(|names| names.lines().any(|l| l.trim() == FILTER))
+        .unwrap_or(false)
+}
+
+/// The legacy FORWARD policy; `NoChain` when the legacy table is not in use.
+pub fn legacy_policy() -> Result<ForwardPolicy, NftError> {
+    if !legacy_filter_in_use() {
+        return Ok(ForwardPolicy::NoChain);
+    }
+    let listing = run_legacy(&["-w", "-S", FORWARD])?;
+    Ok(if listing.lines().any(|l| l.trim() == "-P FORWARD DROP") {
+        ForwardPolicy::Drop
+    } else {
+        ForwardPolicy::Accept
+    })
+}
+
+fn run_legacy(args: &[&str]) -> Result<String, NftError> {
+    let out = Command::new("ip6tables-legacy")
+        .args(args)
+        .output()
+        .map_err(|e| {
+            NftError::Command(format!(
+                "the legacy ip6 filter table is in use but ip6tables-legacy cannot run: {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(NftError::Command(format!(
+            "ip6tables-legacy {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

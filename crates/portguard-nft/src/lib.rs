@@ -1,0 +1,271 @@
+//! portguard's kernel backend: programs nftables over netlink, without
+//! shelling out to `nft`.
+//!
+//! * [`Nft::apply`] replaces our table in one transaction (P9) and records
+//!   what the kernel then holds;
+//! * [`Nft::verify`] tells `Intact`, `Missing` or `Altered`;
+//! * [`Monitor`] reports every ruleset change with the process behind it;
+//! * [`Nft::ip6_forward_policy`] / [`Nft::restore_ip6_forward_policy`]
+//!   undo Docker's IPv6 FORWARD drop (P6), with an iptables-legacy
+//!   fallback;
+//! * [`Nft::remove`] deletes our table.
+//!
+//! All calls are blocking and act in the network namespace of the calling
+//! thread at the time the handle was opened.
+
+mod encode;
+mod error;
+mod ip6;
+mod monitor;
+mod readback;
+mod socket;
+
+use std::time::{Duration, Instant};
+
+use netlink_packet_netfilter::NetfilterProtoFamily;
+use netlink_packet_netfilter::nftables::{GenAttribute, GenMessage, NfTablesMessage};
+use portguard_core::Ruleset;
+use portguard_core::plan::names;
+
+pub use error::NftError;
+pub use ip6::{ForwardPolicy, Ip6Backend, PolicyRestore, legacy_filter_in_use, legacy_policy};
+pub use monitor::{Change, Monitor, MonitorEvent};
+pub use readback::TableState;
+
+use socket::NfSocket;
+
+/// What [`Nft::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The kernel holds exactly what we applied.
+    Intact,
+    /// Our table is gone.
+    Missing,
+    /// Our table exists but differs from what we applied.
+    Altered(String),
+    /// Nothing applied yet through this handle.
+    NotApplied,
+}
+
+/// Timings of one apply.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyStats {
+    /// The transaction itself (send and every acknowledgement).
+    pub commit: Duration,
+    /// Reading the table back to record the baseline.
+    pub readback: Duration,
+    /// Netlink messages in the batch.
+    pub messages: usize,
+}
+
+struct Applied {
+    ruleset: Ruleset,
+    state: TableState,
+    genid: u32,
+}
+
+/// A handle on nf_tables in one network namespace.
+pub struct Nft {
+    sock: NfSocket,
+    applied: Option<Applied>,
+}
+
+impl Nft {
+    pub fn open() -> Result<Nft, NftError> {
+        Ok(Nft {
+            sock: NfSocket::open()?,
+            applied: None,
+        })
+    }
+
+    /// Replaces our table with `ruleset` in one transaction, then reads it
+    /// back and checks that the kernel holds its structure.
+    pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyStats, NftError> {
+        let started = Instant::now();
+        let batch = encode::replace_table(ruleset);
+        let messages = batch.len() + 2;
+        self.sock.send_batch(batch)?;
+        let commit = started.elapsed();
+        let read_started = Instant::now();
+        let genid = self.genid()?;
+        let state = readback::read_table(&mut self.sock)?.ok_or_else(|| {
+            NftError::Protocol("our table vanished right after it was committed".into())
+        })?;
+        if let Some(problem) = structure_mismatch(ruleset, &state) {
+            return Err(NftError::Protocol(format!(
+                "the kernel holds another ruleset than applied: {problem}"
+            )));
+        }
+        self.applied = Some(Applied {
+            ruleset: ruleset.clone(),
+            state,
+            genid,
+        });
+        Ok(ApplyStats {
+            commit,
+            readback: read_started.elapsed(),
+            messages,
+        })
+    }
+
+    /// The ruleset last applied through this handle.
+    pub fn applied(&self) -> Option<&Ruleset> {
+        self.applied.as_ref().map(|a| &a.ruleset)
+    }
+
+    /// Compares the kernel's table with what was applied. Cheap when
+    /// nothing changed anywhere (one GETGEN round trip).
+    pub fn verify(&mut self) -> Result<Verification, NftError> {
+        let genid = self.genid()?;
+        let Some(applied) = &self.applied else {
+            return Ok(Verification::NotApplied);
+        };
+        if genid == applied.genid {
+            return Ok(Verification::Intact);
+        }
+        let verdict = match readback::read_table(&mut self.sock)? {
+            None => Verification::Missing,
+            Some(state) if state.undecodable > 0 => Verification::Altered(format!(
+                "{} foreign object(s) in our table",
+                state.undecodable
+            )),
+            Some(state) if state.same_structure(&applied.state) => Verification::Intact,
+            Some(state) => Verification::Altered(describe_difference(&applied.state, &state)),
+        };
+        if verdict == Verification::Intact
+            && let Some(applied) = &mut self.applied
+        {
+            // Somebody changed another table; ours is fine at this generation.
+            applied.genid = genid;
+        }
+        Ok(verdict)
+    }
+
+    /// Packets counted by the judge chains' counters: attempts blocked (or,
+    /// in audit mode, that would have been).
+    pub fn blocked_packets(&mut self) -> Result<u64, NftError> {
+        Ok(match readback::read_table(&mut self.sock)? {
+            Some(state) => {
+                state.counted_packets(names::PUBLISHED_FORWARD)
+                    + state.counted_packets(names::PUBLISHED_INPUT)
+            }
+            None => 0,
+        })
+    }
+
+    /// Our table as the kernel holds it now, if it exists.
+    pub fn read_table(&mut self) -> Result<Option<TableState>, NftError> {
+        readback::read_table(&mut self.sock)
+    }
+
+    /// Deletes our table; `Ok(false)` if there was none.
+    pub fn remove(&mut self) -> Result<bool, NftError> {
+        let existed = readback::read_table(&mut self.sock)?.is_some();
+        self.sock.send_batch(encode::delete_table())?;
+        self.applied = None;
+        Ok(existed)
+    }
+
+    /// The ruleset generation: it changes with every committed transaction
+    /// in this network namespace, by anybody.
+    pub fn genid(&mut self) -> Result<u32, NftError> {
+        let reply = self.sock.request(
+            NetfilterProtoFamily::Unspec,
+            NfTablesMessage::GetGen(GenMessage { attributes: vec![] }),
+        )?;
+        match reply {
+            Some(NfTablesMessage::NewGen(GenMessage { attributes })) => attributes
+                .iter()
+                .find_map(|a| match a {
+                    GenAttribute::Id(id) => Some(*id),
+                    _ => None,
+                })
+                .ok_or_else(|| NftError::Protocol("NEWGEN without an id".into())),
+            other => Err(NftError::Protocol(format!(
+                "unexpected reply to GETGEN: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Checks chain names, rule counts, expression names and set names of
+/// `state` against the ruleset we sent.
+fn structure_mismatch(ruleset: &Ruleset, state: &TableState) -> Option<String> {
+    let want_chains: Vec<&str> = ruleset.chains.iter().map(|c| c.name.as_str()).collect();
+    let have_chains: Vec<&str> = state.chains.iter().map(|c| c.name.as_str()).collect();
+    let (mut want_sorted, mut have_sorted) = (want_chains.clone(), have_chains.clone());
+    want_sorted.sort_unstable();
+    have_sorted.sort_unstable();
+    if want_sorted != have_sorted {
+        return Some(format!("chains {have_chains:?}, expected {want_chains:?}"));
+    }
+    for chain in &ruleset.chains {
+        let Some(held) = state.chains.iter().find(|c| c.name == chain.name) else {
+            return Some(format!("chain {} missing", chain.name));
+        };
+        if held.rules.len() != chain.rules.len() {
+            return Some(format!(
+                "chain {} has {} rules, expected {}",
+                chain.name,
+                held.rules.len(),
+                chain.rules.len()
+            ));
+        }
+        for (index, (rule, exprs)) in chain.rules.iter().zip(&held.rules).enumerate() {
+            let want = encode::expression_names(rule);
+            let have: Vec<String> = exprs.iter().map(|e| e.name.clone()).collect();
+            if want != have {
+                return Some(format!(
+                    "rule {index} of {} is {have:?}, expected {want:?}",
+                    chain.name
+                ));
+            }
+        }
+    }
+    let mut want_sets: Vec<&str> = ruleset.sets.iter().map(|s| s.name.as_str()).collect();
+    let mut have_sets: Vec<&str> = state.sets.iter().map(|s| s.name.as_str()).collect();
+    want_sets.sort_unstable();
+    have_sets.sort_unstable();
+    if want_sets != have_sets {
+        return Some(format!("sets {have_sets:?}, expected {want_sets:?}"));
+    }
+    None
+}
+
+fn describe_difference(applied: &TableState, now: &TableState) -> String {
+    for chain in &applied.chains {
+        match now.chains.iter().find(|c| c.name == chain.name) {
+            None => return format!("chain {} was deleted", chain.name),
+            Some(c) if c.rules.len() != chain.rules.len() => {
+                return format!(
+                    "chain {} has {} rules instead of {}",
+                    chain.name,
+                    c.rules.len(),
+                    chain.rules.len()
+                );
+            }
+            Some(c) if c.base != chain.base => {
+                return format!("chain {}'s hook or policy changed", chain.name);
+            }
+            _ => {}
+        }
+    }
+    for chain in &now.chains {
+        if !applied.chains.iter().any(|c| c.name == chain.name) {
+            return format!("chain {} was added", chain.name);
+        }
+    }
+    for set in &applied.sets {
+        match now.sets.iter().find(|s| s.name == set.name) {
+            None => return format!("set {} was deleted", set.name),
+            Some(s) if s.elements != set.elements => {
+                return format!("elements of set {} changed", set.name);
+            }
+            Some(s) if s.definition != set.definition => {
+                return format!("set {} was redefined", set.name);
+            }
+            _ => {}
+        }
+    }
+    "rules were changed".into()
+}

@@ -1,0 +1,295 @@
+//! Reading our table back from the kernel, in a normalized form that can be
+//! compared with what we applied. Only `inet portguard` is dumped, so rules
+//! other programs write elsewhere never reach the parser; a message in our
+//! table that cannot be decoded counts as an alteration, never as a failure.
+
+use netlink_packet_core::{DefaultNla, Emitable, Nla};
+use netlink_packet_netfilter::NetfilterProtoFamily;
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, ExpressionAttribute, Expressions, Hook, ListAttribute,
+    NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute, SetElementList, SetElementMessage,
+    SetMessage,
+};
+use portguard_core::ruleset::TABLE_NAME;
+
+use crate::error::NftError;
+use crate::socket::NfSocket;
+
+const NFTA_COUNTER_PACKETS: u16 = 2;
+
+/// One expression: its name and its attributes as bytes (counter values
+/// left out, they change with traffic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExprState {
+    pub name: String,
+    pub data: Vec<u8>,
+    /// Packets counted, for `counter` expressions.
+    pub packets: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainState {
+    pub name: String,
+    /// Hook attributes and policy as bytes, for base chains.
+    pub base: Option<(Vec<u8>, Option<u32>)>,
+    pub rules: Vec<Vec<ExprState>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetState {
+    pub name: String,
+    pub definition: Vec<u8>,
+    pub elements: Vec<Vec<u8>>,
+}
+
+/// Our table as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState {
+    pub chains: Vec<ChainState>,
+    pub sets: Vec<SetState>,
+    /// Messages in our table that could not be decoded.
+    pub undecodable: usize,
+}
+
+impl TableState {
+    /// Equal but for counter values.
+    pub fn same_structure(&self, other: &TableState) -> bool {
+        let strip = |t: &TableState| {
+            let mut t = t.clone();
+            for chain in &mut t.chains {
+                for rule in &mut chain.rules {
+                    for expr in rule {
+                        expr.packets = None;
+                    }
+                }
+            }
+            t
+        };
+        strip(self) == strip(other)
+    }
+
+    /// Packets counted by the counters in `chain`.
+    pub fn counted_packets(&self, chain: &str) -> u64 {
+        self.chains
+            .iter()
+            .filter(|c| c.name == chain)
+            .flat_map(|c| c.rules.iter().flatten())
+            .filter_map(|e| e.packets)
+            .sum()
+    }
+}
+
+fn emit<T: Emitable>(value: &T) -> Vec<u8> {
+    let mut buf = vec![0; value.buffer_len()];
+    value.emit(&mut buf);
+    buf
+}
+
+/// Attributes as they go on the wire.
+fn emit_nlas<T: Nla>(items: &[T]) -> Vec<u8> {
+    let mut buf = vec![0; items.buffer_len()];
+    items.emit(&mut buf);
+    buf
+}
+
+fn nla_value(nla: &DefaultNla) -> Vec<u8> {
+    let mut buf = vec![0; nla.value_len()];
+    nla.emit_value(&mut buf);
+    buf
+}
+
+fn expr_state(attrs: &[ExpressionAttribute]) -> ExprState {
+    let mut name = String::new();
+    let mut data = Vec::new();
+    let mut packets = None;
+    for attr in attrs {
+        match attr {
+            ExpressionAttribute::Name(n) => name = n.clone(),
+            ExpressionAttribute::Data(Expressions::Other {
+                expression_type,
+                attributes,
+            }) if expression_type == "counter" => {
+                packets = attributes
+                    .iter()
+                    .find(|a| a.kind() & 0x3fff == NFTA_COUNTER_PACKETS)
+                    .and_then(|a| nla_value(a).try_into().ok())
+                    .map(u64::from_be_bytes);
+            }
+            ExpressionAttribute::Data(exprs) => data = emit(exprs),
+            other => data.extend(emit_nlas(std::slice::from_ref(other))),
+        }
+    }
+    ExprState {
+        name,
+        data,
+        packets,
+    }
+}
+
+fn rule_state(rule: &RuleMessage) -> (String, Vec<ExprState>) {
+    let mut chain = String::new();
+    let mut exprs = Vec::new();
+    for attr in &rule.attributes {
+        match attr {
+            RuleAttribute::Chain(c) => chain = c.clone(),
+            RuleAttribute::Expressions(list) => {
+                for item in list {
+                    if let ListAttribute::Element(attrs) = item {
+                        exprs.push(expr_state(attrs));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (chain, exprs)
+}
+
+fn chain_state(chain: &ChainMessage) -> ChainState {
+    let mut name = String::new();
+    let mut hook: Option<Vec<u8>> = None;
+    let mut policy = None;
+    for attr in &chain.attributes {
+        match attr {
+            ChainAttribute::Name(n) => name = n.clone(),
+            ChainAttribute::Hook(hooks) => {
+                hook = Some(emit_nlas::<Hook>(hooks));
+            }
+            ChainAttribute::Policy(p) => policy = Some(*p),
+            _ => {}
+        }
+    }
+    ChainState {
+        name,
+        base: hook.map(|h| (h, policy)),
+        rules: Vec::new(),
+    }
+}
+
+fn set_state(set: &SetMessage) -> SetState {
+    let mut name = String::new();
+    let mut definition = Vec::new();
+    for attr in &set.attributes {
+        match attr {
+            SetAttribute::Name(n) => name = n.clone(),
+            SetAttribute::Flags(_)
+            | SetAttribute::KeyType(_)
+            | SetAttribute::KeyLen(_)
+            | SetAttribute::DataType(_)
+            | SetAttribute::DataLen(_) => definition.extend(emit_nlas(std::slice::from_ref(attr))),
+            _ => {}
+        }
+    }
+    SetState {
+        name,
+        definition,
+        elements: Vec::new(),
+    }
+}
+
+fn element_states(msg: &SetElementMessage) -> Vec<Vec<u8>> {
+    msg.attributes
+        .iter()
+        .filter_map(|a| match a {
+            SetElementList::Elements(list) => Some(
+                list.iter()
+                    .map(|e| emit_nlas(std::slice::from_ref(e)))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Dumps our table. `Ok(None)` when it does not exist.
+pub(crate) fn read_table(sock: &mut NfSocket) -> Result<Option<TableState>, NftError> {
+    let inet = NetfilterProtoFamily::Inet;
+    let table_exists = sock
+        .request(inet, NfTablesMessage::GetTable(crate::encode::table_msg()))?
+        .is_some();
+    if !table_exists {
+        return Ok(None);
+    }
+    let (chains, bad_chains) = sock.dump(
+        inet,
+        NfTablesMessage::GetChain(ChainMessage {
+            attributes: vec![ChainAttribute::Table(TABLE_NAME.into())],
+        }),
+    )?;
+    let mut state = TableState {
+        chains: Vec::new(),
+        sets: Vec::new(),
+        undecodable: bad_chains,
+    };
+    for msg in &chains {
+        if let NfTablesMessage::NewChain(chain) = msg
+            && belongs_to_us(
+                &chain.attributes,
+                |a| matches!(a, ChainAttribute::Table(t) if t == TABLE_NAME),
+            )
+        {
+            state.chains.push(chain_state(chain));
+        }
+    }
+    let (rules, bad_rules) = sock.dump(
+        inet,
+        NfTablesMessage::GetRule(RuleMessage {
+            attributes: vec![RuleAttribute::Table(TABLE_NAME.into())],
+        }),
+    )?;
+    state.undecodable += bad_rules;
+    for msg in &rules {
+        if let NfTablesMessage::NewRule(rule) = msg
+            && belongs_to_us(
+                &rule.attributes,
+                |a| matches!(a, RuleAttribute::Table(t) if t == TABLE_NAME),
+            )
+        {
+            let (chain, exprs) = rule_state(rule);
+            match state.chains.iter_mut().find(|c| c.name == chain) {
+                Some(c) => c.rules.push(exprs),
+                None => state.undecodable += 1,
+            }
+        }
+    }
+    let (sets, bad_sets) = sock.dump(
+        inet,
+        NfTablesMessage::GetSet(SetMessage {
+            attributes: vec![SetAttribute::Table(TABLE_NAME.into())],
+        }),
+    )?;
+    state.undecodable += bad_sets;
+    for msg in &sets {
+        if let NfTablesMessage::NewSet(set) = msg
+            && belongs_to_us(
+                &set.attributes,
+                |a| matches!(a, SetAttribute::Table(t) if t == TABLE_NAME),
+            )
+        {
+            state.sets.push(set_state(set));
+        }
+    }
+    for set in &mut state.sets {
+        let (elements, bad) = sock.dump(
+            inet,
+            NfTablesMessage::GetSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(TABLE_NAME.into()),
+                    SetElementList::Set(set.name.clone()),
+                ],
+            }),
+        )?;
+        state.undecodable += bad;
+        for msg in &elements {
+            if let NfTablesMessage::NewSetElement(m) = msg {
+                set.elements.extend(element_states(m));
+            }
+        }
+    }
+    Ok(Some(state))
+}
+
+fn belongs_to_us<A>(attrs: &[A], is_our_table: impl Fn(&A) -> bool) -> bool {
+    attrs.iter().any(is_our_table)
+}

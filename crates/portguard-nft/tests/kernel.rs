@@ -1,0 +1,118 @@
+//! The kernel backend against a real kernel, each test in network
+//! namespaces of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use portguard_config::Config;
+use portguard_core::{Ruleset, Snapshot, plan, render};
+use portguard_nft::{Nft, Verification};
+use portguard_testkit::NetNs;
+
+fn ruleset(toml: &str) -> Ruleset {
+    plan(&Config::from_toml_str(toml).unwrap(), &Snapshot::default())
+}
+
+fn nft_in(ns: &NetNs) -> Nft {
+    ns.enter(|| Nft::open().unwrap())
+}
+
+const CONFIGS: &[&str] = &[
+    "",
+    "[[allow]]\nport = 8086\n",
+    "[[allow]]\nport = \"40000-40100\"\nproto = \"both\"\n[[allow]]\nport = 65535\n",
+    "[[allow]]\nport = 8086\nfrom = [\"203.0.113.0/24\", \"2001:db8::/32\", \"10.0.0.0/8\"]\n[[allow]]\nport = 9000\nfrom = [\"10.1.0.0/16\"]\n",
+    "[guard]\nmode = \"audit\"\nscope = \"all\"\ntrusted_interfaces = [\"wg0\", \"tun*\"]\nexternal_interfaces = [\"eth0\"]\n[[allow]]\nport = 1\n",
+];
+
+#[test]
+fn applied_ruleset_lists_exactly_as_rendered() {
+    let ns = NetNs::new("golden");
+    let mut nft = nft_in(&ns);
+    for config in CONFIGS {
+        let ruleset = ruleset(config);
+        nft.apply(&ruleset)
+            .unwrap_or_else(|e| panic!("{config}: {e}"));
+        let listed = ns.sh("nft list table inet portguard");
+        assert_eq!(
+            render::normalize_listing(&listed),
+            render::normalize_listing(&render::render(&ruleset)),
+            "config:\n{config}"
+        );
+        assert_eq!(nft.verify().unwrap(), Verification::Intact);
+    }
+}
+
+#[test]
+fn verify_tells_intact_missing_and_altered() {
+    let ns = NetNs::new("verify");
+    let mut nft = nft_in(&ns);
+    assert_eq!(nft.verify().unwrap(), Verification::NotApplied);
+    let ruleset = ruleset("[[allow]]\nport = 8080\n");
+    nft.apply(&ruleset).unwrap();
+    assert_eq!(nft.verify().unwrap(), Verification::Intact);
+
+    // A change elsewhere moves the generation but leaves us intact.
+    ns.sh("nft add table ip somebody_else");
+    assert_eq!(nft.verify().unwrap(), Verification::Intact);
+
+    ns.sh("nft delete table inet portguard");
+    assert_eq!(nft.verify().unwrap(), Verification::Missing);
+
+    nft.apply(&ruleset).unwrap();
+    ns.sh("nft add rule inet portguard forward accept");
+    assert!(matches!(nft.verify().unwrap(), Verification::Altered(why) if why.contains("forward")));
+
+    nft.apply(&ruleset).unwrap();
+    ns.sh("nft add element inet portguard allow_tcp { 22 }");
+    assert!(
+        matches!(nft.verify().unwrap(), Verification::Altered(why) if why.contains("allow_tcp"))
+    );
+
+    nft.apply(&ruleset).unwrap();
+    ns.sh("nft flush chain inet portguard published_forward");
+    assert!(matches!(nft.verify().unwrap(), Verification::Altered(_)));
+
+    // Rules other programs write in their own tables, with expressions we
+    // do not model, do not disturb the read-back.
+    nft.apply(&ruleset).unwrap();
+    ns.sh("nft add table ip other; nft add chain ip other c; nft add rule ip other c ct helper set \"ftp\" 2>/dev/null || nft add rule ip other c ct mark set 7 quota 10 mbytes");
+    ns.sh("iptables-nft -A FORWARD -m conntrack --ctstate NEW -m comment --comment x -j ACCEPT");
+    assert_eq!(nft.verify().unwrap(), Verification::Intact);
+}
+
+#[test]
+fn remove_deletes_only_our_table() {
+    let ns = NetNs::new("remove");
+    let mut nft = nft_in(&ns);
+    ns.sh("nft add table ip keepme");
+    nft.apply(&ruleset("")).unwrap();
+    assert!(nft.remove().unwrap());
+    assert!(!nft.remove().unwrap(), "second remove finds nothing");
+    let listing = ns.sh("nft list tables");
+    assert!(!listing.contains("portguard"), "{listing}");
+    assert!(listing.contains("table ip keepme"), "{listing}");
+}
+
+#[test]
+fn kernel_refusals_name_the_object() {
+    let ns = NetNs::new("refuse");
+    let mut nft = nft_in(&ns);
+    let mut bad = ruleset("");
+    // A jump to a chain that does not exist.
+    bad.chains[0]
+        .rules
+        .push(portguard_core::ruleset::Rule::new([
+            portguard_core::ruleset::Stmt::Jump("nowhere".into()),
+        ]));
+    let err = nft.apply(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("chain forward") && err.contains("errno"),
+        "{err}"
+    );
+    // Nothing of the failed batch was committed.
+    let listing = ns.sh("nft list tables");
+    assert!(!listing.contains("portguard"), "{listing}");
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,213 @@
+//! Test helpers: network namespaces that remove themselves (also when a
+//! test panics), code run inside a namespace, and real TCP/UDP probes.
+//!
+//! Names are unique per process and call (`pg<pid>n<k><role>`), so tests
+//! run in parallel and a crashed run cannot poison the next.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace, deleted (with every process still in it) on drop.
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `pg<pid>n<k><role>` with loopback up.
+    pub fn new(role: &str) -> NetNs {
+        let k = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("pg{}n{k}{role}", std::process::id());
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        NetNs { name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Path of the namespace handle, for `nsenter --net=`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `script` with sh inside the namespace (nsenter, which keeps
+    /// /sys as it is).
+    pub fn run(&self, script: &str) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.path()))
+            .args(["sh", "-c", script])
+            .output()
+            .expect("nsenter")
+    }
+
+    /// Like [`NetNs::run`], panicking with stderr unless it succeeds; returns stdout.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "in {}: `{script}` failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace; sockets it
+    /// opens and processes it spawns live there.
+    pub fn spawn<F, R>(&self, f: F) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let file = File::open(self.path()).expect("open netns");
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+
+    /// Runs `f` inside this namespace and returns its result.
+    pub fn enter<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.spawn(f).join().expect("thread in netns panicked")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Every process in a namespace we created was started by this test.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a host command, panicking unless it succeeds.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Joins two namespaces with a veth pair named `a_if` in `a` and `b_if` in `b`.
+pub fn link(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
+    a.sh(&format!(
+        "ip link add {a_if} type veth peer name {b_if} netns {} && ip link set {a_if} up && ip -n {} link set {b_if} up",
+        b.name(),
+        b.name()
+    ));
+}
+
+/// Adds addresses (`10.0.0.1/24`, `fd00::1/64`) to `iface`; IPv6 without DAD.
+pub fn addr(ns: &NetNs, iface: &str, addrs: &[&str]) {
+    for a in addrs {
+        let extra = if a.contains(':') { " nodad" } else { "" };
+        ns.sh(&format!("ip addr add {a} dev {iface}{extra}"));
+    }
+}
+
+/// A TCP server in `ns` on `port` (all addresses, v4 and v6) that answers
+/// each connection with `reply` and closes it. Runs until the namespace goes.
+pub fn tcp_server(ns: &NetNs, port: u16, reply: &'static str) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let listener = TcpListener::bind(("::", port)).expect("bind tcp");
+        ready_tx.send(()).ok();
+        for stream in listener.incoming() {
+            if let Ok(mut s) = stream {
+                let _ = s.write_all(reply.as_bytes());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("tcp server ready");
+}
+
+/// A UDP echo server in `ns` on `port` (v4 and v6).
+pub fn udp_echo_server(ns: &NetNs, port: u16) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let socket = UdpSocket::bind(("::", port)).expect("bind udp");
+        ready_tx.send(()).ok();
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("udp server ready");
+}
+
+/// Whether a TCP connection from `ns` to `target` completes and reads the
+/// server's greeting within `timeout`.
+pub fn tcp_probe(ns: &NetNs, target: SocketAddr, timeout: Duration) -> bool {
+    ns.enter(move || tcp_probe_here(target, timeout))
+}
+
+/// [`tcp_probe`] from the calling thread's namespace.
+pub fn tcp_probe_here(target: SocketAddr, timeout: Duration) -> bool {
+    match TcpStream::connect_timeout(&target, timeout) {
+        Ok(mut s) => {
+            s.set_read_timeout(Some(timeout)).ok();
+            let mut buf = [0u8; 64];
+            matches!(s.read(&mut buf), Ok(n) if n > 0)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether a UDP datagram from `ns` to `target` is echoed within `timeout`.
+pub fn udp_probe(ns: &NetNs, target: SocketAddr, timeout: Duration) -> bool {
+    ns.enter(move || {
+        let bind: SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .unwrap();
+        let socket = UdpSocket::bind(bind).unwrap();
+        socket.set_read_timeout(Some(timeout)).unwrap();
+        if socket.send_to(b"ping", target).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(socket.recv_from(&mut buf), Ok((4, _)))
+    })
+}
