@@ -126,17 +126,103 @@ pub(crate) fn replace_table(ruleset: &Ruleset) -> Vec<BatchItem> {
         ));
     }
     for chain in &ruleset.chains {
-        for (index, rule) in chain.rules.iter().enumerate() {
-            items.push(item(
-                NfTablesMessage::NewRule(rule_msg(&chain.name, rule)),
-                NLM_F_CREATE | NLM_F_APPEND,
-                format!(
-                    "add rule {index} of chain {}: {}",
-                    chain.name,
-                    portguard_core::render::render_rule(rule)
-                ),
-            ));
+        push_rules(chain, &mut items);
+    }
+    items
+}
+
+fn push_elements(set: &Set, items: &mut Vec<BatchItem>) {
+    for (chunk_index, chunk) in element_attributes(set)
+        .chunks(ELEMENTS_PER_MESSAGE)
+        .enumerate()
+    {
+        items.push(item(
+            NfTablesMessage::NewSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(TABLE_NAME.into()),
+                    SetElementList::Set(set.name.clone()),
+                    SetElementList::Elements(chunk.to_vec()),
+                ],
+            }),
+            NLM_F_CREATE,
+            format!(
+                "add elements to set {} (part {})",
+                set.name,
+                chunk_index + 1
+            ),
+        ));
+    }
+}
+
+fn push_rules(chain: &Chain, items: &mut Vec<BatchItem>) {
+    for (index, rule) in chain.rules.iter().enumerate() {
+        items.push(item(
+            NfTablesMessage::NewRule(rule_msg(&chain.name, rule)),
+            NLM_F_CREATE | NLM_F_APPEND,
+            format!(
+                "add rule {index} of chain {}: {}",
+                chain.name,
+                portguard_core::render::render_rule(rule)
+            ),
+        ));
+    }
+}
+
+/// Whether `old` can be turned into `new` without recreating anything:
+/// the same sets (name and key) and the same chains (name and hook) in the
+/// same order. Then [`update_table`] applies, which keeps base chains
+/// hooked and unchanged sets untouched.
+pub(crate) fn same_shape(old: &Ruleset, new: &Ruleset) -> bool {
+    old.sets.len() == new.sets.len()
+        && old.chains.len() == new.chains.len()
+        && old
+            .sets
+            .iter()
+            .zip(&new.sets)
+            .all(|(a, b)| a.name == b.name && a.key == b.key)
+        && old
+            .chains
+            .iter()
+            .zip(&new.chains)
+            .all(|(a, b)| a.name == b.name && a.base == b.base)
+}
+
+/// The batch that turns the table holding `old` into `new` (same shape):
+/// sets whose elements changed are flushed and refilled, chains whose rules
+/// changed are flushed and refilled; everything else stays as it is.
+pub(crate) fn update_table(old: &Ruleset, new: &Ruleset) -> Vec<BatchItem> {
+    let mut items = Vec::new();
+    for (before, after) in old.sets.iter().zip(&new.sets) {
+        if before.elements == after.elements {
+            continue;
         }
+        items.push(item(
+            NfTablesMessage::DeleteSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(TABLE_NAME.into()),
+                    SetElementList::Set(after.name.clone()),
+                ],
+            }),
+            0,
+            format!("flush set {}", after.name),
+        ));
+        push_elements(after, &mut items);
+    }
+    for (before, after) in old.chains.iter().zip(&new.chains) {
+        if before.rules == after.rules {
+            continue;
+        }
+        items.push(item(
+            NfTablesMessage::DeleteRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table(TABLE_NAME.into()),
+                    RuleAttribute::Chain(after.name.clone()),
+                ],
+            }),
+            0,
+            format!("flush chain {}", after.name),
+        ));
+        push_rules(after, &mut items);
     }
     items
 }

@@ -50,6 +50,8 @@ pub enum Verification {
 /// Timings of one apply.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyStats {
+    /// Only what changed was rewritten (see [`Nft::apply`]).
+    pub incremental: bool,
     /// The transaction itself (send and every acknowledgement).
     pub commit: Duration,
     /// Reading the table back to record the baseline.
@@ -78,13 +80,30 @@ impl Nft {
         })
     }
 
-    /// Replaces our table with `ruleset` in one transaction, then reads it
-    /// back and checks that the kernel holds its structure.
+    /// Makes the kernel hold `ruleset` in one transaction, then reads it
+    /// back and checks that it does.
+    ///
+    /// When our table is intact and has the same shape (sets, chains) as
+    /// last applied, only the sets and chains that changed are flushed and
+    /// refilled: base chains stay hooked, so packets never meet a table
+    /// being torn down. Otherwise the table is deleted and added back
+    /// complete, in the same transaction.
     pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyStats, NftError> {
         let started = Instant::now();
-        let batch = encode::replace_table(ruleset);
+        let incremental = match &self.applied {
+            Some(applied) if encode::same_shape(&applied.ruleset, ruleset) => {
+                self.verify()? == Verification::Intact
+            }
+            _ => false,
+        };
+        let batch = match (&self.applied, incremental) {
+            (Some(applied), true) => encode::update_table(&applied.ruleset, ruleset),
+            _ => encode::replace_table(ruleset),
+        };
         let messages = batch.len() + 2;
-        self.sock.send_batch(batch)?;
+        if !batch.is_empty() {
+            self.sock.send_batch(batch)?;
+        }
         let commit = started.elapsed();
         let read_started = Instant::now();
         let genid = self.genid()?;
@@ -102,6 +121,7 @@ impl Nft {
             genid,
         });
         Ok(ApplyStats {
+            incremental,
             commit,
             readback: read_started.elapsed(),
             messages,

@@ -3,7 +3,7 @@
 //! other programs write elsewhere never reach the parser; a message in our
 //! table that cannot be decoded counts as an alteration, never as a failure.
 
-use netlink_packet_core::{DefaultNla, Emitable, Nla};
+use netlink_packet_core::{DefaultNla, Emitable, Nla, NlasIterator};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, ExpressionAttribute, Expressions, Hook, ListAttribute,
@@ -111,7 +111,7 @@ fn expr_state(attrs: &[ExpressionAttribute]) -> ExprState {
             }) if expression_type == "counter" => {
                 packets = attributes
                     .iter()
-                    .find(|a| a.kind() & 0x3fff == NFTA_COUNTER_PACKETS)
+                    .find(|a| a.kind() & NLA_TYPE_MASK == NFTA_COUNTER_PACKETS)
                     .and_then(|a| nla_value(a).try_into().ok())
                     .map(u64::from_be_bytes);
             }
@@ -187,20 +187,25 @@ fn set_state(set: &SetMessage) -> SetState {
     }
 }
 
-fn element_states(msg: &SetElementMessage) -> Vec<Vec<u8>> {
-    msg.attributes
-        .iter()
-        .filter_map(|a| match a {
-            SetElementList::Elements(list) => Some(
-                list.iter()
-                    .map(|e| emit_nlas(std::slice::from_ref(e)))
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .flatten()
-        .collect()
+/// The elements of one NEWSETELEM dump reply, each as its attribute bytes.
+/// Walked by hand: the library's decoder formats the whole buffer into
+/// every error context it builds, which makes large dumps quadratic.
+fn raw_elements(payload: &[u8]) -> Option<Vec<Vec<u8>>> {
+    const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+    let mut out = Vec::new();
+    for nla in NlasIterator::new(payload) {
+        let nla = nla.ok()?;
+        if nla.kind() & NLA_TYPE_MASK != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for element in NlasIterator::new(nla.value()) {
+            out.push(element.ok()?.value().to_vec());
+        }
+    }
+    Some(out)
 }
+
+const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// Dumps our table. `Ok(None)` when it does not exist.
 pub(crate) fn read_table(sock: &mut NfSocket) -> Result<Option<TableState>, NftError> {
@@ -271,7 +276,7 @@ pub(crate) fn read_table(sock: &mut NfSocket) -> Result<Option<TableState>, NftE
         }
     }
     for set in &mut state.sets {
-        let (elements, bad) = sock.dump(
+        let replies = sock.dump_raw(
             inet,
             NfTablesMessage::GetSetElement(SetElementMessage {
                 attributes: vec![
@@ -280,10 +285,10 @@ pub(crate) fn read_table(sock: &mut NfSocket) -> Result<Option<TableState>, NftE
                 ],
             }),
         )?;
-        state.undecodable += bad;
-        for msg in &elements {
-            if let NfTablesMessage::NewSetElement(m) = msg {
-                set.elements.extend(element_states(m));
+        for payload in &replies {
+            match raw_elements(payload) {
+                Some(elements) => set.elements.extend(elements),
+                None => state.undecodable += 1,
             }
         }
     }

@@ -253,6 +253,66 @@ impl NfSocket {
         }
     }
 
+    /// Like [`NfSocket::dump`], but returns each reply's payload after the
+    /// nfgenmsg header, undecoded: for large dumps (set elements) that are
+    /// cheaper to walk by hand than to decode into library types.
+    pub(crate) fn dump_raw(
+        &mut self,
+        family: NetfilterProtoFamily,
+        message: NfTablesMessage,
+    ) -> Result<Vec<Vec<u8>>, NftError> {
+        const NLMSG_HDRLEN: usize = 16;
+        const NFGENMSG_LEN: usize = 4;
+        const NLMSG_ERROR: u16 = 2;
+        const NLMSG_DONE: u16 = 3;
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        let msg = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message);
+        Self::encode(seq, NLM_F_REQUEST | NLM_F_DUMP, msg, &mut buf);
+        self.send_all(&buf)?;
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self
+                .socket
+                .recv_from_full()
+                .map_err(NftError::io("receive from netlink"))?;
+            let mut rest = data.as_slice();
+            while rest.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                if len < NLMSG_HDRLEN || len > rest.len() {
+                    return Err(NftError::Protocol(
+                        "truncated netlink message in a dump".into(),
+                    ));
+                }
+                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+                let msg_seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
+                let body = &rest[NLMSG_HDRLEN..len];
+                rest = &rest[((len + 3) & !3).min(rest.len())..];
+                if msg_seq != seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = body
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0);
+                        if code != 0 {
+                            return Err(NftError::Kernel {
+                                what: "dump".into(),
+                                errno: -code,
+                            });
+                        }
+                        return Ok(out);
+                    }
+                    _ if body.len() >= NFGENMSG_LEN => out.push(body[NFGENMSG_LEN..].to_vec()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// A single request answered by one message (e.g. GETGEN, GETCHAIN).
     pub(crate) fn request(
         &mut self,

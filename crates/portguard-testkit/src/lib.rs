@@ -26,10 +26,13 @@ impl NetNs {
     pub fn new(role: &str) -> NetNs {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("pg{}n{k}{role}", std::process::id());
-        sh(&format!(
-            "ip netns add {name} && ip -n {name} link set lo up"
-        ));
-        NetNs { name }
+        sh(&format!("ip netns add {name}"));
+        let ns = NetNs { name };
+        // No duplicate address detection: link-local addresses would stay
+        // tentative for a second or two, and IPv6 neighbour discovery and
+        // routing with them.
+        ns.sh("sysctl -qw net.ipv6.conf.all.accept_dad=0 && sysctl -qw net.ipv6.conf.default.accept_dad=0 && ip link set lo up");
+        ns
     }
 
     pub fn name(&self) -> &str {
@@ -147,10 +150,8 @@ pub fn tcp_server(ns: &NetNs, port: u16, reply: &'static str) {
     ns.spawn(move || {
         let listener = TcpListener::bind(("::", port)).expect("bind tcp");
         ready_tx.send(()).ok();
-        for stream in listener.incoming() {
-            if let Ok(mut s) = stream {
-                let _ = s.write_all(reply.as_bytes());
-            }
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(reply.as_bytes());
         }
     });
     ready_rx
