@@ -212,3 +212,53 @@ pub fn udp_probe(ns: &NetNs, target: SocketAddr, timeout: Duration) -> bool {
         matches!(socket.recv_from(&mut buf), Ok((4, _)))
     })
 }
+
+/// Three namespaces: `wan` (10.99.0.2, fd00:99::2) -- `host` (eth0
+/// 10.99.0.1, fd00:99::1; forwarding; a bridge named docker0 with
+/// 172.30.0.1, fd00:30::1) -- `ctr` (172.30.0.2, fd00:30::2), and the DNAT
+/// rules Docker writes for `-p 8080:80 -p 8081:81 -p 5353:53/udp` (IPv4 and
+/// IPv6 for TCP). `ctr` serves "web" on 80, "db" on 81, UDP echo on 53.
+pub struct Lab {
+    pub wan: NetNs,
+    pub host: NetNs,
+    pub ctr: NetNs,
+}
+
+pub fn lab() -> Lab {
+    let wan = NetNs::new("wan");
+    let host = NetNs::new("host");
+    let ctr = NetNs::new("ctr");
+    link(&host, "eth0", &wan, "eth0");
+    addr(&host, "eth0", &["10.99.0.1/24", "fd00:99::1/64"]);
+    addr(&wan, "eth0", &["10.99.0.2/24", "fd00:99::2/64"]);
+    host.sh("ip link add docker0 type bridge && ip link set docker0 up");
+    addr(&host, "docker0", &["172.30.0.1/24", "fd00:30::1/64"]);
+    link(&host, "vethc", &ctr, "eth0");
+    host.sh("ip link set vethc master docker0");
+    addr(&ctr, "eth0", &["172.30.0.2/24", "fd00:30::2/64"]);
+    ctr.sh("ip route add default via 172.30.0.1 && ip -6 route add default via fd00:30::1");
+    wan.sh(
+        "ip route add 172.30.0.0/24 via 10.99.0.1 && ip -6 route add fd00:30::/64 via fd00:99::1",
+    );
+    host.sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+    // What Docker does for -p 8080:80, -p 8081:81, -p 5353:53/udp.
+    host.sh("nft -f - <<'EOF'
+table ip nat {
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    tcp dport 8080 dnat to 172.30.0.2:80
+    tcp dport 8081 dnat to 172.30.0.2:81
+    udp dport 5353 dnat to 172.30.0.2:53
+  }
+}
+table ip6 nat {
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    tcp dport 8080 dnat to [fd00:30::2]:80
+    tcp dport 8081 dnat to [fd00:30::2]:81
+  }
+}
+EOF");
+    tcp_server(&ctr, 80, "web\n");
+    tcp_server(&ctr, 81, "db\n");
+    udp_echo_server(&ctr, 53);
+    Lab { wan, host, ctr }
+}

@@ -1,0 +1,282 @@
+//! portguardd as a process, in a lab of network namespaces.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portguard_nft::{ForwardPolicy, Nft};
+use portguard_testkit::{NetNs, lab, tcp_probe};
+
+const PROBE: Duration = Duration::from_millis(700);
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A running portguardd, killed (by its pid) when dropped.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &NetNs, config: &Path, notify: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
+        let log = config.with_extension("log");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", ns.path()))
+            .arg(env!("CARGO_BIN_EXE_portguardd"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC");
+        if let Some(socket) = notify {
+            cmd.env("NOTIFY_SOCKET", socket);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `wanted` among sd_notify datagrams; returns all seen.
+fn wait_notify(socket: &UnixDatagram, wanted: &str, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(deadline - Instant::now()))
+            .unwrap();
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = text.lines().any(|l| l == wanted);
+                seen.push(text);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no {wanted} within {timeout:?}; got {seen:?}");
+}
+
+/// Polls until `check` holds; returns how long it took.
+fn until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check() {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("{what}: not within {timeout:?}");
+}
+
+fn table_exists(nft: &mut Nft) -> bool {
+    nft.read_table().unwrap().is_some()
+}
+
+#[test]
+fn daemon_guards_restores_reloads_and_outlives_itself() {
+    let lab = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portguard.toml");
+    std::fs::write(&config, "[[allow]]\nport = 8080\n").unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut nft = lab.host.enter(|| Nft::open().unwrap());
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "the bypass exists without the guard"
+    );
+
+    let daemon = Daemon::start(&lab.host, &config, Some(&notify_path), &[]);
+    wait_notify(&notify, "READY=1", Duration::from_secs(10));
+    // READY=1 comes only after the ruleset is in place.
+    assert!(
+        table_exists(&mut nft),
+        "READY before the table was installed"
+    );
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE),
+        "allowlisted port open"
+    );
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "unlisted port closed"
+    );
+
+    // Tampering is undone.
+    lab.host.sh("nft delete table inet portguard");
+    let took = until(
+        "table restored after delete",
+        Duration::from_secs(5),
+        || table_exists(&mut nft),
+    );
+    println!("restored after `nft delete table`: seen back after {took:?}");
+    assert!(!tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE));
+
+    lab.host
+        .sh("nft add rule inet portguard forward iifname \"eth0\" accept");
+    let took = until("altered table restored", Duration::from_secs(5), || {
+        !lab.host
+            .sh("nft list chain inet portguard forward")
+            .contains("iifname \"eth0\" accept")
+    });
+    println!("restored after an added accept rule: {took:?}");
+    assert!(!tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE));
+
+    lab.host.sh("ip6tables -P FORWARD DROP");
+    let took = until(
+        "ip6 FORWARD policy restored",
+        Duration::from_secs(5),
+        || nft.ip6_forward_policy().unwrap() == ForwardPolicy::Accept,
+    );
+    println!("IPv6 FORWARD policy drop undone after {took:?}");
+
+    lab.host.sh("nft flush ruleset");
+    let took = until(
+        "table restored after flush ruleset",
+        Duration::from_secs(5),
+        || table_exists(&mut nft),
+    );
+    println!("restored after `nft flush ruleset`: {took:?}");
+    let log = daemon.log();
+    assert!(log.contains("guard table restored"), "{log}");
+    assert!(log.contains("restore_ms="), "{log}");
+
+    // Put Docker's NAT back for the probes below.
+    lab.host.sh(
+        "nft add table ip nat && nft 'add chain ip nat pre { type nat hook prerouting priority dstnat; }' && \
+         nft add rule ip nat pre tcp dport 8081 dnat to 172.30.0.2:81",
+    );
+
+    // Reload with a valid change applies it.
+    std::fs::write(&config, "[[allow]]\nport = 8081\n").unwrap();
+    daemon.signal("HUP");
+    until("reload opened 8081", Duration::from_secs(5), || {
+        tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE)
+    });
+    // A broken file keeps the last good rules and says why.
+    std::fs::write(&config, "[[allow]]\nport = 0\n").unwrap();
+    daemon.signal("HUP");
+    until("reload error logged", Duration::from_secs(5), || {
+        daemon.log().contains("portguard.toml:2:8: port 0")
+    });
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "the last good ruleset stays"
+    );
+
+    std::fs::write(&config, "").unwrap();
+    daemon.signal("HUP");
+    until("reload closed 8081", Duration::from_secs(5), || {
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE)
+    });
+
+    // SIGKILL: protection does not depend on the daemon (P5).
+    daemon.signal("KILL");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(table_exists(&mut nft));
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "closed after SIGKILL"
+    );
+    drop(daemon);
+
+    // SIGTERM: clean stop, table stays, STOPPING=1 sent.
+    let notify_path = dir.path().join("notify2.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let daemon = Daemon::start(&lab.host, &config, Some(&notify_path), &[]);
+    wait_notify(&notify, "READY=1", Duration::from_secs(10));
+    daemon.signal("TERM");
+    wait_notify(&notify, "STOPPING=1", Duration::from_secs(5));
+    let mut daemon = daemon;
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a normal stop: {status}");
+    assert!(table_exists(&mut nft));
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "closed after SIGTERM"
+    );
+
+    // --remove-rules deletes the table.
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", lab.host.path()))
+        .args([env!("CARGO_BIN_EXE_portguardd"), "--remove-rules"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!table_exists(&mut nft));
+}
+
+#[test]
+fn watchdog_pings_when_enabled() {
+    let ns = NetNs::new("wd");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portguard.toml");
+    std::fs::write(&config, "").unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let _daemon = Daemon::start(
+        &ns,
+        &config,
+        Some(&notify_path),
+        &[("WATCHDOG_USEC", "200000")],
+    );
+    wait_notify(&notify, "READY=1", Duration::from_secs(10));
+    wait_notify(&notify, "WATCHDOG=1", Duration::from_secs(2));
+}
+
+#[test]
+fn bad_configuration_at_start_exits_nonzero_and_installs_nothing() {
+    let ns = NetNs::new("badcfg");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portguard.toml");
+    std::fs::write(&config, "[guard]\nmode = \"off\"\n").unwrap();
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path()))
+        .arg(env!("CARGO_BIN_EXE_portguardd"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2:8: unknown variant `off`", config.display())),
+        "{err}"
+    );
+    assert!(!ns.sh("nft list tables").contains("portguard"));
+}
