@@ -210,3 +210,36 @@ fn shipped_example_is_valid() {
     let config = Config::load(&path).unwrap();
     assert!(!config.allow.is_empty());
 }
+
+#[test]
+fn every_key_is_documented_in_the_reference() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md")).unwrap();
+    for key in [
+        "mode",
+        "scope",
+        "trusted_interfaces",
+        "external_interfaces",
+        "log_blocked",
+        "restore_forward_policy",
+        "socket",
+        "group",
+        "port",
+        "container",
+        "proto",
+        "from",
+        "comment",
+    ] {
+        assert!(doc.contains(&format!("| `{key}` |")), "docs/configuration.md lacks `{key}`");
+        // The key really is part of the schema: a file using it parses or
+        // fails for its value, never as an unknown field.
+        let section = match key {
+            "restore_forward_policy" => "[ipv6]",
+            "socket" | "group" => "[control]",
+            "port" | "container" | "proto" | "from" | "comment" => "[[allow]]",
+            _ => "[guard]",
+        };
+        if let Err(e) = Config::from_toml_str(&format!("{section}\n{key} = 1\n")) {
+            assert!(!e.to_string().contains("unknown field"), "{key}: {e}");
+        }
+    }
+}

@@ -78,7 +78,7 @@ impl Guard {
                 self.restores += 1;
                 tracing::info!(
                     restores = self.restores,
-                    restore_ms = since.elapsed().as_secs_f64() * 1000.0,
+                    restore_ms = %format!("{:.2}", since.elapsed().as_secs_f64() * 1000.0),
                     "guard table restored"
                 );
                 Ok(())
