@@ -213,7 +213,10 @@ fn shipped_example_is_valid() {
 
 #[test]
 fn every_key_is_documented_in_the_reference() {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md")).unwrap();
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+    )
+    .unwrap();
     for key in [
         "mode",
         "scope",
@@ -229,7 +232,10 @@ fn every_key_is_documented_in_the_reference() {
         "from",
         "comment",
     ] {
-        assert!(doc.contains(&format!("| `{key}` |")), "docs/configuration.md lacks `{key}`");
+        assert!(
+            doc.contains(&format!("| `{key}` |")),
+            "docs/configuration.md lacks `{key}`"
+        );
         // The key really is part of the schema: a file using it parses or
         // fails for its value, never as an unknown field.
         let section = match key {

@@ -89,8 +89,8 @@ impl Nft {
                 backend: Ip6Backend::Nftables,
             });
         }
-        if legacy_policy()? == ForwardPolicy::Drop {
-            run_legacy(&["-w", "-P", FORWARD, "ACCEPT"])?;
+        if legacy_policy_in(&self.netns)? == ForwardPolicy::Drop {
+            run_legacy(&self.netns, &["-w", "-P", FORWARD, "ACCEPT"])?;
             restored.push(PolicyRestore {
                 backend: Ip6Backend::Legacy,
             });
@@ -108,20 +108,85 @@ fn forward_chain(extra: Vec<ChainAttribute>) -> ChainMessage {
     ChainMessage { attributes }
 }
 
-/// Whether the legacy ip6 `filter` table is loaded in this thread's network
-/// namespace (nft cannot see it; `ip6tables-legacy` can).
+/// The network namespace a handle was opened in. Legacy x_tables are
+/// reached through `ip6tables-legacy`, a separate process, which must run
+/// in that namespace, not in whatever namespace the calling thread is in.
+#[derive(Debug)]
+pub(crate) struct NetnsRef {
+    file: std::fs::File,
+    inode: u64,
+}
+
+impl NetnsRef {
+    pub(crate) fn current() -> Result<NetnsRef, NftError> {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(NftError::io("open own network namespace"))?;
+        let inode = file
+            .metadata()
+            .map_err(NftError::io("stat own network namespace"))?
+            .ino();
+        Ok(NetnsRef { file, inode })
+    }
+
+    /// Whether the calling thread is in this namespace.
+    fn is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == self.inode)
+    }
+
+    /// A command that runs in this namespace.
+    fn command(&self, program: &str) -> Command {
+        use std::os::fd::AsRawFd;
+        if self.is_current() {
+            return Command::new(program);
+        }
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!(
+            "--net=/proc/{}/fd/{}",
+            std::process::id(),
+            self.file.as_raw_fd()
+        ))
+        .arg(program);
+        cmd
+    }
+}
+
+/// Whether the legacy ip6 `filter` table is loaded in the calling thread's
+/// network namespace (nft cannot see it; `ip6tables-legacy` can).
 pub fn legacy_filter_in_use() -> bool {
     std::fs::read_to_string("/proc/thread-self/net/ip6_tables_names")
         .map(|names| names.lines().any(|l| l.trim() == FILTER))
         .unwrap_or(false)
 }
 
-/// The legacy FORWARD policy; `NoChain` when the legacy table is not in use.
+fn legacy_filter_in_use_in(netns: &NetnsRef) -> bool {
+    if netns.is_current() {
+        return legacy_filter_in_use();
+    }
+    netns
+        .command("cat")
+        .arg("/proc/thread-self/net/ip6_tables_names")
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == FILTER)
+        })
+        .unwrap_or(false)
+}
+
+/// The legacy FORWARD policy in the calling thread's namespace; `NoChain`
+/// when the legacy table is not in use there.
 pub fn legacy_policy() -> Result<ForwardPolicy, NftError> {
-    if !legacy_filter_in_use() {
+    legacy_policy_in(&NetnsRef::current()?)
+}
+
+fn legacy_policy_in(netns: &NetnsRef) -> Result<ForwardPolicy, NftError> {
+    if !legacy_filter_in_use_in(netns) {
         return Ok(ForwardPolicy::NoChain);
     }
-    let listing = run_legacy(&["-w", "-S", FORWARD])?;
+    let listing = run_legacy(netns, &["-w", "-S", FORWARD])?;
     Ok(if listing.lines().any(|l| l.trim() == "-P FORWARD DROP") {
         ForwardPolicy::Drop
     } else {
@@ -129,8 +194,9 @@ pub fn legacy_policy() -> Result<ForwardPolicy, NftError> {
     })
 }
 
-fn run_legacy(args: &[&str]) -> Result<String, NftError> {
-    let out = Command::new("ip6tables-legacy")
+fn run_legacy(netns: &NetnsRef, args: &[&str]) -> Result<String, NftError> {
+    let out = netns
+        .command("ip6tables-legacy")
         .args(args)
         .output()
         .map_err(|e| {

@@ -70,6 +70,7 @@ struct Applied {
 pub struct Nft {
     sock: NfSocket,
     applied: Option<Applied>,
+    netns: ip6::NetnsRef,
 }
 
 impl Nft {
@@ -77,6 +78,7 @@ impl Nft {
         Ok(Nft {
             sock: NfSocket::open()?,
             applied: None,
+            netns: ip6::NetnsRef::current()?,
         })
     }
 

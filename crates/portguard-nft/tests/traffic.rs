@@ -318,3 +318,19 @@ fn ipv6_forward_policy_drop_is_restored_and_traffic_flows_again() {
         "nothing to do the second time"
     );
 }
+
+#[test]
+fn legacy_ip6tables_forward_drop_is_restored_through_ip6tables_legacy() {
+    let ns = NetNs::new("legacy");
+    let mut nft = ns.enter(|| Nft::open().unwrap());
+    ns.sh("ip6tables-legacy -P FORWARD DROP");
+    // Called from a thread outside the namespace: the handle's namespace counts.
+    let restored = nft.restore_ip6_forward_policy().unwrap();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert_eq!(restored[0].backend, Ip6Backend::Legacy);
+    assert!(
+        ns.sh("ip6tables-legacy -S FORWARD")
+            .contains("-P FORWARD ACCEPT")
+    );
+    assert!(nft.restore_ip6_forward_policy().unwrap().is_empty());
+}
