@@ -97,26 +97,7 @@ pub(crate) fn replace_table(ruleset: &Ruleset) -> Vec<BatchItem> {
             NLM_F_CREATE,
             format!("add set {}", set.name),
         ));
-        for (chunk_index, chunk) in element_attributes(set)
-            .chunks(ELEMENTS_PER_MESSAGE)
-            .enumerate()
-        {
-            items.push(item(
-                NfTablesMessage::NewSetElement(SetElementMessage {
-                    attributes: vec![
-                        SetElementList::Table(TABLE_NAME.into()),
-                        SetElementList::Set(set.name.clone()),
-                        SetElementList::Elements(chunk.to_vec()),
-                    ],
-                }),
-                NLM_F_CREATE,
-                format!(
-                    "add elements to set {} (part {})",
-                    set.name,
-                    chunk_index + 1
-                ),
-            ));
-        }
+        push_elements(set, &mut items);
     }
     for chain in &ruleset.chains {
         items.push(item(

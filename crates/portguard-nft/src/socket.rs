@@ -11,6 +11,8 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
+use nix::sys::socket::{setsockopt, sockopt};
+
 use crate::error::NftError;
 
 /// `NFNL_SUBSYS_NFTABLES`: batches address the nftables subsystem.
@@ -38,28 +40,11 @@ pub(crate) type Message = NetlinkMessage<NetfilterMessage>;
 
 impl NfSocket {
     pub(crate) fn open() -> Result<Self, NftError> {
-        let mut socket =
-            Socket::new(NETLINK_NETFILTER).map_err(NftError::io("open netlink socket"))?;
-        socket
-            .bind(&SocketAddr::new(0, 0))
-            .map_err(NftError::io("bind netlink socket"))?;
-        // Best effort: large buffers (FORCE needs CAP_NET_ADMIN, which we have).
-        let _ = nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::SndBufForce,
-            &SEND_BUFFER,
-        );
-        let _ = nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::RcvBufForce,
-            &RECV_BUFFER,
-        );
+        let socket = bound_socket()?;
+        // Best effort: room for large batches (FORCE needs CAP_NET_ADMIN).
+        let _ = setsockopt(&socket, sockopt::SndBufForce, &SEND_BUFFER);
         let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
-        let _ = nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &timeout,
-        );
+        let _ = setsockopt(&socket, sockopt::ReceiveTimeout, &timeout);
         // Extended acks carry the kernel's own words on errors.
         let _ = socket.set_ext_ack(true);
         Ok(NfSocket {
@@ -72,16 +57,7 @@ impl NfSocket {
     /// (`NFNLGRP_NFTABLES`), blocking without a timeout.
     pub(crate) fn open_monitor() -> Result<Socket, NftError> {
         const NFNLGRP_NFTABLES: u32 = 7;
-        let mut socket =
-            Socket::new(NETLINK_NETFILTER).map_err(NftError::io("open netlink socket"))?;
-        socket
-            .bind(&SocketAddr::new(0, 0))
-            .map_err(NftError::io("bind netlink socket"))?;
-        let _ = nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::RcvBufForce,
-            &RECV_BUFFER,
-        );
+        let socket = bound_socket()?;
         socket
             .add_membership(NFNLGRP_NFTABLES)
             .map_err(NftError::io("join the nftables multicast group"))?;
@@ -350,6 +326,17 @@ impl NfSocket {
             }
         }
     }
+}
+
+/// A netfilter netlink socket bound to a kernel-chosen port, with a large
+/// receive buffer (dumps and notification bursts).
+fn bound_socket() -> Result<Socket, NftError> {
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::io("open netlink socket"))?;
+    socket
+        .bind(&SocketAddr::new(0, 0))
+        .map_err(NftError::io("bind netlink socket"))?;
+    let _ = setsockopt(&socket, sockopt::RcvBufForce, &RECV_BUFFER);
+    Ok(socket)
 }
 
 fn libc_enoent() -> i32 {
