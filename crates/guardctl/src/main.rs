@@ -4,8 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod client;
+
 use clap::{Parser, Subcommand};
 use portguard_config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET};
+use portguard_core::L4Proto;
+use portguard_core::control::{RequestBody, ResponseBody};
 use portguard_core::{Snapshot, plan, render};
 
 #[derive(Parser)]
@@ -36,6 +40,35 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Guard state (enforcing or audit, ruleset installed and verified, last
+    /// reconcile, restores, Docker connection, IPv6 forward policy), then
+    /// every published port with its verdict.
+    Status {
+        /// Machine-readable output (documented in docs/guardctl.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every published port: host address, host port, protocol, container,
+    /// container port and verdict (allowed by which entry, blocked,
+    /// local-only, host-network).
+    Ports {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a published host port is open or closed, e.g. `explain 8080`,
+    /// `explain 5353/udp --from 203.0.113.7`.
+    Explain {
+        /// PORT, PORT/tcp or PORT/udp (the host port, as published).
+        target: String,
+        /// Source address of the connection to judge.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<std::net::IpAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the daemon to re-read its configuration. A bad file is refused
+    /// and the last good ruleset stays in force.
+    Reload,
     /// Print, in nft syntax, the ruleset the daemon would install. Touches
     /// nothing. Offline, no container is known, so `container = ...`
     /// entries open nothing yet and the published-port sets are empty.
@@ -46,10 +79,17 @@ enum Command {
     },
 }
 
+/// Exit code when the daemon is not running (as `systemctl status` does).
+const EXIT_NOT_RUNNING: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<client::NotRunning>().is_some() => {
+            eprintln!("guardctl: {e}");
+            ExitCode::from(EXIT_NOT_RUNNING)
+        }
         Err(e) => {
             eprintln!("guardctl: {e:#}");
             ExitCode::FAILURE
@@ -57,9 +97,83 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_target(target: &str) -> anyhow::Result<(u16, L4Proto)> {
+    let (port, proto) = match target.split_once('/') {
+        Some((port, "tcp")) => (port, L4Proto::Tcp),
+        Some((port, "udp")) => (port, L4Proto::Udp),
+        Some((_, other)) => anyhow::bail!("`{other}`: expected tcp or udp"),
+        None => (target, L4Proto::Tcp),
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((p, proto)),
+        _ => anyhow::bail!("`{port}` is not a port number (1-65535)"),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let _ = &cli.socket;
+    let socket = cli.socket.as_path();
     match cli.command {
+        Command::Status { json } => {
+            let ResponseBody::Status(status) = client::ask(socket, RequestBody::Status)? else {
+                anyhow::bail!("unexpected answer to status");
+            };
+            if json {
+                print_json(&status)?;
+            } else {
+                client::print_status(&status);
+            }
+            Ok(if status.ruleset.installed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Ports { json } => {
+            let ResponseBody::Ports(ports) = client::ask(socket, RequestBody::Ports)? else {
+                anyhow::bail!("unexpected answer to ports");
+            };
+            if json {
+                print_json(&ports)?;
+            } else {
+                client::print_ports(&ports);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { target, from, json } => {
+            let (port, proto) = parse_target(&target)?;
+            let ResponseBody::Explain(explanation) =
+                client::ask(socket, RequestBody::Explain { port, proto, from })?
+            else {
+                anyhow::bail!("unexpected answer to explain");
+            };
+            if json {
+                print_json(&explanation)?;
+            } else {
+                client::print_explanation(&format!("{port}/{proto}"), &explanation);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload => {
+            let ResponseBody::Reload(outcome) = client::ask(socket, RequestBody::Reload)? else {
+                anyhow::bail!("unexpected answer to reload");
+            };
+            match outcome.error {
+                None => {
+                    println!("configuration reloaded and applied");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(e) => {
+                    eprintln!("{e}");
+                    eprintln!("guardctl: reload refused; the last good ruleset stays in force");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Check { config } => match Config::load(&config) {
             Ok(loaded) => {
                 let files = 1 + portguard_config::drop_ins(&config)?.len();

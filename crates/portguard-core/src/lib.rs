@@ -2,6 +2,7 @@
 //! [`portguard_config::Config`] go in, the desired [`Ruleset`] and the
 //! verdict on every published port come out.
 
+pub mod control;
 pub mod intervals;
 pub mod plan;
 pub mod render;

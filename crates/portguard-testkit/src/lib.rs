@@ -176,7 +176,7 @@ pub fn udp_echo_server(ns: &NetNs, port: u16) {
 }
 
 /// Whether a TCP connection from `ns` to `target` completes and reads the
-/// server's greeting within `timeout`.
+/// server's greeting (or its answer to an HTTP request) within `timeout`.
 pub fn tcp_probe(ns: &NetNs, target: SocketAddr, timeout: Duration) -> bool {
     ns.enter(move || tcp_probe_here(target, timeout))
 }
@@ -186,6 +186,9 @@ pub fn tcp_probe_here(target: SocketAddr, timeout: Duration) -> bool {
     match TcpStream::connect_timeout(&target, timeout) {
         Ok(mut s) => {
             s.set_read_timeout(Some(timeout)).ok();
+            // HTTP servers (busybox httpd in containers) speak only when
+            // spoken to; the greeting servers above ignore this.
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
             let mut buf = [0u8; 64];
             matches!(s.read(&mut buf), Ok(n) if n > 0)
         }
@@ -261,4 +264,173 @@ EOF");
     tcp_server(&ctr, 81, "db\n");
     udp_echo_server(&ctr, 53);
     Lab { wan, host, ctr }
+}
+
+/// A Docker Engine of a test's own, running inside a network namespace,
+/// with its own data root, exec root, socket and pid file. Dropping it
+/// removes its containers, stops it and unmounts and deletes its roots.
+pub struct Dockerd {
+    ns_path: String,
+    root: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// The image every test container runs: busybox (httpd, nc, sh) imported
+/// from Debian's busybox-static, with a page at /www/index.html.
+pub const BUSYBOX_IMAGE: &str = "pgbusybox";
+
+impl Dockerd {
+    /// Starts dockerd in `ns` and imports [`BUSYBOX_IMAGE`].
+    pub fn start(ns: &NetNs) -> Dockerd {
+        let k = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let root = std::path::PathBuf::from(format!("/tmp/pgdocker-{}-{k}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut dockerd = Dockerd {
+            ns_path: ns.path(),
+            root,
+            child: None,
+        };
+        dockerd.launch();
+        let rootfs = dockerd.root.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::create_dir_all(rootfs.join("www")).unwrap();
+        std::fs::write(rootfs.join("www/index.html"), "hello from a container\n").unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static is installed");
+        for applet in ["sh", "httpd", "nc", "sleep", "cat", "echo"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        sh(&format!(
+            "tar -C {} -c . | docker -H {} import - {BUSYBOX_IMAGE} >/dev/null",
+            rootfs.display(),
+            dockerd.host()
+        ));
+        dockerd
+    }
+
+    /// `unix:///.../docker.sock`
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.root.join("docker.sock")
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .arg("dockerd")
+            .arg("--data-root")
+            .arg(self.root.join("data"))
+            .arg("--exec-root")
+            .arg(self.root.join("exec"))
+            .arg("--pidfile")
+            .arg(self.root.join("docker.pid"))
+            .arg("-H")
+            .arg(self.host())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (docker.io) is installed");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if Command::new("docker")
+                .args(["-H", &self.host(), "version"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dockerd did not come up: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// Runs `docker ARGS` against this engine; panics unless it succeeds.
+    pub fn docker(&self, args: &str) -> String {
+        sh(&format!("docker -H {} {args}", self.host()))
+    }
+
+    /// Stops dockerd (SIGTERM, as `systemctl stop docker` does) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(30) {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same roots (containers with a restart policy come back).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "ids=$(docker -H {h} ps -aq); [ -z \"$ids\" ] || docker -H {h} rm -f $ids",
+                    h = self.host()
+                ))
+                .output();
+        }
+        self.stop();
+        // Bind mounts (netns handles, overlays) left under our roots.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let prefix = self.root.display().to_string();
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(4))
+                .filter(|p| p.starts_with(&prefix))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for point in points {
+                let _ = Command::new("umount").args(["-l", point]).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Two namespaces for Docker tests: `wan` (10.77.0.2, fd00:77::2) and
+/// `host` (eth0 10.77.0.1, fd00:77::1, forwarding on) where a test starts
+/// dockerd and portguardd.
+pub struct DockerLab {
+    pub wan: NetNs,
+    pub host: NetNs,
+}
+
+pub fn docker_lab() -> DockerLab {
+    let wan = NetNs::new("dwan");
+    let host = NetNs::new("dhost");
+    link(&host, "eth0", &wan, "eth0");
+    addr(&host, "eth0", &["10.77.0.1/24", "fd00:77::1/64"]);
+    addr(&wan, "eth0", &["10.77.0.2/24", "fd00:77::2/64"]);
+    host.sh("sysctl -qw net.ipv4.ip_forward=1");
+    DockerLab { wan, host }
 }

@@ -6,6 +6,8 @@
 //! One reconcile loop owns the desired state; triggers arrive on a channel
 //! from the nftables monitor, signals, and a periodic verify.
 
+mod control;
+mod notify;
 mod reconcile;
 
 use std::path::PathBuf;
@@ -65,8 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = &args.socket;
-    match reconcile::run(args.config, config) {
+    match reconcile::run(args.config, config, args.socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fatal");

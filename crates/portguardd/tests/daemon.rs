@@ -2,11 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Daemon, until, wait_notify, write_config};
 
 use portguard_nft::{ForwardPolicy, Nft};
 use portguard_testkit::{NetNs, lab, tcp_probe};
@@ -15,92 +18,6 @@ const PROBE: Duration = Duration::from_millis(700);
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// A running portguardd, killed (by its pid) when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &NetNs, config: &Path, notify: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
-        let log = config.with_extension("log");
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", ns.path()))
-            .arg(env!("CARGO_BIN_EXE_portguardd"))
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC");
-        if let Some(socket) = notify {
-            cmd.env("NOTIFY_SOCKET", socket);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Daemon {
-            child: cmd.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits for `wanted` among sd_notify datagrams; returns all seen.
-fn wait_notify(socket: &UnixDatagram, wanted: &str, timeout: Duration) -> Vec<String> {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        socket
-            .set_read_timeout(Some(deadline - Instant::now()))
-            .unwrap();
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let done = text.lines().any(|l| l == wanted);
-                seen.push(text);
-                if done {
-                    return seen;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    panic!("no {wanted} within {timeout:?}; got {seen:?}");
-}
-
-/// Polls until `check` holds; returns how long it took.
-fn until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if check() {
-            return started.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    panic!("{what}: not within {timeout:?}");
 }
 
 fn table_exists(nft: &mut Nft) -> bool {
@@ -112,7 +29,11 @@ fn daemon_guards_restores_reloads_and_outlives_itself() {
     let lab = lab();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("portguard.toml");
-    std::fs::write(&config, "[[allow]]\nport = 8080\n").unwrap();
+    write_config(
+        &config,
+        "[[allow]]\nport = 8080\n",
+        &dir.path().join("no-docker.sock"),
+    );
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     let mut nft = lab.host.enter(|| Nft::open().unwrap());
@@ -183,7 +104,11 @@ fn daemon_guards_restores_reloads_and_outlives_itself() {
     );
 
     // Reload with a valid change applies it.
-    std::fs::write(&config, "[[allow]]\nport = 8081\n").unwrap();
+    write_config(
+        &config,
+        "[[allow]]\nport = 8081\n",
+        &dir.path().join("no-docker.sock"),
+    );
     daemon.signal("HUP");
     until("reload opened 8081", Duration::from_secs(5), || {
         tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE)
@@ -199,7 +124,7 @@ fn daemon_guards_restores_reloads_and_outlives_itself() {
         "the last good ruleset stays"
     );
 
-    std::fs::write(&config, "").unwrap();
+    write_config(&config, "", &dir.path().join("no-docker.sock"));
     daemon.signal("HUP");
     until("reload closed 8081", Duration::from_secs(5), || {
         !tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE)
@@ -246,7 +171,7 @@ fn watchdog_pings_when_enabled() {
     let ns = NetNs::new("wd");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("portguard.toml");
-    std::fs::write(&config, "").unwrap();
+    write_config(&config, "", &dir.path().join("no-docker.sock"));
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     let _daemon = Daemon::start(

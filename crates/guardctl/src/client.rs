@@ -1,0 +1,247 @@
+//! Talking to portguardd over its control socket, and printing answers.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use portguard_core::control::{
+    PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody, Status,
+};
+use portguard_core::verdict::{Explanation, PortReport, Verdict};
+
+/// The daemon could not be reached at all.
+#[derive(Debug)]
+pub struct NotRunning(pub String);
+
+impl std::fmt::Display for NotRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotRunning {}
+
+pub fn ask(socket: &Path, body: RequestBody) -> anyhow::Result<ResponseBody> {
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        NotRunning(format!(
+            "portguardd is not running (cannot connect to {}: {e})",
+            socket.display()
+        ))
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(35)))?;
+    let mut line = serde_json::to_string(&Request {
+        version: PROTOCOL_VERSION,
+        body,
+    })?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply)?;
+    let response: Response = serde_json::from_str(&reply).map_err(|e| {
+        anyhow::anyhow!("portguardd sent an answer this guardctl does not understand: {e}")
+    })?;
+    match response.body {
+        ResponseBody::Error(message) => anyhow::bail!("portguardd: {message}"),
+        body => Ok(body),
+    }
+}
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn stdout() -> Style {
+        Style {
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(&self, text: &str, code: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn verdict(&self, verdict: Verdict) -> String {
+        let code = match verdict {
+            Verdict::Allowed => "32",
+            Verdict::Blocked => "1",
+            Verdict::LocalOnly => "36",
+            Verdict::HostNetwork => "33",
+        };
+        self.paint(verdict.as_str(), code)
+    }
+}
+
+/// An aligned table; the last column is free text.
+fn table(headers: &[&str], rows: &[Vec<String>], painted_last: Option<&[String]>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String], last: Option<&String>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(last.unwrap_or(cell));
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        text.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(
+        &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        None,
+    ));
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(&line(row, painted_last.and_then(|p| p.get(i))));
+    }
+    out
+}
+
+pub fn print_ports(ports: &[PortReport]) {
+    if ports.is_empty() {
+        println!("No published ports.");
+        return;
+    }
+    let style = Style::stdout();
+    let rows: Vec<Vec<String>> = ports
+        .iter()
+        .map(|p| {
+            let container = match &p.compose {
+                Some(compose) => format!("{} ({compose})", p.container),
+                None => p.container.clone(),
+            };
+            vec![
+                p.host_ip.clone(),
+                p.host_port.to_string(),
+                p.proto.to_string(),
+                container,
+                p.container_port.to_string(),
+                verdict_text(p, &|v| v.as_str().to_string()),
+            ]
+        })
+        .collect();
+    let painted: Vec<String> = ports
+        .iter()
+        .map(|p| verdict_text(p, &|v| style.verdict(v)))
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["HOST IP", "PORT", "PROTO", "CONTAINER", "CPORT", "VERDICT"],
+            &rows,
+            Some(&painted)
+        )
+    );
+}
+
+fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
+    match (&p.verdict, &p.allowed_by) {
+        (Verdict::Allowed, Some(by)) => format!("{} by {by}", name(p.verdict)),
+        (Verdict::HostNetwork, _) => format!(
+            "{} (not coverable: guard it in the host's INPUT firewall)",
+            name(p.verdict)
+        ),
+        _ => name(p.verdict),
+    }
+}
+
+pub fn print_status(status: &Status) {
+    let style = Style::stdout();
+    let state = match (status.ruleset.installed, status.mode.as_str()) {
+        (false, _) => style.paint("NOT INSTALLED", "31;1"),
+        (true, "audit") => style.paint("auditing (nothing is dropped)", "33"),
+        (true, _) => style.paint("enforcing", "32"),
+    };
+    println!("portguard: {state}, scope {}", status.scope);
+    println!(
+        "ruleset:   {}{}",
+        if status.ruleset.installed {
+            "installed"
+        } else {
+            "missing"
+        },
+        status
+            .ruleset
+            .verified_at
+            .as_ref()
+            .map(|t| format!(", verified {t}"))
+            .unwrap_or_default()
+    );
+    if let Some(r) = &status.last_reconcile {
+        println!(
+            "reconcile: {} at {} ({:.1} ms): {}",
+            r.trigger, r.at, r.duration_ms, r.outcome
+        );
+    }
+    let docker = if status.docker.connected {
+        format!(
+            "connected ({}, Engine {})",
+            status.docker.socket,
+            status.docker.engine.as_deref().unwrap_or("?")
+        )
+    } else {
+        style.paint(
+            &format!(
+                "not connected ({}: {}) -- protection stays as last applied",
+                status.docker.socket,
+                status.docker.error.as_deref().unwrap_or("unknown")
+            ),
+            "33",
+        )
+    };
+    println!("docker:    {docker}");
+    println!(
+        "ipv6:      FORWARD policy {} ({} restore{})",
+        status.ipv6_forward_policy,
+        status.ipv6_policy_restores,
+        if status.ipv6_policy_restores == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    println!(
+        "restores:  {}{}",
+        status.restores,
+        status
+            .last_restore_ms
+            .map(|ms| format!(" (last took {ms:.1} ms)"))
+            .unwrap_or_default()
+    );
+    println!(
+        "blocked:   {} new connection packets",
+        status.blocked_packets
+    );
+    match &status.config.error {
+        Some(e) => println!(
+            "config:    {}",
+            style.paint(
+                &format!("reload refused, last good configuration in force: {e}"),
+                "31"
+            )
+        ),
+        None => println!(
+            "config:    {} ({} allow entries)",
+            status.config.path, status.config.allow_entries
+        ),
+    }
+    println!();
+    print_ports(&status.published);
+}
+
+pub fn print_explanation(target: &str, e: &Explanation) {
+    println!("{target}: {}", e.answer);
+    for reason in &e.reasons {
+        println!("  - {reason}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Docker's inspect data -> the planner's snapshot. Pure functions, so the
+//! awkward corners of the API (null port lists, empty host ports in routed
+//! mode, custom bridge names, host networking) are unit-tested on JSON.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use bollard::models::{ContainerInspectResponse, Network};
+use portguard_core::{ContainerRef, L4Proto, PublishedPort};
+
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+
+/// Linux interface names of Docker's bridge networks.
+pub fn bridges_of(networks: &[Network]) -> BTreeSet<String> {
+    networks
+        .iter()
+        .filter(|n| n.driver.as_deref() == Some("bridge"))
+        .filter_map(|n| {
+            if let Some(name) = n.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION))
+                && !name.is_empty()
+            {
+                return Some(name.clone());
+            }
+            match (n.name.as_deref(), n.id.as_deref()) {
+                (Some("bridge"), _) => Some("docker0".to_string()),
+                (_, Some(id)) if id.len() >= 12 => Some(format!("br-{}", &id[..12])),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `"80/tcp"` -> (80, tcp); other protocols (sctp) are not ours to judge.
+fn parse_port_key(key: &str) -> Option<(u16, L4Proto)> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let proto = match proto {
+        "tcp" => L4Proto::Tcp,
+        "udp" => L4Proto::Udp,
+        _ => return None,
+    };
+    Some((port.parse().ok()?, proto))
+}
+
+/// The published ports of one container, as its inspect data says
+/// (`NetworkSettings.Ports`, not the requested `HostConfig.PortBindings`).
+pub fn published_ports_of(inspect: &ContainerInspectResponse) -> Vec<PublishedPort> {
+    let id = inspect.id.clone().unwrap_or_default();
+    let name = inspect
+        .name
+        .as_deref()
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| id.chars().take(12).collect());
+    let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
+    let compose = labels.and_then(|l| {
+        Some(format!(
+            "{}/{}",
+            l.get(COMPOSE_PROJECT)?,
+            l.get(COMPOSE_SERVICE)?
+        ))
+    });
+    let container = ContainerRef { id, name, compose };
+    let network_mode = inspect
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.as_deref());
+    if network_mode == Some("host") {
+        // Nothing is published: the container's listeners are the host's.
+        let exposed = inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.exposed_ports.as_ref());
+        return exposed
+            .into_iter()
+            .flatten()
+            .filter_map(|key| parse_port_key(key))
+            .map(|(port, proto)| PublishedPort {
+                host_ip: None,
+                host_port: port,
+                proto,
+                container: container.clone(),
+                container_port: port,
+                host_network: true,
+            })
+            .collect();
+    }
+    let ports = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref());
+    let mut out = Vec::new();
+    for (key, bindings) in ports.into_iter().flatten() {
+        let Some((container_port, proto)) = parse_port_key(key) else {
+            continue;
+        };
+        for binding in bindings.iter().flatten() {
+            // "" in routed mode: nothing is bound on the host.
+            let Some(host_port) = binding
+                .host_port
+                .as_deref()
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            if host_port == 0 {
+                continue;
+            }
+            let host_ip = binding
+                .host_ip
+                .as_deref()
+                .filter(|ip| !ip.is_empty())
+                .and_then(|ip| ip.parse::<IpAddr>().ok());
+            out.push(PublishedPort {
+                host_ip,
+                host_port,
+                proto,
+                container: container.clone(),
+                container_port,
+                host_network: false,
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inspect(json: &str) -> ContainerInspectResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn published_ports_from_inspect_data() {
+        let c = inspect(
+            r#"{
+            "Id": "abc123def4567890", "Name": "/web",
+            "Config": {"Labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"},
+                       "SomethingNew": {"x": 1}},
+            "HostConfig": {"NetworkMode": "bridge"},
+            "NetworkSettings": {"Ports": {
+                "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
+                "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+                "443/tcp": null,
+                "9000/tcp": [{"HostIp": "", "HostPort": ""}],
+                "132/sctp": [{"HostIp": "0.0.0.0", "HostPort": "132"}]
+            }}
+        }"#,
+        );
+        let ports = published_ports_of(&c);
+        let summary: Vec<(Option<String>, u16, L4Proto, u16)> = ports
+            .iter()
+            .map(|p| {
+                (
+                    p.host_ip.map(|i| i.to_string()),
+                    p.host_port,
+                    p.proto,
+                    p.container_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Some("0.0.0.0".into()), 8080, L4Proto::Tcp, 80),
+                (Some("127.0.0.1".into()), 5353, L4Proto::Udp, 53),
+                (Some("::".into()), 8080, L4Proto::Tcp, 80),
+            ]
+        );
+        assert_eq!(ports[0].container.name, "web");
+        assert_eq!(ports[0].container.compose.as_deref(), Some("shop/web"));
+        assert!(ports[1].is_local_only() && !ports[1].is_exposed());
+    }
+
+    #[test]
+    fn host_network_containers_are_reported_not_guarded() {
+        let c = inspect(
+            r#"{"Id": "h", "Name": "/prom", "HostConfig": {"NetworkMode": "host"},
+                "Config": {"ExposedPorts": {"9090/tcp": {}}}, "NetworkSettings": {"Ports": {}}}"#,
+        );
+        let ports = published_ports_of(&c);
+        assert_eq!(ports.len(), 1);
+        assert!(ports[0].host_network && ports[0].host_port == 9090);
+    }
+
+    #[test]
+    fn missing_everything_is_no_ports() {
+        assert!(published_ports_of(&inspect("{}")).is_empty());
+        assert!(published_ports_of(&inspect(r#"{"NetworkSettings": null}"#)).is_empty());
+    }
+
+    #[test]
+    fn bridge_names() {
+        let networks: Vec<Network> = serde_json::from_str(
+            r#"[
+            {"Name": "bridge", "Id": "0123456789abcdef", "Driver": "bridge"},
+            {"Name": "shop_default", "Id": "3f2a9c1d7e00ffff", "Driver": "bridge", "Options": {}},
+            {"Name": "custom", "Id": "aaaaaaaaaaaaaaaa", "Driver": "bridge",
+             "Options": {"com.docker.network.bridge.name": "shopnet"}},
+            {"Name": "host", "Id": "bbbbbbbbbbbbbbbb", "Driver": "host"},
+            {"Name": "none", "Id": "cccccccccccccccc", "Driver": "null"}
+        ]"#,
+        )
+        .unwrap();
+        let names: Vec<String> = bridges_of(&networks).into_iter().collect();
+        assert_eq!(names, ["br-3f2a9c1d7e00", "docker0", "shopnet"]);
+    }
+}
