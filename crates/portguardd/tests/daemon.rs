@@ -2,14 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, until, wait_notify, write_config};
+use portguard_testkit::daemon::{Daemon, until, wait_notify, write_config};
 
 use portguard_nft::{ForwardPolicy, Nft};
 use portguard_testkit::{NetNs, lab, tcp_probe};

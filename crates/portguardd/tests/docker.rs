@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, until, wait_notify, write_config};
+use portguard_testkit::daemon::{Daemon, until, wait_notify, write_config};
 use portguard_testkit::{BUSYBOX_IMAGE, Dockerd, docker_lab, tcp_probe};
 
 const PROBE: Duration = Duration::from_millis(700);
@@ -62,7 +60,11 @@ fn published_ports_follow_docker_and_only_allowlisted_containers_are_reachable()
 
     // The control socket is root's alone unless a group is configured.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "control socket mode {mode:o}");
 
     let started = Instant::now();
@@ -253,7 +255,7 @@ fn dockerd_restart_is_survived_and_resynced() {
 
 #[test]
 fn guardctl_says_plainly_when_the_daemon_is_not_running() {
-    let out = std::process::Command::new(common::guardctl_binary())
+    let out = std::process::Command::new(portguard_testkit::daemon::binaries().1)
         .args(["--socket", "/nonexistent/portguard.sock", "status"])
         .output()
         .unwrap();

@@ -1,13 +1,11 @@
-//! Helpers shared by the daemon's process tests.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! A portguardd process under test, guardctl against it, and sd_notify.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portguard_testkit::NetNs;
+use crate::NetNs;
 
 /// A running portguardd, killed (by its pid) when dropped.
 pub struct Daemon {
@@ -20,11 +18,22 @@ impl Daemon {
     /// Starts portguardd in `ns` with `config`; its control socket is
     /// `control.sock` beside the config file.
     pub fn start(ns: &NetNs, config: &Path, notify: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_binary(&binaries().0, ns, config, notify, env)
+    }
+
+    /// Like [`Daemon::start`] with an explicit portguardd binary.
+    pub fn start_binary(
+        binary: &Path,
+        ns: &NetNs,
+        config: &Path,
+        notify: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = config.with_extension("log");
         let socket = config.with_file_name("control.sock");
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", ns.path()))
-            .arg(env!("CARGO_BIN_EXE_portguardd"))
+            .arg(binary)
             .arg("--config")
             .arg(config)
             .arg("--socket")
@@ -105,7 +114,7 @@ pub fn until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> 
 impl Daemon {
     /// Runs `guardctl --socket <ours> ARGS`.
     pub fn guardctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(guardctl_binary())
+        Command::new(binaries().1)
             .arg("--socket")
             .arg(&self.socket)
             .args(args)
@@ -140,16 +149,22 @@ pub fn write_config(path: &Path, body: &str, docker_socket: &Path) {
     .unwrap();
 }
 
-/// guardctl, built beside portguardd (`cargo test --workspace` builds both;
-/// built here if this crate's tests run alone).
-pub fn guardctl_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_portguardd")).with_file_name("guardctl");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "guardctl"])
+/// Paths of portguardd and guardctl in this workspace's target directory
+/// (beside the running test binary's `deps/`), built first if missing.
+pub fn binaries() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let (daemon, ctl) = (dir.join("portguardd"), dir.join("guardctl"));
+    if !daemon.exists() || !ctl.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "portguardd", "-p", "guardctl"])
             .status()
             .unwrap();
-        assert!(status.success(), "building guardctl for the tests");
+        assert!(
+            status.success(),
+            "building portguardd and guardctl for the tests"
+        );
     }
-    path
+    (daemon, ctl)
 }
