@@ -71,6 +71,9 @@ pub struct Nft {
     sock: NfSocket,
     applied: Option<Applied>,
     netns: ip6::NetnsRef,
+    /// The last verification and the generation it was made at: within one
+    /// generation the answer cannot change (restores verify, then apply).
+    last_verify: Option<(u32, Verification)>,
 }
 
 impl Nft {
@@ -79,6 +82,7 @@ impl Nft {
             sock: NfSocket::open()?,
             applied: None,
             netns: ip6::NetnsRef::current()?,
+            last_verify: None,
         })
     }
 
@@ -145,6 +149,11 @@ impl Nft {
         if genid == applied.genid {
             return Ok(Verification::Intact);
         }
+        if let Some((at, verdict)) = &self.last_verify
+            && *at == genid
+        {
+            return Ok(verdict.clone());
+        }
         let verdict = match readback::read_table(&mut self.sock)? {
             None => Verification::Missing,
             Some(state) if state.undecodable > 0 => Verification::Altered(format!(
@@ -160,6 +169,7 @@ impl Nft {
             // Somebody changed another table; ours is fine at this generation.
             applied.genid = genid;
         }
+        self.last_verify = Some((genid, verdict.clone()));
         Ok(verdict)
     }
 

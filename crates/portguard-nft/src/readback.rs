@@ -3,12 +3,11 @@
 //! other programs write elsewhere never reach the parser; a message in our
 //! table that cannot be decoded counts as an alteration, never as a failure.
 
-use netlink_packet_core::{DefaultNla, Emitable, Nla, NlasIterator};
+use netlink_packet_core::{Emitable, Nla, NlasIterator};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, ExpressionAttribute, Expressions, Hook, ListAttribute,
-    NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute, SetElementList, SetElementMessage,
-    SetMessage,
+    ChainAttribute, ChainMessage, Hook, NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute,
+    SetElementList, SetElementMessage, SetMessage,
 };
 use portguard_core::ruleset::TABLE_NAME;
 
@@ -79,12 +78,6 @@ impl TableState {
     }
 }
 
-fn emit<T: Emitable>(value: &T) -> Vec<u8> {
-    let mut buf = vec![0; value.buffer_len()];
-    value.emit(&mut buf);
-    buf
-}
-
 /// Attributes as they go on the wire.
 fn emit_nlas<T: Nla>(items: &[T]) -> Vec<u8> {
     let mut buf = vec![0; items.buffer_len()];
@@ -92,57 +85,64 @@ fn emit_nlas<T: Nla>(items: &[T]) -> Vec<u8> {
     buf
 }
 
-fn nla_value(nla: &DefaultNla) -> Vec<u8> {
-    let mut buf = vec![0; nla.value_len()];
-    nla.emit_value(&mut buf);
-    buf
-}
-
-fn expr_state(attrs: &[ExpressionAttribute]) -> ExprState {
-    let mut name = String::new();
-    let mut data = Vec::new();
-    let mut packets = None;
-    for attr in attrs {
-        match attr {
-            ExpressionAttribute::Name(n) => name = n.clone(),
-            ExpressionAttribute::Data(Expressions::Other {
-                expression_type,
-                attributes,
-            }) if expression_type == "counter" => {
-                packets = attributes
-                    .iter()
-                    .find(|a| a.kind() & NLA_TYPE_MASK == NFTA_COUNTER_PACKETS)
-                    .and_then(|a| nla_value(a).try_into().ok())
-                    .map(u64::from_be_bytes);
-            }
-            ExpressionAttribute::Data(exprs) => data = emit(exprs),
-            other => data.extend(emit_nlas(std::slice::from_ref(other))),
-        }
-    }
-    ExprState {
-        name,
-        data,
-        packets,
-    }
-}
-
-fn rule_state(rule: &RuleMessage) -> (String, Vec<ExprState>) {
-    let mut chain = String::new();
-    let mut exprs = Vec::new();
-    for attr in &rule.attributes {
-        match attr {
-            RuleAttribute::Chain(c) => chain = c.clone(),
-            RuleAttribute::Expressions(list) => {
-                for item in list {
-                    if let ListAttribute::Element(attrs) = item {
-                        exprs.push(expr_state(attrs));
+/// One rule of a GETRULE dump reply: its table, chain and expressions.
+/// Walked by hand (see [`raw_elements`]): decoding rules through the
+/// library costs milliseconds per dump.
+fn raw_rule(payload: &[u8]) -> Option<(String, String, Vec<ExprState>)> {
+    const NFTA_RULE_TABLE: u16 = 1;
+    const NFTA_RULE_CHAIN: u16 = 2;
+    const NFTA_RULE_EXPRESSIONS: u16 = 4;
+    const NFTA_EXPR_NAME: u16 = 1;
+    const NFTA_EXPR_DATA: u16 = 2;
+    let (mut table, mut chain, mut exprs) = (String::new(), String::new(), Vec::new());
+    for nla in NlasIterator::new(payload) {
+        let nla = nla.ok()?;
+        match nla.kind() & NLA_TYPE_MASK {
+            NFTA_RULE_TABLE => table = c_string(nla.value()),
+            NFTA_RULE_CHAIN => chain = c_string(nla.value()),
+            NFTA_RULE_EXPRESSIONS => {
+                for element in NlasIterator::new(nla.value()) {
+                    let element = element.ok()?;
+                    let mut expr = ExprState {
+                        name: String::new(),
+                        data: Vec::new(),
+                        packets: None,
+                    };
+                    for attr in NlasIterator::new(element.value()) {
+                        let attr = attr.ok()?;
+                        match attr.kind() & NLA_TYPE_MASK {
+                            NFTA_EXPR_NAME => expr.name = c_string(attr.value()),
+                            NFTA_EXPR_DATA => expr.data = attr.value().to_vec(),
+                            _ => {}
+                        }
                     }
+                    if expr.name == "counter" {
+                        // Counter values change with traffic: keep them apart.
+                        expr.packets = counter_packets(&expr.data);
+                        expr.data.clear();
+                    }
+                    exprs.push(expr);
                 }
             }
             _ => {}
         }
     }
-    (chain, exprs)
+    Some((table, chain, exprs))
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn counter_packets(data: &[u8]) -> Option<u64> {
+    NlasIterator::new(data)
+        .filter_map(Result::ok)
+        .find_map(|a| {
+            (a.kind() & NLA_TYPE_MASK == NFTA_COUNTER_PACKETS)
+                .then(|| a.value().try_into().ok().map(u64::from_be_bytes))
+                .flatten()
+        })
 }
 
 fn chain_state(chain: &ChainMessage) -> ChainState {
@@ -237,25 +237,23 @@ pub(crate) fn read_table(sock: &mut NfSocket) -> Result<Option<TableState>, NftE
             state.chains.push(chain_state(chain));
         }
     }
-    let (rules, bad_rules) = sock.dump(
+    let replies = sock.dump_raw(
         inet,
         NfTablesMessage::GetRule(RuleMessage {
             attributes: vec![RuleAttribute::Table(TABLE_NAME.into())],
         }),
     )?;
-    state.undecodable += bad_rules;
-    for msg in &rules {
-        if let NfTablesMessage::NewRule(rule) = msg
-            && belongs_to_us(
-                &rule.attributes,
-                |a| matches!(a, RuleAttribute::Table(t) if t == TABLE_NAME),
-            )
-        {
-            let (chain, exprs) = rule_state(rule);
-            match state.chains.iter_mut().find(|c| c.name == chain) {
-                Some(c) => c.rules.push(exprs),
-                None => state.undecodable += 1,
-            }
+    for payload in &replies {
+        let Some((table, chain, exprs)) = raw_rule(payload) else {
+            state.undecodable += 1;
+            continue;
+        };
+        if table != TABLE_NAME {
+            continue;
+        }
+        match state.chains.iter_mut().find(|c| c.name == chain) {
+            Some(c) => c.rules.push(exprs),
+            None => state.undecodable += 1,
         }
     }
     let (sets, bad_sets) = sock.dump(

@@ -419,20 +419,33 @@ impl Drop for Dockerd {
     }
 }
 
-/// Two namespaces for Docker tests: `wan` (10.77.0.2, fd00:77::2) and
-/// `host` (eth0 10.77.0.1, fd00:77::1, forwarding on) where a test starts
-/// dockerd and portguardd.
+/// Namespaces for Docker tests: `host`, where a test starts dockerd and
+/// portguardd (eth0 10.77.0.1, fd00:77::1; eth1 10.76.0.1, fd00:76::1;
+/// forwarding on), and two outside hosts: `wan` (10.77.0.2, fd00:77::2)
+/// and `wan2` (10.76.0.2, fd00:76::2), each routing the other's network
+/// through `host`.
 pub struct DockerLab {
     pub wan: NetNs,
+    pub wan2: NetNs,
     pub host: NetNs,
 }
 
 pub fn docker_lab() -> DockerLab {
     let wan = NetNs::new("dwan");
+    let wan2 = NetNs::new("dwan2");
     let host = NetNs::new("dhost");
     link(&host, "eth0", &wan, "eth0");
+    link(&host, "eth1", &wan2, "eth0");
     addr(&host, "eth0", &["10.77.0.1/24", "fd00:77::1/64"]);
+    addr(&host, "eth1", &["10.76.0.1/24", "fd00:76::1/64"]);
     addr(&wan, "eth0", &["10.77.0.2/24", "fd00:77::2/64"]);
-    host.sh("sysctl -qw net.ipv4.ip_forward=1");
-    DockerLab { wan, host }
+    addr(&wan2, "eth0", &["10.76.0.2/24", "fd00:76::2/64"]);
+    wan.sh(
+        "ip route add 10.76.0.0/24 via 10.77.0.1 && ip -6 route add fd00:76::/64 via fd00:77::1",
+    );
+    wan2.sh(
+        "ip route add 10.77.0.0/24 via 10.76.0.1 && ip -6 route add fd00:77::/64 via fd00:76::1",
+    );
+    host.sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+    DockerLab { wan, wan2, host }
 }

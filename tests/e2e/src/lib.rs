@@ -1,0 +1,153 @@
+//! The end-to-end environment: an outside world (`wan`, `wan2`), a Docker
+//! host running a real dockerd and portguardd, all in network namespaces
+//! of this test's own. Everything is torn down on drop, also on failure:
+//! the daemon first, then Docker (its containers removed), then the
+//! namespaces.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use portguard_testkit::daemon::{Daemon, until, wait_notify};
+pub use portguard_testkit::{
+    BUSYBOX_IMAGE, DockerLab, Dockerd, NetNs, docker_lab, tcp_probe, tcp_server,
+};
+
+/// How long a probe waits for a connection that should succeed; one that
+/// should fail costs this much too.
+pub const PROBE: Duration = Duration::from_millis(700);
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub struct Env {
+    pub daemon: Option<Daemon>,
+    pub dockerd: Dockerd,
+    pub lab: DockerLab,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    notify: Option<UnixDatagram>,
+}
+
+impl Env {
+    /// Lab and dockerd; no guard yet.
+    pub fn new() -> Env {
+        let lab = docker_lab();
+        let dockerd = Dockerd::start(&lab.host);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("portguard.toml");
+        Env {
+            daemon: None,
+            dockerd,
+            lab,
+            dir,
+            config,
+            notify: None,
+        }
+    }
+
+    /// Lab, dockerd and a guard with `config` (TOML; `[docker] socket` is added).
+    pub fn guarded(config: &str) -> Env {
+        let mut env = Env::new();
+        env.start_guard(config);
+        env
+    }
+
+    pub fn write_config(&self, body: &str) {
+        portguard_testkit::daemon::write_config(&self.config, body, &self.dockerd.socket());
+    }
+
+    /// Starts portguardd and waits for READY=1 and Docker's first snapshot.
+    pub fn start_guard(&mut self, config: &str) {
+        self.write_config(config);
+        let notify_path = self
+            .dir
+            .path()
+            .join(format!("notify-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let daemon = Daemon::start(&self.lab.host, &self.config, Some(&notify_path), &[]);
+        wait_notify(&notify, "READY=1", Duration::from_secs(10));
+        self.notify = Some(notify);
+        self.daemon = Some(daemon);
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("guard started")
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.daemon().guardctl_json(&["status"])
+    }
+
+    /// Runs a busybox httpd container publishing `ports` (`-p` values) and
+    /// waits until the guard has seen every one of them.
+    pub fn web(&self, name: &str, ports: &[&str], extra: &str) {
+        let publish: Vec<String> = ports.iter().map(|p| format!("-p {p}")).collect();
+        self.dockerd.docker(&format!(
+            "run -d --name {name} {extra} {} {BUSYBOX_IMAGE} /bin/httpd -f -p 80 -h /www",
+            publish.join(" ")
+        ));
+        if self.daemon.is_some() {
+            self.wait_published(name);
+        }
+    }
+
+    /// Waits until `guardctl ports` lists a port of container `name`.
+    pub fn wait_published(&self, name: &str) {
+        until(
+            &format!("{name} in guardctl ports"),
+            Duration::from_secs(10),
+            || {
+                self.daemon()
+                    .guardctl_json(&["ports"])
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["container"] == name)
+            },
+        );
+    }
+
+    /// `verdict` of host port `port` in `guardctl ports`.
+    pub fn verdict(&self, port: u16) -> String {
+        self.daemon()
+            .guardctl_json(&["ports"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["host_port"] == port)
+            .map(|p| p["verdict"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| "not-published".into())
+    }
+
+    /// Reloads with a new configuration through `guardctl reload`.
+    pub fn reload(&self, config: &str) {
+        self.write_config(config);
+        let out = self.daemon().guardctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Whether `target` answers a TCP connection from `wan`.
+    pub fn open_from_wan(&self, target: &str) -> bool {
+        tcp_probe(&self.lab.wan, sa(target), PROBE)
+    }
+
+    pub fn open_from_wan2(&self, target: &str) -> bool {
+        tcp_probe(&self.lab.wan2, sa(target), PROBE)
+    }
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
+}
