@@ -81,6 +81,8 @@ pub struct Status {
     pub ipv6_policy_restores: u64,
     /// New connections counted by the drop (or, in audit mode, count) rules.
     pub blocked_packets: u64,
+    /// Live connections ended because the allowlist stopped admitting them.
+    pub ended_connections: u64,
     pub config: ConfigStatus,
     pub published: Vec<PortReport>,
 }

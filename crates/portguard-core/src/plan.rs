@@ -63,6 +63,11 @@ pub const USER_BRIDGE_PREFIX: &str = "br-";
 pub const LOG_PREFIX_BLOCKED: &str = "portguard blocked: ";
 /// Kernel log prefix in audit mode (would have been blocked).
 pub const LOG_PREFIX_AUDIT: &str = "portguard audit: ";
+/// Conntrack mark bit set on every connection an allow entry admitted from
+/// an untrusted interface, so that a reload which removes the entry can
+/// find and end exactly those connections (P10). Other bits of the mark
+/// are left as they are.
+pub const CT_MARK_ADMITTED: u32 = 0x0100_0000;
 /// Log lines per minute at most (a burst of 5 first).
 pub const LOG_RATE_PER_MINUTE: u32 = 10;
 
@@ -299,6 +304,7 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
         rules.push(Rule::new(
             [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
                 Stmt::CtOriginalDportInSet(names::allow(proto)),
+                Stmt::CtMarkOr(CT_MARK_ADMITTED),
                 Stmt::Accept,
             ]),
         ));
@@ -307,12 +313,14 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
         rules.push(Rule::new(
             [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
                 Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(proto)),
+                Stmt::CtMarkOr(CT_MARK_ADMITTED),
                 Stmt::Accept,
             ]),
         ));
         rules.push(Rule::new(
             [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
                 Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(proto)),
+                Stmt::CtMarkOr(CT_MARK_ADMITTED),
                 Stmt::Accept,
             ]),
         ));

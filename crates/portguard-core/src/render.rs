@@ -161,6 +161,7 @@ pub fn render_rule(rule: &Rule) -> String {
             }
             Stmt::LimitPerMinute(rate) => format!("limit rate {rate}/minute"),
             Stmt::Log { prefix } => format!("log prefix \"{prefix}\" level info"),
+            Stmt::CtMarkOr(bits) => format!("ct mark set ct mark | {bits:#010x}"),
             Stmt::Counter => "counter".into(),
             Stmt::Accept => "accept".into(),
             Stmt::Drop => "drop".into(),

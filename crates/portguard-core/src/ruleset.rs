@@ -175,6 +175,9 @@ pub enum Stmt {
     Log {
         prefix: String,
     },
+    /// `ct mark set ct mark | BITS`: tags the connection (see
+    /// [`crate::plan::CT_MARK_ADMITTED`]).
+    CtMarkOr(u32),
     /// `counter`
     Counter,
     Accept,

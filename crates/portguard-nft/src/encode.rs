@@ -25,6 +25,8 @@ const NF_ACCEPT: u32 = 1;
 const NFT_CT_STATE: u32 = 0;
 const NFT_CT_STATUS: u32 = 2;
 const NFT_CT_PROTO_DST: u32 = 12;
+const NFT_CT_MARK: u32 = 3;
+const NFTA_CT_SREG: u16 = 4;
 const IP_CT_DIR_ORIGINAL: u8 = 0;
 const NFTA_CT_DREG: u16 = 1;
 const NFTA_CT_KEY: u16 = 2;
@@ -606,6 +608,23 @@ fn stmt_exprs(stmt: &Stmt, out: &mut Vec<Expressions>) {
                 vec![
                     DefaultNla::new(NFTA_LOG_PREFIX, text),
                     u32_be(NFTA_LOG_LEVEL, LOG_LEVEL_INFO),
+                ],
+            ));
+        }
+        Stmt::CtMarkOr(bits) => {
+            out.push(ct_load(NFT_CT_MARK, Register::Reg1, false));
+            out.push(Expressions::Bitwise(vec![
+                Bitwise::SourceRegister(Register::Reg1),
+                Bitwise::DestinationRegister(Register::Reg1),
+                Bitwise::Length(4),
+                Bitwise::Mask(DataAttribute::Value((!bits).to_ne_bytes().to_vec())),
+                Bitwise::Xor(DataAttribute::Value(bits.to_ne_bytes().to_vec())),
+            ]));
+            out.push(raw(
+                "ct",
+                vec![
+                    u32_be(NFTA_CT_KEY, NFT_CT_MARK),
+                    u32_be(NFTA_CT_SREG, reg_u32(Register::Reg1)),
                 ],
             ));
         }

@@ -13,6 +13,7 @@
 //! All calls are blocking and act in the network namespace of the calling
 //! thread at the time the handle was opened.
 
+mod conntrack;
 mod encode;
 mod error;
 mod ip6;
@@ -27,6 +28,7 @@ use netlink_packet_netfilter::nftables::{GenAttribute, GenMessage, NfTablesMessa
 use portguard_core::Ruleset;
 use portguard_core::plan::names;
 
+pub use conntrack::{Flow, SweepStats};
 pub use error::NftError;
 pub use ip6::{ForwardPolicy, Ip6Backend, PolicyRestore, legacy_filter_in_use, legacy_policy};
 pub use monitor::{Change, Monitor, MonitorEvent};

@@ -237,13 +237,24 @@ impl NfSocket {
         family: NetfilterProtoFamily,
         message: NfTablesMessage,
     ) -> Result<Vec<Vec<u8>>, NftError> {
+        self.dump_raw_message(NetfilterMessage::new(
+            NetfilterHeader::new(family, 0, 0),
+            message,
+        ))
+    }
+
+    /// A dump of any nfnetlink subsystem (conntrack too); payloads after
+    /// the nfgenmsg header.
+    pub(crate) fn dump_raw_message(
+        &mut self,
+        msg: NetfilterMessage,
+    ) -> Result<Vec<Vec<u8>>, NftError> {
         const NLMSG_HDRLEN: usize = 16;
         const NFGENMSG_LEN: usize = 4;
         const NLMSG_ERROR: u16 = 2;
         const NLMSG_DONE: u16 = 3;
         let seq = self.next_seq();
         let mut buf = Vec::new();
-        let msg = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message);
         Self::encode(seq, NLM_F_REQUEST | NLM_F_DUMP, msg, &mut buf);
         self.send_all(&buf)?;
         let mut out = Vec::new();
@@ -287,6 +298,42 @@ impl NfSocket {
                 }
             }
         }
+    }
+
+    /// Sends `messages` (each acknowledged) in one write and returns the
+    /// errno of each that failed, by index.
+    pub(crate) fn send_acked(
+        &mut self,
+        messages: Vec<NetfilterMessage>,
+    ) -> Result<Vec<(usize, i32)>, NftError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut buf = Vec::new();
+        let first = self.seq.wrapping_add(1);
+        let count = messages.len();
+        for message in messages {
+            let seq = self.next_seq();
+            Self::encode(seq, NLM_F_REQUEST | NLM_F_ACK, message, &mut buf);
+        }
+        self.send_all(&buf)?;
+        let mut pending = count;
+        let mut failed = Vec::new();
+        while pending > 0 {
+            for msg in self.recv_messages()? {
+                let index = msg.header.sequence_number.wrapping_sub(first) as usize;
+                if index >= count {
+                    continue;
+                }
+                if let NetlinkPayload::Error(e) = &msg.payload {
+                    pending -= 1;
+                    if let Some(code) = e.code {
+                        failed.push((index, -code.get()));
+                    }
+                }
+            }
+        }
+        Ok(failed)
     }
 
     /// A single request answered by one message (e.g. GETGEN, GETCHAIN).

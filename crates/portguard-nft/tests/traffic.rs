@@ -340,3 +340,50 @@ fn legacy_ip6tables_forward_drop_is_restored_through_ip6tables_legacy() {
     );
     assert!(nft.restore_ip6_forward_policy().unwrap().is_empty());
 }
+
+#[test]
+fn connections_a_removed_entry_admitted_are_ended_others_live_on() {
+    use std::io::{Read, Write};
+    let lab = lab();
+    let mut nft = lab.host.enter(|| Nft::open().unwrap());
+    nft.apply(&ruleset("[[allow]]\nport = \"8082-8083\"\n"))
+        .unwrap();
+    let connect = |port: u16| {
+        lab.wan.enter(move || {
+            let s = std::net::TcpStream::connect_timeout(&sa(&format!("10.99.0.1:{port}")), PROBE)
+                .unwrap();
+            s.set_read_timeout(Some(PROBE)).unwrap();
+            s
+        })
+    };
+    let echoes = |mut s: &std::net::TcpStream, text: &[u8]| {
+        let mut buf = [0u8; 16];
+        s.write_all(text).is_ok() && matches!(s.read(&mut buf), Ok(n) if &buf[..n] == text)
+    };
+    let removed = connect(8082);
+    let kept = connect(8083);
+    assert!(echoes(&removed, b"a") && echoes(&kept, b"a"));
+
+    // The reload removes 8082: new connections are refused at once, but an
+    // established one lives on (accepted as established) ...
+    nft.apply(&ruleset("[[allow]]\nport = 8083\n")).unwrap();
+    assert!(
+        echoes(&removed, b"b"),
+        "without the sweep the old connection survives"
+    );
+    // ... until the connections the entry admitted are ended.
+    let allowed = |flow: &portguard_nft::Flow| flow.original_dport == 8083;
+    let stats = nft
+        .end_connections(portguard_core::plan::CT_MARK_ADMITTED, allowed)
+        .unwrap();
+    assert_eq!(stats.ended, 1, "{stats:?}");
+    assert!(stats.examined >= 2, "{stats:?}");
+    assert!(
+        !echoes(&removed, b"c"),
+        "the connection to the removed port is over"
+    );
+    assert!(
+        echoes(&kept, b"c"),
+        "the connection to a still allowed port lives on"
+    );
+}

@@ -161,6 +161,30 @@ pub fn tcp_server(ns: &NetNs, port: u16, reply: &'static str) {
         .expect("tcp server ready");
 }
 
+/// A TCP echo server in `ns` on `port` (v4 and v6): each connection gets
+/// back what it sends, for as long as it stays open.
+pub fn tcp_echo_server(ns: &NetNs, port: u16) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let listener = TcpListener::bind(("::", port)).expect("bind tcp");
+        ready_tx.send(()).ok();
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("tcp echo server ready");
+}
+
 /// A UDP echo server in `ns` on `port` (v4 and v6).
 pub fn udp_echo_server(ns: &NetNs, port: u16) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -252,6 +276,7 @@ table ip nat {
   chain pre { type nat hook prerouting priority dstnat; policy accept;
     tcp dport 8080 dnat to 172.30.0.2:80
     tcp dport 8081 dnat to 172.30.0.2:81
+    tcp dport { 8082, 8083 } dnat to 172.30.0.2:82
     udp dport 5353 dnat to 172.30.0.2:53
   }
 }
@@ -264,6 +289,7 @@ table ip6 nat {
 EOF");
     tcp_server(&ctr, 80, "web\n");
     tcp_server(&ctr, 81, "db\n");
+    tcp_echo_server(&ctr, 82);
     udp_echo_server(&ctr, 53);
     Lab { wan, host, ctr }
 }

@@ -12,8 +12,9 @@ use portguard_core::control::{
     ConfigStatus, DockerStatus, ReconcileRecord, ReloadOutcome, RequestBody, Response,
     ResponseBody, RulesetStatus, Status, rfc3339,
 };
+use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::verdict::{explain, port_reports};
-use portguard_core::{Ruleset, Snapshot, plan};
+use portguard_core::{L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
 use portguard_nft::{Change, Monitor, MonitorEvent, Nft, Verification};
 
@@ -47,6 +48,7 @@ struct Guard {
     restores: u64,
     last_restore_ms: Option<f64>,
     ip6_restores: u64,
+    ended_connections: u64,
 }
 
 impl Guard {
@@ -84,11 +86,53 @@ impl Guard {
                     "replaced"
                 };
                 self.record(trigger, started, format!("applied ({how})"));
+                self.end_disallowed_connections(trigger);
                 Ok(())
             }
             Err(e) => {
                 self.record(trigger, started, format!("failed: {e}"));
                 Err(e).context("applying the ruleset")
+            }
+        }
+    }
+
+    /// P10: connections an allow entry admitted that the current
+    /// configuration no longer admits are ended, not left open. (Audit mode
+    /// drops nothing, so it ends nothing either.)
+    fn end_disallowed_connections(&mut self, trigger: &str) {
+        if self.config.guard.mode == Mode::Audit {
+            return;
+        }
+        let (config, snapshot) = (&self.config, &self.snapshot);
+        let keep = |flow: &portguard_nft::Flow| {
+            let proto = match flow.proto {
+                6 => L4Proto::Tcp,
+                17 => L4Proto::Udp,
+                _ => return true,
+            };
+            config.allow.iter().any(|entry| {
+                entry_admits(
+                    entry,
+                    snapshot,
+                    flow.original_dport,
+                    proto,
+                    Some(flow.source),
+                )
+            })
+        };
+        match self.nft.end_connections(CT_MARK_ADMITTED, keep) {
+            Ok(stats) if stats.ended > 0 => {
+                self.ended_connections += stats.ended as u64;
+                tracing::info!(
+                    trigger,
+                    ended = stats.ended,
+                    examined = stats.examined,
+                    "ended connections the allowlist no longer admits"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not end connections the allowlist no longer admits")
             }
         }
     }
@@ -238,6 +282,7 @@ impl Guard {
             last_restore_ms: self.last_restore_ms,
             ipv6_policy_restores: self.ip6_restores,
             blocked_packets,
+            ended_connections: self.ended_connections,
             config: ConfigStatus {
                 path: self.config_path.display().to_string(),
                 allow_entries: self.config.allow.len(),
@@ -354,6 +399,7 @@ pub fn run(config_path: PathBuf, config: Config, socket: Option<PathBuf>) -> any
         restores: 0,
         last_restore_ms: None,
         ip6_restores: 0,
+        ended_connections: 0,
     };
     // Protection first, before Docker is even asked (P5), then READY.
     guard.apply("start")?;

@@ -365,3 +365,49 @@ fn audit_mode_drops_nothing_and_counts_what_it_would_have() {
     assert_eq!(status["mode"], "audit");
     assert!(status["blocked_packets"].as_u64().unwrap() >= 1, "{status}");
 }
+
+#[test]
+fn p10_removing_a_port_ends_the_live_connections_it_admitted() {
+    use std::io::{Read, Write};
+    let env = Env::guarded("[[allow]]\nport = 8090\n[[allow]]\nport = 8091\n");
+    for (name, port) in [("gone", 8090), ("kept", 8091)] {
+        env.dockerd.docker(&format!(
+            "run -d --name {name} -p {port}:80 {} /bin/nc -ll -p 80 -e /bin/cat",
+            portguard_e2e::BUSYBOX_IMAGE
+        ));
+        env.wait_published(name);
+    }
+    let connect = |target: &'static str| {
+        env.lab.wan.enter(move || {
+            let s =
+                std::net::TcpStream::connect_timeout(&sa(target), portguard_e2e::PROBE).unwrap();
+            s.set_read_timeout(Some(portguard_e2e::PROBE)).unwrap();
+            s
+        })
+    };
+    let echoes = |mut s: &std::net::TcpStream, text: &[u8]| {
+        let mut buf = [0u8; 16];
+        s.write_all(text).is_ok() && matches!(s.read(&mut buf), Ok(n) if &buf[..n] == text)
+    };
+    let gone = connect("10.77.0.1:8090");
+    let kept = connect("10.77.0.1:8091");
+    assert!(
+        echoes(&gone, b"a") && echoes(&kept, b"a"),
+        "both connections work"
+    );
+
+    env.reload("[[allow]]\nport = 8091\n");
+    assert!(
+        !echoes(&gone, b"b"),
+        "the connection to the removed port was ended"
+    );
+    assert!(
+        echoes(&kept, b"b"),
+        "the connection to a still allowed port lives on"
+    );
+    assert!(
+        !env.open_from_wan("10.77.0.1:8090"),
+        "and new ones are refused"
+    );
+    assert!(env.status()["ended_connections"].as_u64().unwrap() >= 1);
+}
