@@ -34,7 +34,7 @@ fn plan_of_the_shipped_example_has_our_priority_and_pre_dnat_match() {
         "{text}"
     );
     assert!(
-        text.contains("meta l4proto tcp ct status dnat ct original proto-dst @allow_tcp accept"),
+        text.contains("meta l4proto tcp ct status dnat ct original proto-dst @allow_tcp ct mark set ct mark | 0x01000000 accept"),
         "{text}"
     );
     assert!(text.contains("elements = { 80, 443 }"), "{text}");
