@@ -111,8 +111,18 @@ fn table_of(message: &NfTablesMessage) -> Option<&str> {
 
 impl Monitor {
     pub fn open() -> Result<Monitor, NftError> {
+        Self::open_with(None)
+    }
+
+    /// Like [`Monitor::open`] with a socket receive buffer of `bytes`
+    /// (a small one overflows sooner: for tests of the overflow path).
+    pub fn with_receive_buffer(bytes: usize) -> Result<Monitor, NftError> {
+        Self::open_with(Some(bytes))
+    }
+
+    fn open_with(receive_buffer: Option<usize>) -> Result<Monitor, NftError> {
         Ok(Monitor {
-            socket: NfSocket::open_monitor()?,
+            socket: NfSocket::open_monitor(receive_buffer)?,
             tables: BTreeSet::new(),
             undecodable: 0,
             pending: Default::default(),

@@ -55,9 +55,12 @@ impl NfSocket {
 
     /// A socket that receives every nf_tables change notification
     /// (`NFNLGRP_NFTABLES`), blocking without a timeout.
-    pub(crate) fn open_monitor() -> Result<Socket, NftError> {
+    pub(crate) fn open_monitor(receive_buffer: Option<usize>) -> Result<Socket, NftError> {
         const NFNLGRP_NFTABLES: u32 = 7;
         let socket = bound_socket()?;
+        if let Some(bytes) = receive_buffer {
+            let _ = setsockopt(&socket, sockopt::RcvBufForce, &bytes);
+        }
         socket
             .add_membership(NFNLGRP_NFTABLES)
             .map_err(NftError::io("join the nftables multicast group"))?;

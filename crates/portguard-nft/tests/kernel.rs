@@ -114,5 +114,31 @@ fn kernel_refusals_name_the_object() {
     // Nothing of the failed batch was committed.
     let listing = ns.sh("nft list tables");
     assert!(!listing.contains("portguard"), "{listing}");
-    let _ = Duration::ZERO;
+}
+
+#[test]
+fn monitor_overflow_is_reported_as_resync() {
+    let ns = NetNs::new("overflow");
+    let mut monitor = ns.enter(|| portguard_nft::Monitor::with_receive_buffer(4096).unwrap());
+    // Hundreds of notifications while nobody reads: the socket overflows.
+    let script: String = (0..400).map(|i| format!("add table ip t{i}\n")).collect();
+    ns.sh(&format!("nft -f - <<'EOF'\n{script}EOF"));
+    // Read on a thread of its own, so that a kernel that did not overflow
+    // fails this test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(event) = monitor.next_event() {
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    let mut saw_overflow = false;
+    while let Ok(event) = rx.recv_timeout(Duration::from_secs(5)) {
+        if event == portguard_nft::MonitorEvent::Overflow {
+            saw_overflow = true;
+            break;
+        }
+    }
+    assert!(saw_overflow, "lost notifications must be reported");
 }

@@ -25,7 +25,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 #[test]
-fn published_ports_are_judged_by_their_original_port() {
+fn p1_published_ports_are_judged_by_their_original_port() {
     let lab = lab();
     // The bypass exists: with no guard, both ports are reachable.
     assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE));
@@ -115,7 +115,7 @@ fn published_ports_are_judged_by_their_original_port() {
 }
 
 #[test]
-fn trusted_interfaces_and_established_connections_pass() {
+fn p2_p3_trusted_interfaces_and_established_connections_pass() {
     let lab = lab();
     let mut nft = lab.host.enter(|| Nft::open().unwrap());
     // Established before the guard: survives it (P2).
@@ -154,7 +154,7 @@ fn trusted_interfaces_and_established_connections_pass() {
 }
 
 #[test]
-fn one_thousand_reapplies_never_open_a_refused_port() {
+fn p9_one_thousand_reapplies_never_open_a_refused_port() {
     let lab = lab();
     let mut nft = lab.host.enter(|| Nft::open().unwrap());
     let a = ruleset("[[allow]]\nport = 8080\n[[allow]]\nport = 9000\n");
@@ -284,7 +284,7 @@ fn monitor_names_the_process_behind_each_change() {
 }
 
 #[test]
-fn ipv6_forward_policy_drop_is_restored_and_traffic_flows_again() {
+fn p6_ipv6_forward_policy_drop_is_restored_and_traffic_flows_again() {
     let a = NetNs::new("v6a");
     let r = NetNs::new("v6r");
     let b = NetNs::new("v6b");
@@ -342,7 +342,7 @@ fn legacy_ip6tables_forward_drop_is_restored_through_ip6tables_legacy() {
 }
 
 #[test]
-fn connections_a_removed_entry_admitted_are_ended_others_live_on() {
+fn p10_connections_a_removed_entry_admitted_are_ended_others_live_on() {
     use std::io::{Read, Write};
     let lab = lab();
     let mut nft = lab.host.enter(|| Nft::open().unwrap());
@@ -386,4 +386,36 @@ fn connections_a_removed_entry_admitted_are_ended_others_live_on() {
         echoes(&kept, b"c"),
         "the connection to a still allowed port lives on"
     );
+}
+
+#[test]
+fn p1_a_bridge_docker_has_not_reported_yet_is_judged_from_the_first_packet() {
+    // What a new user-defined Docker network looks like before any event
+    // about it reached the guard: a bridge br-<id> nobody told us about.
+    let lab = lab();
+    let ctr2 = NetNs::new("ctr2");
+    lab.host
+        .sh("ip link add br-0123456789ab type bridge && ip link set br-0123456789ab up");
+    addr(&lab.host, "br-0123456789ab", &["172.31.0.1/24"]);
+    link(&lab.host, "vethd", &ctr2, "eth0");
+    lab.host.sh("ip link set vethd master br-0123456789ab");
+    addr(&ctr2, "eth0", &["172.31.0.2/24"]);
+    ctr2.sh("ip route add default via 172.31.0.1");
+    lab.host
+        .sh("nft add rule ip nat pre tcp dport 8099 dnat to 172.31.0.2:80");
+    tcp_server(&ctr2, 80, "new network\n");
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8099"), PROBE),
+        "the bypass exists"
+    );
+
+    let mut nft = lab.host.enter(|| Nft::open().unwrap());
+    // The snapshot knows no bridges at all: nothing to wait for.
+    nft.apply(&ruleset("")).unwrap();
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8099"), PROBE),
+        "judged without waiting for Docker"
+    );
+    nft.apply(&ruleset("[[allow]]\nport = 8099\n")).unwrap();
+    assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8099"), PROBE));
 }

@@ -23,7 +23,7 @@ fn table_exists(nft: &mut Nft) -> bool {
 }
 
 #[test]
-fn daemon_guards_restores_reloads_and_outlives_itself() {
+fn p5_p7_daemon_guards_restores_reloads_and_outlives_itself() {
     let lab = lab();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("portguard.toml");
@@ -183,7 +183,7 @@ fn watchdog_pings_when_enabled() {
 }
 
 #[test]
-fn bad_configuration_at_start_exits_nonzero_and_installs_nothing() {
+fn p7_bad_configuration_at_start_exits_nonzero_and_installs_nothing() {
     let ns = NetNs::new("badcfg");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("portguard.toml");

@@ -40,7 +40,7 @@ fn httpd(port_spec: &str, name: &str, extra: &str) -> String {
 }
 
 #[test]
-fn published_ports_follow_docker_and_only_allowlisted_containers_are_reachable() {
+fn p1_published_ports_follow_docker_and_only_allowlisted_containers_are_reachable() {
     let lab = docker_lab();
     let dockerd = Dockerd::start(&lab.host);
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +204,7 @@ fn published_ports_follow_docker_and_only_allowlisted_containers_are_reachable()
 }
 
 #[test]
-fn dockerd_restart_is_survived_and_resynced() {
+fn p8_dockerd_restart_is_survived_and_resynced() {
     let lab = docker_lab();
     let mut dockerd = Dockerd::start(&lab.host);
     let dir = tempfile::tempdir().unwrap();
