@@ -328,6 +328,7 @@ impl Dockerd {
         for applet in ["sh", "httpd", "nc", "sleep", "cat", "echo"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
+        install_with_libraries(&udp_echo_binary(), &rootfs, "bin/udp-echo");
         sh(&format!(
             "tar -C {} -c . | docker -H {} import - {BUSYBOX_IMAGE} >/dev/null",
             rootfs.display(),
@@ -413,6 +414,51 @@ impl Dockerd {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+}
+
+/// The `pg-udp-echo` helper of this crate, built once per test process.
+fn udp_echo_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "portguard-testkit",
+            "--bin",
+            "pg-udp-echo",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building pg-udp-echo");
+    });
+    dir.join("pg-udp-echo")
+}
+
+/// Copies a dynamically linked `binary` to `rootfs/dest` with the shared
+/// libraries `ldd` names, at the same paths, so it runs in a container.
+fn install_with_libraries(binary: &std::path::Path, rootfs: &std::path::Path, dest: &str) {
+    std::fs::copy(binary, rootfs.join(dest)).unwrap();
+    let out = Command::new("ldd").arg(binary).output().expect("ldd");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(path) = path {
+            let target = rootfs.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(path, &target).unwrap();
+        }
     }
 }
 

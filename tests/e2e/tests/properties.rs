@@ -411,3 +411,35 @@ fn p10_removing_a_port_ends_the_live_connections_it_admitted() {
     );
     assert!(env.status()["ended_connections"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn p1_udp_is_judged_like_tcp_ipv4_and_ipv6() {
+    let mut env = Env::new();
+    for (name, port) in [("dns", 5353), ("other", 5354)] {
+        env.dockerd.docker(&format!(
+            "run -d --name {name} -p {port}:53/udp {} /bin/udp-echo 53",
+            portguard_e2e::BUSYBOX_IMAGE
+        ));
+    }
+    let udp = |env: &Env, target: &str| {
+        portguard_testkit::udp_probe(&env.lab.wan, sa(target), portguard_e2e::PROBE)
+    };
+    assert!(
+        udp(&env, "10.77.0.1:5354"),
+        "without the guard the UDP port is open"
+    );
+    env.start_guard("[[allow]]\nport = 5353\nproto = \"udp\"\n");
+    env.wait_published("other");
+    let udp = |target: &str| udp(&env, target);
+    assert!(udp("10.77.0.1:5353"), "allowlisted UDP port, IPv4");
+    assert!(!udp("10.77.0.1:5354"), "unlisted UDP port, IPv4");
+    assert!(
+        udp("[fd00:77::1]:5353"),
+        "allowlisted UDP port, IPv6 (userland proxy)"
+    );
+    assert!(
+        !udp("[fd00:77::1]:5354"),
+        "unlisted UDP port, IPv6 (userland proxy)"
+    );
+    assert_eq!(env.verdict(5354), "blocked");
+}
