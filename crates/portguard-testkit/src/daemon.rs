@@ -149,27 +149,9 @@ pub fn write_config(path: &Path, body: &str, docker_socket: &Path) {
     .unwrap();
 }
 
-/// Paths of portguardd and guardctl in this workspace's target directory
-/// (beside the running test binary's `deps/`). `cargo build` runs once per
-/// test process first, so a test never runs against stale binaries (it
-/// is a no-op when `cargo test --workspace` built them already).
+/// Paths of portguardd and guardctl, freshly built (see [`crate::built`]).
 pub fn binaries() -> (PathBuf, PathBuf) {
     static BUILT: std::sync::Once = std::sync::Once::new();
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "portguardd", "-p", "guardctl"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().unwrap();
-        assert!(
-            status.success(),
-            "building portguardd and guardctl for the tests"
-        );
-    });
+    let dir = crate::built(&BUILT, &["-p", "portguardd", "-p", "guardctl"]);
     (dir.join("portguardd"), dir.join("guardctl"))
 }

@@ -420,26 +420,30 @@ impl Dockerd {
 /// The `pg-udp-echo` helper of this crate, built once per test process.
 fn udp_echo_binary() -> std::path::PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
+    built(&BUILT, &["-p", "portguard-testkit", "--bin", "pg-udp-echo"]).join("pg-udp-echo")
+}
+
+/// Runs `cargo build -q ARGS` once per test process (per `once`), for the
+/// profile the running test was built with, and returns the directory the
+/// binaries land in (beside the test binary's `deps/`). Tests thus never
+/// run stale binaries; under `cargo test --workspace` it is a no-op.
+pub fn built(once: &std::sync::Once, args: &[&str]) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
     let release = dir.file_name().is_some_and(|n| n == "release");
-    BUILT.call_once(|| {
+    once.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "portguard-testkit",
-            "--bin",
-            "pg-udp-echo",
-        ]);
+        cmd.args(["build", "-q"]).args(args);
         if release {
             cmd.arg("--release");
         }
-        assert!(cmd.status().unwrap().success(), "building pg-udp-echo");
+        assert!(
+            cmd.status().unwrap().success(),
+            "cargo build {args:?} for the tests"
+        );
     });
-    dir.join("pg-udp-echo")
+    dir
 }
 
 /// Copies a dynamically linked `binary` to `rootfs/dest` with the shared
