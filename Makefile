@@ -1,7 +1,7 @@
 # portguard: the two commands of the quick start, and a few helpers.
 #   sudo make demo   build, and show the guard closing a published port
 #   sudo make test   unit, golden, kernel (netns) and end-to-end tests
-.PHONY: demo test deps build bench
+.PHONY: demo test deps build bench deb
 
 deps:
 	./scripts/install-deps
@@ -17,3 +17,6 @@ demo: build
 
 bench: deps
 	cargo bench --workspace
+
+deb: deps
+	./packaging/build-deb
