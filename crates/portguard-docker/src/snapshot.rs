@@ -25,7 +25,7 @@ pub fn bridges_of(networks: &[Network]) -> BTreeSet<String> {
             }
             match (n.name.as_deref(), n.id.as_deref()) {
                 (Some("bridge"), _) => Some("docker0".to_string()),
-                (_, Some(id)) if id.len() >= 12 => Some(format!("br-{}", &id[..12])),
+                (_, Some(id)) => id.get(..12).map(|short| format!("br-{short}")),
                 _ => None,
             }
         })
