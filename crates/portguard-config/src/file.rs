@@ -27,6 +27,7 @@ struct FileGuard {
     trusted_interfaces: Option<Vec<Spanned<String>>>,
     external_interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     log_blocked: Option<bool>,
+    lock_table: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +104,9 @@ pub(crate) fn apply(config: &mut Config, text: &str, path: &Path) -> Result<(), 
         }
         if let Some(log_blocked) = guard.log_blocked {
             config.guard.log_blocked = log_blocked;
+        }
+        if let Some(lock_table) = guard.lock_table {
+            config.guard.lock_table = lock_table;
         }
     }
     if let Some(ipv6) = file.ipv6

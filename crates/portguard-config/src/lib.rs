@@ -112,6 +112,20 @@ pub struct GuardConfig {
     /// # Ok::<(), portguard_config::ConfigError>(())
     /// ```
     pub log_blocked: bool,
+    /// Lock the guard's table against everybody else (default `false`):
+    /// the kernel then refuses `nft delete table`, added rules and
+    /// `nft flush ruleset` for it while portguardd runs, instead of the
+    /// daemon restoring it milliseconds later. The table still outlives
+    /// the daemon and is taken over by the next start. Needs Linux 6.9+
+    /// (owner + persist table flags); stop portguardd before removing the
+    /// table by hand.
+    ///
+    /// ```
+    /// let config = portguard_config::Config::from_toml_str("[guard]\nlock_table = true")?;
+    /// assert!(config.guard.lock_table);
+    /// # Ok::<(), portguard_config::ConfigError>(())
+    /// ```
+    pub lock_table: bool,
 }
 
 /// `[ipv6]`
@@ -331,6 +345,7 @@ impl Default for Config {
                 trusted_interfaces: Vec::new(),
                 external_interfaces: None,
                 log_blocked: true,
+                lock_table: false,
             },
             ipv6: Ipv6Config {
                 restore_forward_policy: true,

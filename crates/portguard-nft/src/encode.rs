@@ -10,7 +10,7 @@ use netlink_packet_netfilter::nftables::{
     Hook, HookNumber, Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey,
     NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute,
     SetDescription, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage,
-    SetFlags, SetMessage, TableAttribute, TableMessage, Verdict, VerdictAttribute,
+    SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
 };
 use portguard_core::ruleset::{
     BaseChain, Chain, CtStates, Element, Hook as ChainHook, IfMatch, Policy, Rule, Ruleset, Set,
@@ -75,10 +75,20 @@ const ELEMENTS_PER_MESSAGE: usize = 512;
 /// The batch that replaces our table with `ruleset`: create-if-missing,
 /// delete, then add everything back. Inside one transaction the kernel
 /// holds the old table or the new one, never a mix (P9).
-pub(crate) fn replace_table(ruleset: &Ruleset) -> Vec<BatchItem> {
+///
+/// With `locked`, the table is created owned (see [`locked_table_msg`]);
+/// the first message also takes over a table a previous owner left.
+pub(crate) fn replace_table(ruleset: &Ruleset, locked: bool) -> Vec<BatchItem> {
+    let table = || {
+        if locked {
+            locked_table_msg()
+        } else {
+            table_msg()
+        }
+    };
     let mut items = vec![
         item(
-            NfTablesMessage::NewTable(table_msg()),
+            NfTablesMessage::NewTable(table()),
             NLM_F_CREATE,
             format!("create table inet {TABLE_NAME}"),
         ),
@@ -88,7 +98,7 @@ pub(crate) fn replace_table(ruleset: &Ruleset) -> Vec<BatchItem> {
             format!("delete table inet {TABLE_NAME}"),
         ),
         item(
-            NfTablesMessage::NewTable(table_msg()),
+            NfTablesMessage::NewTable(table()),
             NLM_F_CREATE,
             format!("add table inet {TABLE_NAME}"),
         ),
@@ -211,10 +221,14 @@ pub(crate) fn update_table(old: &Ruleset, new: &Ruleset) -> Vec<BatchItem> {
 }
 
 /// The batch that deletes our table if it exists.
-pub(crate) fn delete_table() -> Vec<BatchItem> {
+pub(crate) fn delete_table(locked: bool) -> Vec<BatchItem> {
     vec![
         item(
-            NfTablesMessage::NewTable(table_msg()),
+            NfTablesMessage::NewTable(if locked {
+                locked_table_msg()
+            } else {
+                table_msg()
+            }),
             NLM_F_CREATE,
             "create table (to delete it)".into(),
         ),
@@ -239,6 +253,17 @@ pub(crate) fn table_msg() -> TableMessage {
     TableMessage {
         attributes: vec![TableAttribute::Name(TABLE_NAME.into())],
     }
+}
+
+/// Our table, owned by the sending socket and persisting after it closes
+/// (Linux 6.9+): nobody else may change or delete it while we hold it;
+/// when we are gone it stays, and the next owner takes it over.
+fn locked_table_msg() -> TableMessage {
+    let mut msg = table_msg();
+    msg.attributes.push(TableAttribute::Flags(
+        TableFlags::Owner | TableFlags::Persisent,
+    ));
+    msg
 }
 
 fn set_msg(set: &Set, id: u32) -> SetMessage {

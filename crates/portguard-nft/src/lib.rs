@@ -66,6 +66,7 @@ struct Applied {
     ruleset: Ruleset,
     state: TableState,
     genid: u32,
+    locked: bool,
 }
 
 /// A handle on nf_tables in one network namespace.
@@ -76,6 +77,8 @@ pub struct Nft {
     /// The last verification and the generation it was made at: within one
     /// generation the answer cannot change (restores verify, then apply).
     last_verify: Option<(u32, Verification)>,
+    /// Apply the table locked (owned by this handle's socket).
+    lock: bool,
 }
 
 impl Nft {
@@ -85,7 +88,16 @@ impl Nft {
             applied: None,
             netns: ip6::NetnsRef::current()?,
             last_verify: None,
+            lock: false,
         })
+    }
+
+    /// Whether the next applies create the table locked: owned by this
+    /// handle, so that the kernel refuses everybody else's changes to it
+    /// (`nft delete table`, added rules, `nft flush ruleset`) while the
+    /// handle lives, and persisting when it closes. Linux 6.9+.
+    pub fn set_lock(&mut self, lock: bool) {
+        self.lock = lock;
     }
 
     /// Makes the kernel hold `ruleset` in one transaction, then reads it
@@ -99,14 +111,16 @@ impl Nft {
     pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyStats, NftError> {
         let started = Instant::now();
         let incremental = match &self.applied {
-            Some(applied) if encode::same_shape(&applied.ruleset, ruleset) => {
+            Some(applied)
+                if applied.locked == self.lock && encode::same_shape(&applied.ruleset, ruleset) =>
+            {
                 self.verify()? == Verification::Intact
             }
             _ => false,
         };
         let batch = match (&self.applied, incremental) {
             (Some(applied), true) => encode::update_table(&applied.ruleset, ruleset),
-            _ => encode::replace_table(ruleset),
+            _ => encode::replace_table(ruleset, self.lock),
         };
         let messages = batch.len() + 2;
         if !batch.is_empty() {
@@ -127,6 +141,7 @@ impl Nft {
             ruleset: ruleset.clone(),
             state,
             genid,
+            locked: self.lock,
         });
         Ok(ApplyStats {
             incremental,
@@ -134,6 +149,11 @@ impl Nft {
             readback: read_started.elapsed(),
             messages,
         })
+    }
+
+    /// Whether the table was last applied locked (see [`Nft::set_lock`]).
+    pub fn applied_lock(&self) -> Option<bool> {
+        self.applied.as_ref().map(|a| a.locked)
     }
 
     /// The ruleset last applied through this handle.
@@ -195,7 +215,12 @@ impl Nft {
     /// Deletes our table; `Ok(false)` if there was none.
     pub fn remove(&mut self) -> Result<bool, NftError> {
         let existed = readback::read_table(&mut self.sock)?.is_some();
-        self.sock.send_batch(encode::delete_table())?;
+        self.sock.send_batch(encode::delete_table(self.lock)).map_err(|e| match e.errno() {
+            Some(1) => NftError::Command(
+                "the guard's table is locked by a running portguardd (lock_table); stop it first".into(),
+            ),
+            _ => e,
+        })?;
         self.applied = None;
         Ok(existed)
     }

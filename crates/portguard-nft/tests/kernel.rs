@@ -142,3 +142,57 @@ fn monitor_overflow_is_reported_as_resync() {
     }
     assert!(saw_overflow, "lost notifications must be reported");
 }
+
+#[test]
+fn a_locked_table_refuses_everybody_else_outlives_its_owner_and_is_taken_over() {
+    let ns = NetNs::new("locked");
+    let mut owner = nft_in(&ns);
+    owner.set_lock(true);
+    let rules = ruleset("[[allow]]\nport = 8080\n");
+    owner.apply(&rules).unwrap();
+    for tamper in [
+        "nft delete table inet portguard",
+        "nft add rule inet portguard forward accept",
+        "nft add element inet portguard allow_tcp { 22 }",
+    ] {
+        let out = ns.run(tamper);
+        assert!(
+            !out.status.success(),
+            "`{tamper}` was allowed on a locked table"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
+    }
+    ns.sh("nft flush ruleset");
+    assert!(
+        ns.sh("nft list tables").contains("table inet portguard"),
+        "flush ruleset skips it"
+    );
+    assert_eq!(owner.verify().unwrap(), Verification::Intact);
+    // The owner may still change it, in place.
+    assert!(
+        owner
+            .apply(&ruleset("[[allow]]\nport = 8081\n"))
+            .unwrap()
+            .incremental
+    );
+
+    // Owner gone (daemon killed): the table stays ...
+    drop(owner);
+    assert!(ns.sh("nft list tables").contains("table inet portguard"));
+    // ... and the next daemon takes it over with its first apply.
+    let mut next = nft_in(&ns);
+    next.set_lock(true);
+    next.apply(&rules).unwrap();
+    assert!(
+        !ns.run("nft delete table inet portguard").status.success(),
+        "locked again"
+    );
+    // While it is held, `portguardd --remove-rules` is refused plainly ...
+    let mut other = nft_in(&ns);
+    let err = other.remove().unwrap_err().to_string();
+    assert!(err.contains("locked by a running portguardd"), "{err}");
+    // ... once the daemon stopped (the package's prerm), it removes it.
+    drop(next);
+    assert!(other.remove().unwrap());
+    assert!(!ns.sh("nft list tables").contains("portguard"));
+}

@@ -71,7 +71,12 @@ impl Guard {
     fn apply(&mut self, trigger: &str) -> anyhow::Result<()> {
         let started = Instant::now();
         let desired = self.desired();
-        if self.nft.applied() == Some(&desired) && self.nft.verify()? == Verification::Intact {
+        let lock = self.config.guard.lock_table;
+        self.nft.set_lock(lock);
+        if self.nft.applied() == Some(&desired)
+            && self.nft.applied_lock() == Some(lock)
+            && self.nft.verify()? == Verification::Intact
+        {
             self.verified_at = Some(SystemTime::now());
             self.record(trigger, started, "unchanged".into());
             return Ok(());

@@ -443,3 +443,46 @@ fn p1_udp_is_judged_like_tcp_ipv4_and_ipv6() {
     );
     assert_eq!(env.verdict(5354), "blocked");
 }
+
+#[test]
+fn p5_with_lock_table_the_kernel_refuses_tampering_so_there_is_no_window() {
+    let env = Env::guarded("[guard]\nlock_table = true\n[[allow]]\nport = 8080\n");
+    env.web("web", &["8080:80"], "--restart always");
+    env.web("db", &["8081:80"], "--restart always");
+    let host = &env.lab.host;
+    assert!(
+        !host.run("nft delete table inet portguard").status.success(),
+        "delete refused"
+    );
+    assert!(
+        !host
+            .run("nft add rule inet portguard forward accept")
+            .status
+            .success(),
+        "rule refused"
+    );
+    host.sh("nft flush ruleset");
+    assert!(
+        host.sh("nft list tables").contains("table inet portguard"),
+        "flush ruleset leaves it"
+    );
+    // `portguardd --remove-rules` from another process is refused while it runs.
+    let (daemon_bin, _) = portguard_testkit::daemon::binaries();
+    let out = host.run(&format!("{} --remove-rules", daemon_bin.display()));
+    assert!(!out.status.success());
+    // Docker comes back and rewrites its rules; nothing had to be restored.
+    let mut dockerd = env.dockerd;
+    dockerd.restart();
+    until("web back", Duration::from_secs(30), || {
+        tcp_probe(&env.lab.wan, sa("10.77.0.1:8080"), portguard_e2e::PROBE)
+    });
+    assert!(!tcp_probe(
+        &env.lab.wan,
+        sa("10.77.0.1:8081"),
+        portguard_e2e::PROBE
+    ));
+    let status = env.daemon.as_ref().unwrap().guardctl_json(&["status"]);
+    assert_eq!(status["restores"], 0, "{status}");
+    drop(env.daemon);
+    drop(dockerd);
+}
