@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{GenAttribute, GenMessage, NfTablesMessage};
 use portguard_core::Ruleset;
-use portguard_core::plan::names;
 
 pub use conntrack::{Flow, SweepStats};
 pub use error::NftError;
@@ -198,13 +197,7 @@ impl Nft {
     /// Packets counted by the judge chains' counters: attempts blocked (or,
     /// in audit mode, that would have been).
     pub fn blocked_packets(&mut self) -> Result<u64, NftError> {
-        Ok(match readback::read_table(&mut self.sock)? {
-            Some(state) => {
-                state.counted_packets(names::PUBLISHED_FORWARD)
-                    + state.counted_packets(names::PUBLISHED_INPUT)
-            }
-            None => 0,
-        })
+        Ok(readback::read_table(&mut self.sock)?.map_or(0, |state| state.blocked_packets()))
     }
 
     /// Our table as the kernel holds it now, if it exists.

@@ -67,6 +67,14 @@ impl TableState {
         strip(self) == strip(other)
     }
 
+    /// Packets counted by the judge chains' counters: attempts blocked
+    /// (or, in audit mode, that would have been).
+    pub fn blocked_packets(&self) -> u64 {
+        use portguard_core::plan::names;
+        self.counted_packets(names::PUBLISHED_FORWARD)
+            + self.counted_packets(names::PUBLISHED_INPUT)
+    }
+
     /// Packets counted by the counters in `chain`.
     pub fn counted_packets(&self, chain: &str) -> u64 {
         self.chains

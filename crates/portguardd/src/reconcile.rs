@@ -263,8 +263,10 @@ impl Guard {
             .nft
             .ip6_forward_policy()
             .map_or_else(|e| format!("unknown ({e})"), |p| p.as_str().to_string());
-        let blocked_packets = self.nft.blocked_packets().unwrap_or(0);
-        let installed = self.nft.read_table().map(|t| t.is_some()).unwrap_or(false);
+        // One read of the table serves both answers.
+        let table = self.nft.read_table().ok().flatten();
+        let installed = table.is_some();
+        let blocked_packets = table.map_or(0, |t| t.blocked_packets());
         Status {
             mode: match self.config.guard.mode {
                 Mode::Enforce => "enforce",
