@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use portguard_config::{AllowTarget, Cidr, Config, Mode, PortRange, Scope};
+use portguard_config::{AllowTarget, Config, Mode, PortRange, Scope};
 
 use crate::intervals::{AddrPorts, disjoint_addr_ports, merge_ports};
 use crate::ruleset::{
@@ -366,12 +366,4 @@ pub fn entry_admits(
             .iter()
             .any(|r| r.contains(port))
         && entry.admits_source(source)
-}
-
-/// Networks of an entry, for display.
-pub fn describe_from(from: &[Cidr]) -> String {
-    from.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

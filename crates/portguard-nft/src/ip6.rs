@@ -154,7 +154,7 @@ impl NetnsRef {
 
 /// Whether the legacy ip6 `filter` table is loaded in the calling thread's
 /// network namespace (nft cannot see it; `ip6tables-legacy` can).
-pub fn legacy_filter_in_use() -> bool {
+fn legacy_filter_in_use() -> bool {
     std::fs::read_to_string("/proc/thread-self/net/ip6_tables_names")
         .map(|names| names.lines().any(|l| l.trim() == FILTER))
         .unwrap_or(false)
@@ -176,12 +176,8 @@ fn legacy_filter_in_use_in(netns: &NetnsRef) -> bool {
         .unwrap_or(false)
 }
 
-/// The legacy FORWARD policy in the calling thread's namespace; `NoChain`
-/// when the legacy table is not in use there.
-pub fn legacy_policy() -> Result<ForwardPolicy, NftError> {
-    legacy_policy_in(&NetnsRef::current()?)
-}
-
+/// The legacy FORWARD policy in `netns`; `NoChain` when the legacy table is
+/// not in use there.
 fn legacy_policy_in(netns: &NetnsRef) -> Result<ForwardPolicy, NftError> {
     if !legacy_filter_in_use_in(netns) {
         return Ok(ForwardPolicy::NoChain);

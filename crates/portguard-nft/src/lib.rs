@@ -29,7 +29,7 @@ use portguard_core::Ruleset;
 
 pub use conntrack::{Flow, SweepStats};
 pub use error::NftError;
-pub use ip6::{ForwardPolicy, Ip6Backend, PolicyRestore, legacy_filter_in_use, legacy_policy};
+pub use ip6::{ForwardPolicy, Ip6Backend, PolicyRestore};
 pub use monitor::{Change, Monitor, MonitorEvent};
 pub use readback::TableState;
 
