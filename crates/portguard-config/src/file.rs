@@ -7,7 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{ConfigError, line_column};
-use crate::{AllowEntry, AllowTarget, Cidr, Config, Mode, Origin, PortRange, Proto, Scope};
+use crate::{
+    AllowEntry, AllowTarget, Cidr, Config, Mode, Origin, PortRange, Protection, Proto, Scope,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +29,9 @@ struct FileGuard {
     trusted_interfaces: Option<Vec<Spanned<String>>>,
     external_interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     log_blocked: Option<bool>,
-    lock_table: Option<bool>,
+    protection: Option<Protection>,
+    /// Replaced by `protection`; kept only to say so.
+    lock_table: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -105,8 +109,16 @@ pub(crate) fn apply(config: &mut Config, text: &str, path: &Path) -> Result<(), 
         if let Some(log_blocked) = guard.log_blocked {
             config.guard.log_blocked = log_blocked;
         }
+        if let Some(protection) = guard.protection {
+            config.guard.protection = protection;
+        }
         if let Some(lock_table) = guard.lock_table {
-            config.guard.lock_table = lock_table;
+            return Err(invalid(
+                lock_table.span(),
+                "`lock_table` was replaced by `protection`: the table is owned by default where the \
+                 kernel supports it (protection = \"auto\"); remove the key"
+                    .to_string(),
+            ));
         }
     }
     if let Some(ipv6) = file.ipv6

@@ -112,20 +112,41 @@ pub struct GuardConfig {
     /// # Ok::<(), portguard_config::ConfigError>(())
     /// ```
     pub log_blocked: bool,
-    /// Lock the guard's table against everybody else (default `false`):
-    /// the kernel then refuses `nft delete table`, added rules and
-    /// `nft flush ruleset` for it while portguardd runs, instead of the
-    /// daemon restoring it milliseconds later. The table still outlives
-    /// the daemon and is taken over by the next start. Needs Linux 6.9+
-    /// (owner + persist table flags); stop portguardd before removing the
-    /// table by hand.
+    /// How the kernel protects the guard's table from everybody else
+    /// (default `"auto"`: the strongest tier this kernel supports).
+    ///
+    /// * `"owned-persistent"` (Linux 6.9+): the table is owned by
+    ///   portguardd and persists when it exits; the kernel refuses
+    ///   `nft delete table`, foreign rules and elements, and skips it in
+    ///   `nft flush ruleset`, so there is nothing to restore.
+    /// * `"owned-standby"` (Linux 5.12+): the owned table plus an unowned
+    ///   standby copy (`inet portguard_standby`), because an owned table
+    ///   without the persist flag dies with the daemon.
+    /// * `"twin"` (any kernel): two unowned copies, so that deleting one
+    ///   leaves the other in force while the daemon restores it.
+    ///
+    /// Choosing a tier the kernel cannot provide is an error at start;
+    /// choosing a weaker one than `auto` would is allowed.
     ///
     /// ```
-    /// let config = portguard_config::Config::from_toml_str("[guard]\nlock_table = true")?;
-    /// assert!(config.guard.lock_table);
+    /// use portguard_config::{Config, Protection};
+    /// let config = Config::from_toml_str("[guard]\nprotection = \"twin\"")?;
+    /// assert_eq!(config.guard.protection, Protection::Twin);
+    /// assert_eq!(Config::from_toml_str("")?.guard.protection, Protection::Auto);
     /// # Ok::<(), portguard_config::ConfigError>(())
     /// ```
-    pub lock_table: bool,
+    pub protection: Protection,
+}
+
+/// `[guard] protection`: a protection tier, or `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protection {
+    #[default]
+    Auto,
+    OwnedPersistent,
+    OwnedStandby,
+    Twin,
 }
 
 /// `[ipv6]`
@@ -345,7 +366,7 @@ impl Default for Config {
                 trusted_interfaces: Vec::new(),
                 external_interfaces: None,
                 log_blocked: true,
-                lock_table: false,
+                protection: Protection::Auto,
             },
             ipv6: Ipv6Config {
                 restore_forward_policy: true,

@@ -223,7 +223,7 @@ fn every_key_is_documented_in_the_reference() {
         "trusted_interfaces",
         "external_interfaces",
         "log_blocked",
-        "lock_table",
+        "protection",
         "restore_forward_policy",
         "socket",
         "group",

@@ -71,7 +71,7 @@ impl Guard {
     fn apply(&mut self, trigger: &str) -> anyhow::Result<()> {
         let started = Instant::now();
         let desired = self.desired();
-        let lock = self.config.guard.lock_table;
+        let lock = self.config.guard.protection == portguard_config::Protection::OwnedPersistent;
         self.nft.set_lock(lock);
         if self.nft.applied() == Some(&desired)
             && self.nft.applied_lock() == Some(lock)

@@ -458,7 +458,7 @@ fn p1_udp_is_judged_like_tcp_ipv4_and_ipv6() {
 
 #[test]
 fn p5_with_lock_table_the_kernel_refuses_tampering_so_there_is_no_window() {
-    let env = Env::guarded("[guard]\nlock_table = true\n[[allow]]\nport = 8080\n");
+    let env = Env::guarded("[guard]\nprotection = \"owned-persistent\"\n[[allow]]\nport = 8080\n");
     env.web("web", &["8080:80"], "--restart always");
     env.web("db", &["8081:80"], "--restart always");
     let host = &env.lab.host;
