@@ -77,7 +77,9 @@ pub fn disjoint_addr_ports(rects: &[AddrPorts]) -> Vec<AddrPorts> {
     }
     let mut out = Vec::new();
     for (i, (start, addrs)) in stripes.iter().enumerate() {
-        let end = stripes.get(i + 1).map_or(u32::from(u16::MAX), |(next, _)| next - 1);
+        let end = stripes
+            .get(i + 1)
+            .map_or(u32::from(u16::MAX), |(next, _)| next - 1);
         let (Ok(start), Ok(end)) = (u16::try_from(*start), u16::try_from(end)) else {
             continue;
         };

@@ -6,15 +6,20 @@
 //! One reconcile loop owns the desired state; triggers arrive on a channel
 //! from the nftables monitor, signals, and a periodic verify.
 
+mod backend;
 mod control;
+mod guard;
+mod lastgood;
 mod notify;
 mod reconcile;
+mod status;
+mod triggers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use portguard_config::{Config, DEFAULT_CONFIG_PATH};
+use portguard_config::DEFAULT_CONFIG_PATH;
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +36,11 @@ struct Args {
     /// Control socket (default: `[control] socket` from the configuration).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Delete the guard's table and exit (used when the package is removed).
+    /// Where the last good configuration is kept, for a start with a
+    /// broken file.
+    #[arg(long, default_value = lastgood::DEFAULT_STATE_DIR, value_name = "PATH")]
+    state_dir: PathBuf,
+    /// Delete the guard's tables and exit (used when the package is removed).
     #[arg(long)]
     remove_rules: bool,
 }
@@ -47,27 +56,25 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     if args.remove_rules {
-        return match portguard_nft::Nft::open().and_then(|mut nft| nft.remove()) {
+        return match backend::remove_all() {
             Ok(existed) => {
-                tracing::info!(existed, "removed the guard's table");
+                tracing::info!(existed, "removed the guard's tables");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not remove the guard's table");
+                tracing::error!(error = %e, "could not remove the guard's tables");
                 ExitCode::FAILURE
             }
         };
     }
-    let config = match Config::load(&args.config) {
-        Ok(config) => config,
-        Err(e) => {
-            // P7: a bad configuration never starts a weaker guard.
-            eprintln!("{e}");
-            tracing::error!(error = %e, "invalid configuration; not starting");
-            return ExitCode::from(2);
-        }
+    // P7: an invalid configuration never leaves the host unguarded; `run`
+    // falls back to the last good configuration, else a closed ruleset.
+    let options = reconcile::Options {
+        config_path: args.config,
+        socket: args.socket,
+        state_dir: args.state_dir,
     };
-    match reconcile::run(args.config, config, args.socket) {
+    match reconcile::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fatal");
