@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use portguard_e2e::{Daemon, Env, NetNs, sa, until, wait_notify};
+use portguard_e2e::{Daemon, Env, NetNs, sa, tcp_probe, until, wait_notify};
 
 const PRIMARY: &str = "portguard";
 const STANDBY: &str = "portguard_standby";
@@ -390,7 +390,11 @@ struct BareGuard {
 
 impl BareGuard {
     fn start(config: &str) -> BareGuard {
-        let host = NetNs::new("zhost");
+        BareGuard::start_in(NetNs::new("zhost"), config)
+    }
+
+    /// Starts portguardd in `host`, which the guard then owns (and removes).
+    fn start_in(host: NetNs, config: &str) -> BareGuard {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("portguard.toml");
         portguard_testkit::daemon::write_config(
@@ -466,6 +470,59 @@ fn settled_allow_tcp(ns: &NetNs, tables: &[&str]) -> Vec<Option<Vec<String>>> {
         }
     }
     last
+}
+
+/// SPEC P5, per tier: SIGKILL the daemon and the guard stays. This is
+/// what the standby copy of "owned-standby" is for: an owned table without
+/// the persist flag goes with its owner. Docker is simulated by the
+/// testkit's `lab()` (a docker0 bridge and Docker's DNAT rules for 8080 and
+/// 8081): without a Docker connection the guard still drops new
+/// connections forwarded into docker0 unless their port is allowed.
+#[test]
+fn p5_in_every_tier_the_guard_outlives_the_daemon() {
+    for tier in [Tier::OwnedPersistent, Tier::OwnedStandby, Tier::Twin] {
+        let portguard_testkit::Lab { wan, host, ctr } = portguard_testkit::lab();
+        let guard = BareGuard::start_in(host, &tier.config("[[allow]]\nport = 8080\n"));
+        let open = |target: &str| tcp_probe(&wan, sa(target), Duration::from_millis(300));
+        assert!(open("10.99.0.1:8080"), "{}: allowed port", tier.name());
+        assert!(!open("10.99.0.1:8081"), "{}: unlisted port", tier.name());
+        let status = guard.daemon.guardctl_json(&["status"]);
+        guard.daemon.signal("KILL");
+        let mut daemon = guard.daemon;
+        daemon.child.wait().unwrap();
+        // The kernel releases an owned table when the owner's socket closes.
+        std::thread::sleep(Duration::from_millis(200));
+        let tables: Vec<&str> = [PRIMARY, STANDBY]
+            .into_iter()
+            .filter(|t| table_present(&guard.host, t))
+            .collect();
+        let closed = !open("10.99.0.1:8081");
+        println!(
+            "tier {}: after SIGKILL tables {tables:?}, unlisted port closed: {closed}",
+            tier.name()
+        );
+        assert!(closed, "{}: unlisted port after SIGKILL", tier.name());
+        assert!(
+            open("10.99.0.1:8080"),
+            "{}: allowed port after SIGKILL",
+            tier.name()
+        );
+        // Without persist, the owned primary of "owned-standby" may go.
+        let must_stay: &[&str] = match tier {
+            Tier::OwnedPersistent => &[PRIMARY],
+            Tier::OwnedStandby => &[STANDBY],
+            Tier::Twin => &[PRIMARY, STANDBY],
+        };
+        for table in must_stay {
+            assert!(
+                tables.contains(table),
+                "{}: inet {table} stays after SIGKILL",
+                tier.name()
+            );
+        }
+        assert_protection(&status, tier);
+        drop(ctr);
+    }
 }
 
 const RACE_ROUNDS: usize = 10;
