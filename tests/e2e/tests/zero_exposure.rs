@@ -7,8 +7,9 @@
 //! - `nft flush ruleset` (and an `nft -f` file that starts with it) in the
 //!   owned tiers;
 //! - a foreign set element added while the table is being restored;
-//! - a configuration that used to make the planner explode, and a FIFO in
-//!   place of the configuration, neither of which may stall restores.
+//! - a configuration that makes a cross-product planner explode, and a
+//!   FIFO in place of the configuration, neither of which may stall restores;
+//! - in every tier, the guard outlives a SIGKILLed daemon.
 //!
 //! Exposure is measured as TCP connections that completed, never as
 //! latency alone (SPEC P5).
