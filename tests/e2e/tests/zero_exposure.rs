@@ -300,6 +300,9 @@ fn p5_deletion_storm_twin_tier_lets_no_connection_through() {
 }
 
 const FLUSHES: usize = 20;
+/// Longer than the storm's interval so that 20 flushes span ~2,500
+/// connection attempts (>= 1,000 even on a loaded machine).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Issue 8, second "Done when": 20 `nft flush ruleset` (which also takes
 /// Docker's NAT rules, so connections then reach docker-proxy through
@@ -309,7 +312,7 @@ const FLUSHES: usize = 20;
 fn flush_ruleset(tier: Tier) {
     let env = guarded_web_and_db(tier);
     let prober = Prober::start(&env.lab.wan, sa(UNLISTED));
-    let flushes = every(&env.lab.host, FLUSHES, STORM_INTERVAL, |_| {
+    let flushes = every(&env.lab.host, FLUSHES, FLUSH_INTERVAL, |_| {
         let flushed = nft(&["flush", "ruleset"]).status.success();
         let primary_left = nft(&["list", "table", "inet", PRIMARY]).status.success();
         (flushed, primary_left)
