@@ -46,8 +46,10 @@ pub struct AddrPorts {
 /// Rectangles whose port ranges overlap many others still multiply; the
 /// planner's tests bound the common shapes.
 pub fn disjoint_addr_ports(rects: &[AddrPorts]) -> Vec<AddrPorts> {
+    /// Inclusive address range.
+    type Addrs = (u128, u128);
     // Events at port boundaries: +1 when a rectangle starts, -1 after it ends.
-    let mut events: BTreeMap<u32, Vec<((u128, u128), i32)>> = BTreeMap::new();
+    let mut events: BTreeMap<u32, Vec<(Addrs, i32)>> = BTreeMap::new();
     for rect in rects {
         events
             .entry(u32::from(rect.ports.start()))
@@ -58,9 +60,9 @@ pub fn disjoint_addr_ports(rects: &[AddrPorts]) -> Vec<AddrPorts> {
             .or_default()
             .push((rect.addrs, -1));
     }
-    let mut active: BTreeMap<(u128, u128), i32> = BTreeMap::new();
+    let mut active: BTreeMap<Addrs, i32> = BTreeMap::new();
     // (first port, address union) of each stripe.
-    let mut stripes: Vec<(u32, Vec<(u128, u128)>)> = Vec::new();
+    let mut stripes: Vec<(u32, Vec<Addrs>)> = Vec::new();
     for (port, changes) in events {
         for (addrs, delta) in changes {
             let count = active.entry(addrs).or_insert(0);

@@ -117,11 +117,8 @@ impl GuardTable {
     /// races the repair is caught by that second comparison and repaired
     /// too. Cheap when nothing changed anywhere (one GETGEN).
     pub fn reconcile(&mut self, desired: &Ruleset) -> Result<TableOutcome, NftError> {
-        if let Some((genid, verified)) = &self.verified
-            && verified == desired
-            && *genid == self.genid()?
-        {
-            return Ok(TableOutcome::Unchanged);
+        if let Some(outcome) = self.reconcile_known(desired)? {
+            return Ok(outcome);
         }
         let want = expected_state(&self.spec, desired);
         let mut outcome = None;
@@ -156,11 +153,20 @@ impl GuardTable {
                 verify: Duration::ZERO,
                 messages,
             };
-            outcome = Some(if in_place {
+            let done = if in_place {
                 TableOutcome::Repaired(differences)
             } else {
                 TableOutcome::Replaced(differences)
-            });
+            };
+            // Exactly one commit since the consistent read, and it was
+            // ours: the kernel holds what was read plus our batch, which is
+            // `desired`. Anything else is read and compared again.
+            let after = self.genid()?;
+            if after == genid.wrapping_add(1) {
+                self.verified = Some((after, desired.clone()));
+                return Ok(done);
+            }
+            outcome = Some(done);
         }
         let verify_started = Instant::now();
         let (genid, have) = self.read_consistent()?;
@@ -173,6 +179,63 @@ impl GuardTable {
         Err(NftError::NotApplied(
             differences.iter().map(ToString::to_string).collect(),
         ))
+    }
+
+    /// The fast path, taken while the generation has not moved since the
+    /// last exact comparison: the kernel then holds exactly the verified
+    /// ruleset, so the difference to `desired` is computed without a dump,
+    /// and if the generation after our commit is exactly one more, nobody
+    /// else committed in between: the kernel holds exactly `desired`.
+    /// `None` when that cannot be known; the caller reads and compares.
+    fn reconcile_known(&mut self, desired: &Ruleset) -> Result<Option<TableOutcome>, NftError> {
+        let Some((genid, verified)) = &self.verified else {
+            return Ok(None);
+        };
+        let (genid, verified) = (*genid, verified.clone());
+        if self.genid()? != genid {
+            return Ok(None);
+        }
+        if verified == *desired {
+            return Ok(Some(TableOutcome::Unchanged));
+        }
+        let differences = compare(
+            &expected_state(&self.spec, desired),
+            Some(&expected_state(&self.spec, &verified)),
+        );
+        if !differences.iter().all(Difference::in_place) {
+            return Ok(None);
+        }
+        self.verified = None;
+        let batch = encode::repair_table(&self.spec, desired, &differences);
+        let messages = batch.len() + 2;
+        let started = Instant::now();
+        if self.sock.send_batch(batch).is_err() {
+            return Ok(None);
+        }
+        let commit = started.elapsed();
+        let after = self.genid()?;
+        if after != genid.wrapping_add(1) {
+            return Ok(None);
+        }
+        self.last_stats = ApplyStats {
+            commit,
+            verify: Duration::ZERO,
+            messages,
+        };
+        self.verified = Some((after, desired.clone()));
+        Ok(Some(TableOutcome::Repaired(differences)))
+    }
+
+    /// Whether the table exists (one request): cheap enough to decide
+    /// which copy to restore first.
+    pub fn exists(&mut self) -> Result<bool, NftError> {
+        Ok(self
+            .sock
+            .request(
+                NetfilterProtoFamily::Inet,
+                NfTablesMessage::GetTable(encode::table_msg(&self.spec.name, 0)),
+            )?
+            .is_some())
     }
 
     /// What differs between the kernel's table and `desired`, without

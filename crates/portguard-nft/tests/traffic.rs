@@ -44,7 +44,7 @@ fn p1_published_ports_are_judged_by_their_original_port() {
     assert!(tcp_probe(&lab.wan, sa("[fd00:99::1]:8081"), PROBE));
     assert!(udp_probe(&lab.wan, sa("10.99.0.1:5353"), PROBE));
 
-    let mut nft = lab.host.enter(|| guard_table());
+    let mut nft = lab.host.enter(guard_table);
     nft.reconcile(&ruleset("[[allow]]\nport = 8080\n")).unwrap();
     assert!(
         tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE),
@@ -129,7 +129,7 @@ fn p1_published_ports_are_judged_by_their_original_port() {
 #[test]
 fn p2_p3_trusted_interfaces_and_established_connections_pass() {
     let lab = lab();
-    let mut nft = lab.host.enter(|| guard_table());
+    let mut nft = lab.host.enter(guard_table);
     // Established before the guard: survives it (P2).
     let established = lab.wan.enter(|| {
         let s = std::net::TcpStream::connect_timeout(&sa("10.99.0.1:8081"), PROBE).unwrap();
@@ -168,7 +168,7 @@ fn p2_p3_trusted_interfaces_and_established_connections_pass() {
 #[test]
 fn p9_one_thousand_reapplies_never_open_a_refused_port() {
     let lab = lab();
-    let mut nft = lab.host.enter(|| guard_table());
+    let mut nft = lab.host.enter(guard_table);
     let a = ruleset("[[allow]]\nport = 8080\n[[allow]]\nport = 9000\n");
     let b = ruleset("[[allow]]\nport = 8080\n[[allow]]\nport = 9001\n");
     nft.reconcile(&a).unwrap();
@@ -265,7 +265,7 @@ fn monitor_names_the_process_behind_each_change() {
             MonitorEvent::Overflow => continue,
         }
     };
-    let mut nft = lab.host.enter(|| guard_table());
+    let mut nft = lab.host.enter(guard_table);
     nft.reconcile(&ruleset("")).unwrap();
     let ours = next_change();
     assert!(ours.ours, "{ours:?}");
@@ -360,7 +360,7 @@ fn legacy_ip6tables_forward_drop_is_restored_through_ip6tables_legacy() {
 fn p10_connections_a_removed_entry_admitted_are_ended_others_live_on() {
     use std::io::{Read, Write};
     let lab = lab();
-    let mut nft = lab.host.enter(|| guard_table());
+    let mut nft = lab.host.enter(guard_table);
     nft.reconcile(&ruleset("[[allow]]\nport = \"8082-8083\"\n"))
         .unwrap();
     let connect = |port: u16| {
@@ -425,7 +425,7 @@ fn p1_a_bridge_docker_has_not_reported_yet_is_judged_from_the_first_packet() {
         "the bypass exists"
     );
 
-    let mut nft = lab.host.enter(|| guard_table());
+    let mut nft = lab.host.enter(guard_table);
     // The snapshot knows no bridges at all: nothing to wait for.
     nft.reconcile(&ruleset("")).unwrap();
     assert!(

@@ -119,10 +119,23 @@ impl Backend for Kernel {
 
     fn reconcile(&mut self, desired: &Ruleset) -> Result<Vec<TableOutcome>, NftError> {
         // Each copy in its own transaction: while one is recreated, the
-        // other (already whole) keeps judging.
-        let mut outcomes = vec![self.primary.reconcile(desired)?];
-        if let Some(standby) = &mut self.standby {
-            outcomes.push(standby.reconcile(desired)?);
+        // other (already whole) keeps judging. A missing copy goes first:
+        // until it is back, the host has one copy, and reading the intact
+        // one (a full dump) can wait.
+        let mut outcomes = Vec::new();
+        match &mut self.standby {
+            None => outcomes.push(self.primary.reconcile(desired)?),
+            Some(standby) => {
+                let standby_first = self.primary.exists()? && !standby.exists()?;
+                if standby_first {
+                    let standby_outcome = standby.reconcile(desired)?;
+                    outcomes.push(self.primary.reconcile(desired)?);
+                    outcomes.push(standby_outcome);
+                } else {
+                    outcomes.push(self.primary.reconcile(desired)?);
+                    outcomes.push(standby.reconcile(desired)?);
+                }
+            }
         }
         if let Some(mut leftover) = self.leftover.take()
             && let Err(e) = leftover.remove()

@@ -253,6 +253,9 @@ fn deletion_storm(tier: Tier) {
         done(STANDBY),
         tried(STANDBY),
     );
+    if connected > 0 {
+        eprintln!("daemon log of the failed storm:\n{}", env.daemon().log());
+    }
     assert!(
         attempts >= MIN_ATTEMPTS,
         "at least {MIN_ATTEMPTS} attempts during the attack, not {attempts}"
