@@ -30,7 +30,7 @@ pub enum Trigger {
     /// Notifications were lost: check everything.
     Overflow,
     Docker(DockerUpdate),
-    Control(RequestBody, Sender<Response>),
+    Control(RequestBody, tokio::sync::oneshot::Sender<Response>),
     Reload,
     Stop,
 }
@@ -435,7 +435,7 @@ struct Pending {
     check_table: Option<(String, Instant)>,
     check_ip6: Option<String>,
     docker: Vec<DockerUpdate>,
-    control: Vec<(RequestBody, Sender<Response>)>,
+    control: Vec<(RequestBody, tokio::sync::oneshot::Sender<Response>)>,
     reload: bool,
     stop: bool,
 }
