@@ -256,3 +256,91 @@ pub fn ok(body: ResponseBody) -> Response {
         body,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn the_socket_is_never_seen_with_another_mode_than_its_final_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        // The worst umask an administrator could leave: the old code's
+        // socket was 0777 between bind and chmod.
+        let old = nix::sys::stat::umask(Mode::empty());
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (dir, done) = (dir.path().to_path_buf(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(Ordering::Relaxed) {
+                    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                        if let Ok(meta) = std::fs::symlink_metadata(entry.path()) {
+                            seen.insert((entry.file_name(), meta.mode() & 0o777));
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..500 {
+            let listener = bind(&path, None).unwrap();
+            drop(listener);
+            std::fs::remove_file(&path).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        nix::sys::stat::umask(old);
+        let seen = watcher.join().unwrap();
+        assert!(!seen.is_empty(), "the watcher saw nothing");
+        for (name, mode) in &seen {
+            assert_eq!(*mode, 0o600, "{name:?} was seen with mode {mode:o}");
+        }
+    }
+
+    #[test]
+    fn only_a_stale_socket_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+
+        // A regular file: an error naming it, and left as it was.
+        std::fs::write(&path, "keep me").unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("is a regular file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+        std::fs::remove_file(&path).unwrap();
+
+        // A directory, and a symbolic link (even to a stale socket).
+        std::fs::create_dir(&path).unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("is a directory"), "{err}");
+        std::fs::remove_dir(&path).unwrap();
+        let elsewhere = dir.path().join("elsewhere.sock");
+        drop(std::os::unix::net::UnixListener::bind(&elsewhere).unwrap());
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(std::fs::symlink_metadata(&elsewhere).is_ok());
+        std::fs::remove_file(&path).unwrap();
+
+        // A live socket: somebody else's, kept.
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("another process is listening"), "{err}");
+        assert!(StdUnixStream::connect(&path).is_ok());
+        drop(live);
+
+        // Now stale (nobody listens): replaced, and the new one answers.
+        let listener = bind(&path, None).unwrap();
+        assert!(StdUnixStream::connect(&path).is_ok());
+        drop(listener);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary name left behind: {names:?}");
+    }
+}
