@@ -107,12 +107,10 @@ async fn session(
     report: &mut impl FnMut(DockerUpdate) -> bool,
     connected: &mut bool,
 ) -> Result<Flow, String> {
-    let fail = |e: bollard::errors::Error| transport::describe(&e);
-    let docker = transport::connect(socket, transport::MAX_RESPONSE_BYTES)
-        .map_err(fail)?
-        .negotiate_version()
-        .await
-        .map_err(fail)?;
+    let cap = transport::MAX_RESPONSE_BYTES;
+    let (docker, cap_hit) = transport::connect(socket, cap).map_err(|e| transport::describe(&e))?;
+    let fail = |e: bollard::errors::Error| cap_hit.explain(&e, cap);
+    let docker = docker.negotiate_version().await.map_err(fail)?;
     let (links, mut link_events) = link_watch()
         .map_err(|e| format!("cannot ask the kernel about Docker's bridges (rtnetlink): {e}"))?;
     // Subscribe before the first snapshot, so that no change falls between.
@@ -131,7 +129,7 @@ async fn session(
         .and_then(|v| v.version)
         .unwrap_or_else(|| "unknown".into());
     let mut observed = Observed::default();
-    let snapshot = observed.resync(&docker, &links).await?;
+    let snapshot = observed.resync(&docker, &links, &fail).await?;
     *connected = true;
     tracing::info!(
         engine = %portguard_core::control::printable(&engine),
@@ -166,7 +164,7 @@ async fn session(
             }
         };
         if relevant {
-            let snapshot = observed.resync(&docker, &links).await?;
+            let snapshot = observed.resync(&docker, &links, &fail).await?;
             if !report(DockerUpdate::Snapshot(snapshot)) {
                 return Ok(Flow::Stop);
             }
@@ -212,10 +210,11 @@ impl Observed {
         &mut self,
         docker: &Docker,
         links: &rtnetlink::Handle,
+        fail: &impl Fn(bollard::errors::Error) -> String,
     ) -> Result<Snapshot, String> {
         let (snapshot, verified) =
             match tokio::time::timeout(SNAPSHOT_TIMEOUT, full_snapshot(docker, links)).await {
-                Ok(result) => result.map_err(|e| transport::describe(&e))?,
+                Ok(result) => result.map_err(fail)?,
                 Err(_) => {
                     return Err(format!(
                         "the Docker Engine did not answer within {} s",

@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
@@ -23,19 +24,25 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes one response may take, headers included. A host with thousands
-/// of containers answers `/containers/json` in a few MB.
-pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// Bytes one response may take, headers included. A host with a thousand
+/// containers answers `/containers/json` in about 2 MB. Kept small because
+/// bollard re-parses an unfinished event line on every read: an event
+/// that never ends costs CPU quadratic in its length until the cap.
+pub const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Seconds bollard waits for the headers of an answer.
 const HEADER_TIMEOUT_SECS: u64 = 60;
 
 /// A client for the Engine at `socket` whose connections fail once the
-/// Engine has sent more than `cap` bytes on one of them.
-pub fn connect(socket: &Path, cap: u64) -> Result<Docker, bollard::errors::Error> {
+/// Engine has sent more than `cap` bytes on one of them, and what tells
+/// that this happened (bollard's event stream keeps only the message of
+/// the outermost error, "error reading a body from connection").
+pub fn connect(socket: &Path, cap: u64) -> Result<(Docker, CapHit), bollard::errors::Error> {
+    let hit = CapHit(Arc::new(AtomicBool::new(false)));
     let connector = CappedConnector {
         socket: Arc::new(socket.to_path_buf()),
         cap,
+        hit: hit.clone(),
     };
     let client = Arc::new(
         Client::builder(TokioExecutor::new())
@@ -43,7 +50,7 @@ pub fn connect(socket: &Path, cap: u64) -> Result<Docker, bollard::errors::Error
             .pool_max_idle_per_host(0)
             .build(connector),
     );
-    Docker::connect_with_custom_transport(
+    let docker = Docker::connect_with_custom_transport(
         move |request: BollardRequest| {
             let client = Arc::clone(&client);
             async move {
@@ -57,13 +64,32 @@ pub fn connect(socket: &Path, cap: u64) -> Result<Docker, bollard::errors::Error
         Some("http://docker"),
         HEADER_TIMEOUT_SECS,
         API_DEFAULT_VERSION,
-    )
+    )?;
+    Ok((docker, hit))
+}
+
+/// Set once a connection of this client went over the cap.
+#[derive(Clone)]
+pub struct CapHit(Arc<AtomicBool>);
+
+impl CapHit {
+    /// `error`, with the cap named if the cap is what ended the answer.
+    pub fn explain(&self, error: &bollard::errors::Error, cap: u64) -> String {
+        let text = describe(error);
+        let why = over_cap(cap).to_string();
+        if self.0.load(Ordering::Relaxed) && !text.contains(&why) {
+            format!("{text}: {why}")
+        } else {
+            text
+        }
+    }
 }
 
 #[derive(Clone)]
 struct CappedConnector {
     socket: Arc<PathBuf>,
     cap: u64,
+    hit: CapHit,
 }
 
 impl tower_service::Service<Uri> for CappedConnector {
@@ -76,13 +102,14 @@ impl tower_service::Service<Uri> for CappedConnector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let (socket, cap) = (Arc::clone(&self.socket), self.cap);
+        let (socket, cap, hit) = (Arc::clone(&self.socket), self.cap, self.hit.clone());
         Box::pin(async move {
             let inner = tokio::net::UnixStream::connect(socket.as_path()).await?;
             Ok(TokioIo::new(CappedStream {
                 inner,
                 cap,
                 received: 0,
+                hit,
             }))
         })
     }
@@ -93,6 +120,7 @@ pub struct CappedStream {
     inner: tokio::net::UnixStream,
     cap: u64,
     received: u64,
+    hit: CapHit,
 }
 
 impl AsyncRead for CappedStream {
@@ -110,6 +138,7 @@ impl AsyncRead for CappedStream {
             self.received += (buf.filled().len() - before) as u64;
             if self.received > self.cap {
                 // At most one read buffer beyond the cap ever reaches hyper.
+                self.hit.0.store(true, Ordering::Relaxed);
                 return Poll::Ready(Err(over_cap(self.cap)));
             }
         }
