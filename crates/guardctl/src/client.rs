@@ -6,28 +6,44 @@ use std::path::Path;
 use std::time::Duration;
 
 use portguard_core::control::{
-    PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody, Status,
+    ConfigSource, PROTOCOL_VERSION, ProtectionTier, Request, RequestBody, Response, ResponseBody,
+    Status, printable,
 };
 use portguard_core::verdict::{Explanation, PortReport, Verdict};
 
-/// The daemon could not be reached at all.
+/// The daemon could not be reached at all; each case has its own exit code.
 #[derive(Debug)]
-pub struct NotRunning(pub String);
+pub enum Unreachable {
+    /// Nothing listens at the socket (or there is no socket).
+    NotRunning(String),
+    /// The socket is there but this user may not use it.
+    PermissionDenied(String),
+}
 
-impl std::fmt::Display for NotRunning {
+impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Unreachable::NotRunning(m) | Unreachable::PermissionDenied(m) => f.write_str(m),
+        }
     }
 }
 
-impl std::error::Error for NotRunning {}
+impl std::error::Error for Unreachable {}
 
 pub fn ask(socket: &Path, body: RequestBody) -> anyhow::Result<ResponseBody> {
     let stream = UnixStream::connect(socket).map_err(|e| {
-        NotRunning(format!(
-            "portguardd is not running (cannot connect to {}: {e})",
-            socket.display()
-        ))
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            Unreachable::PermissionDenied(format!(
+                "permission denied: cannot connect to {} (the control socket is for root, \
+                 or for members of the group set in [control] group)",
+                socket.display()
+            ))
+        } else {
+            Unreachable::NotRunning(format!(
+                "portguardd is not running (cannot connect to {}: {e})",
+                socket.display()
+            ))
+        }
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(35)))?;
     let mut line = serde_json::to_string(&Request {
@@ -117,11 +133,11 @@ pub fn print_ports(ports: &[PortReport]) {
         .iter()
         .map(|p| {
             let container = match &p.compose {
-                Some(compose) => format!("{} ({compose})", p.container),
-                None => p.container.clone(),
+                Some(compose) => format!("{} ({})", printable(&p.container), printable(compose)),
+                None => printable(&p.container).into_owned(),
             };
             vec![
-                p.host_ip.clone(),
+                printable(&p.host_ip).into_owned(),
                 p.host_port.to_string(),
                 p.proto.to_string(),
                 container,
@@ -146,7 +162,7 @@ pub fn print_ports(ports: &[PortReport]) {
 
 fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
     match (&p.verdict, &p.allowed_by) {
-        (Verdict::Allowed, Some(by)) => format!("{} by {by}", name(p.verdict)),
+        (Verdict::Allowed, Some(by)) => format!("{} by {}", name(p.verdict), printable(by)),
         (Verdict::HostNetwork, _) => format!(
             "{} (not coverable: guard it in the host's INPUT firewall)",
             name(p.verdict)
@@ -162,7 +178,7 @@ pub fn print_status(status: &Status) {
         (true, "audit") => style.paint("auditing (nothing is dropped)", "33"),
         (true, _) => style.paint("enforcing", "32"),
     };
-    println!("portguard: {state}, scope {}", status.scope);
+    println!("portguard: {state}, scope {}", printable(&status.scope));
     println!(
         "ruleset:   {}{}",
         if status.ruleset.installed {
@@ -174,27 +190,30 @@ pub fn print_status(status: &Status) {
             .ruleset
             .verified_at
             .as_ref()
-            .map(|t| format!(", verified {t}"))
+            .map(|t| format!(", verified {}", printable(t)))
             .unwrap_or_default()
     );
     if let Some(r) = &status.last_reconcile {
         println!(
             "reconcile: {} at {} ({:.1} ms): {}",
-            r.trigger, r.at, r.duration_ms, r.outcome
+            printable(&r.trigger),
+            printable(&r.at),
+            r.duration_ms,
+            printable(&r.outcome)
         );
     }
     let docker = if status.docker.connected {
         format!(
             "connected ({}, Engine {})",
-            status.docker.socket,
-            status.docker.engine.as_deref().unwrap_or("?")
+            printable(&status.docker.socket),
+            printable(status.docker.engine.as_deref().unwrap_or("?"))
         )
     } else {
         style.paint(
             &format!(
                 "not connected ({}: {}) -- protection stays as last applied",
-                status.docker.socket,
-                status.docker.error.as_deref().unwrap_or("unknown")
+                printable(&status.docker.socket),
+                printable(status.docker.error.as_deref().unwrap_or("unknown"))
             ),
             "33",
         )
@@ -202,7 +221,7 @@ pub fn print_status(status: &Status) {
     println!("docker:    {docker}");
     println!(
         "ipv6:      FORWARD policy {} ({} restore{})",
-        status.ipv6_forward_policy,
+        printable(&status.ipv6_forward_policy),
         status.ipv6_policy_restores,
         if status.ipv6_policy_restores == 1 {
             ""
@@ -222,17 +241,28 @@ pub fn print_status(status: &Status) {
         "blocked:   {} new connection packets",
         status.blocked_packets
     );
+    let protection = match status.protection {
+        ProtectionTier::OwnedPersistent => {
+            "owned-persistent (the kernel refuses changes by anybody else)"
+        }
+        ProtectionTier::OwnedStandby => "owned-standby (owned table plus a standby copy)",
+        ProtectionTier::Twin => "twin (two copies, each restored when deleted)",
+    };
+    println!("tables:    {protection}");
+    let in_force = match status.config.in_force {
+        ConfigSource::Files => "reload refused, last good configuration in force",
+        ConfigSource::LastGood => "invalid at start; guarding with the last good configuration",
+        ConfigSource::Closed => "invalid at start and none kept; every published port is closed",
+    };
     match &status.config.error {
         Some(e) => println!(
             "config:    {}",
-            style.paint(
-                &format!("reload refused, last good configuration in force: {e}"),
-                "31"
-            )
+            style.paint(&format!("{in_force}: {}", printable(e)), "31")
         ),
         None => println!(
             "config:    {} ({} allow entries)",
-            status.config.path, status.config.allow_entries
+            printable(&status.config.path),
+            status.config.allow_entries
         ),
     }
     println!();
@@ -240,8 +270,8 @@ pub fn print_status(status: &Status) {
 }
 
 pub fn print_explanation(target: &str, e: &Explanation) {
-    println!("{target}: {}", e.answer);
+    println!("{}: {}", printable(target), printable(&e.answer));
     for reason in &e.reasons {
-        println!("  - {reason}");
+        println!("  - {}", printable(reason));
     }
 }

@@ -9,7 +9,7 @@ mod client;
 use clap::{Parser, Subcommand};
 use portguard_config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET};
 use portguard_core::L4Proto;
-use portguard_core::control::{RequestBody, ResponseBody};
+use portguard_core::control::{RequestBody, ResponseBody, printable};
 use portguard_core::{Snapshot, plan, render};
 
 #[derive(Parser)]
@@ -81,18 +81,23 @@ enum Command {
 
 /// Exit code when the daemon is not running (as `systemctl status` does).
 const EXIT_NOT_RUNNING: u8 = 3;
+/// Exit code when this user may not use the control socket.
+const EXIT_PERMISSION_DENIED: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(e) if e.downcast_ref::<client::NotRunning>().is_some() => {
-            eprintln!("guardctl: {e}");
-            ExitCode::from(EXIT_NOT_RUNNING)
-        }
         Err(e) => {
-            eprintln!("guardctl: {e:#}");
-            ExitCode::FAILURE
+            // Errors carry text from the daemon and from Docker.
+            eprintln!("guardctl: {}", printable(&format!("{e:#}")));
+            match e.downcast_ref::<client::Unreachable>() {
+                Some(client::Unreachable::NotRunning(_)) => ExitCode::from(EXIT_NOT_RUNNING),
+                Some(client::Unreachable::PermissionDenied(_)) => {
+                    ExitCode::from(EXIT_PERMISSION_DENIED)
+                }
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -168,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{}", printable(&e));
                     eprintln!("guardctl: reload refused; the last good ruleset stays in force");
                     Ok(ExitCode::FAILURE)
                 }

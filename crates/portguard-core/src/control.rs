@@ -3,6 +3,8 @@
 //! guardctl can tell an older daemon apart. The `status` object's field
 //! names are a contract (SPEC): keep them.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -153,6 +155,75 @@ pub struct ConfigStatus {
     pub error: Option<String>,
 }
 
+/// Longest request line the daemon reads (the newline included); a real
+/// request is well under 200 bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// One request line (with or without its trailing newline) -> a request the
+/// daemon can answer, or the message of the error response it owes the
+/// client. Pure, so that every byte sequence a client may send is tested in
+/// process (see the property test below).
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "bad request: longer than {MAX_REQUEST_BYTES} bytes"
+        ));
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "bad request: not valid UTF-8 (byte {})",
+            e.valid_up_to() + 1
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err("bad request: empty line (expected one JSON object)".into());
+    }
+    let request: Request = serde_json::from_str(text).map_err(|e| format!("bad request: {e}"))?;
+    if request.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this portguardd speaks {PROTOCOL_VERSION})",
+            request.version
+        ));
+    }
+    if let RequestBody::Explain { port: 0, .. } = request.body {
+        return Err("bad request: port 0 is not a port (expected 1-65535)".into());
+    }
+    Ok(request)
+}
+
+/// `text` made safe for a terminal: control characters (C0, DEL, C1) and
+/// the bidirectional overrides that reorder what a reader sees become
+/// visible escapes (`\x1b`, `\u{202e}`), and the backslash itself is doubled
+/// so that an escape cannot be faked. Container names, labels, the engine
+/// version and error messages come from Docker or from files other people
+/// write; printed raw, `\x1b]0;...\x07\x1b[2J` would retitle and clear the
+/// administrator's terminal.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let needs_escape = |c: char| {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if !needs_escape(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// `2026-11-22T19:40:01Z`.
 pub fn rfc3339(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -183,7 +254,160 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::Duration;
+
+    #[test]
+    fn printable_escapes_terminal_control_sequences() {
+        let table: &[(&str, &str)] = &[
+            ("web", "web"),
+            ("shop/web", "shop/web"),
+            ("caf\u{e9}", "caf\u{e9}"),
+            (
+                "web\x1b]0;pwned\x07\x1b[2J",
+                "web\\x1b]0;pwned\\x07\\x1b[2J",
+            ),
+            ("a\nb\tc\r", "a\\x0ab\\x09c\\x0d"),
+            ("del\x7f", "del\\x7f"),
+            ("csi\u{9b}2J", "csi\\u{9b}2J"),
+            ("evil\u{202e}txt.exe", "evil\\u{202e}txt.exe"),
+            ("back\\slash", "back\\\\slash"),
+            ("fake\\x1b", "fake\\\\x1b"),
+        ];
+        for (raw, shown) in table {
+            assert_eq!(printable(raw), *shown, "{raw:?}");
+        }
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn bad_requests_get_an_error_message() {
+        let table: &[(&[u8], &str)] = &[
+            (b"", "empty line"),
+            (b"\n", "empty line"),
+            (b"\xff\xfe{}\n", "not valid UTF-8 (byte 1)"),
+            (b"{\"version\":1,\"request\":\"st\xc3atus\"}\n", "not valid UTF-8 (byte 27)"),
+            (b"status\n", "bad request: expected value"),
+            (b"{\"version\":1}\n", "bad request: missing field `request`"),
+            (b"{\"version\":1,\"request\":\"shutdown\"}", "unknown variant `shutdown`"),
+            (b"{\"version\":2,\"request\":\"status\"}", "protocol version 2 is not supported"),
+            (
+                b"{\"version\":1,\"request\":\"explain\",\"port\":0,\"proto\":\"tcp\",\"from\":null}",
+                "port 0 is not a port",
+            ),
+            (
+                b"{\"version\":1,\"request\":\"explain\",\"port\":65536,\"proto\":\"tcp\",\"from\":null}",
+                "bad request: invalid value: integer `65536`",
+            ),
+            (
+                b"{\"version\":1,\"request\":\"explain\",\"port\":80,\"proto\":\"sctp\",\"from\":null}",
+                "unknown variant `sctp`",
+            ),
+        ];
+        for (bytes, wanted) in table {
+            let err = parse_request(bytes).unwrap_err();
+            assert!(err.contains(wanted), "{bytes:?}: {err}");
+        }
+        let long = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert!(
+            parse_request(&long)
+                .unwrap_err()
+                .contains("longer than 65536 bytes")
+        );
+    }
+
+    #[test]
+    fn good_requests_parse_with_or_without_newline() {
+        for line in [
+            &b"{\"version\":1,\"request\":\"status\"}"[..],
+            b"{\"version\":1,\"request\":\"status\"}\n",
+            b"{\"version\":1,\"request\":\"status\"}\r\n",
+        ] {
+            assert_eq!(parse_request(line).unwrap().body, RequestBody::Status);
+        }
+        let explain = parse_request(
+            b"{\"version\":1,\"request\":\"explain\",\"port\":1,\"proto\":\"udp\",\"from\":\"::1\"}",
+        )
+        .unwrap();
+        assert!(matches!(explain.body, RequestBody::Explain { port: 1, .. }));
+    }
+
+    /// A few thousand cases by default; for a million:
+    /// `PROPTEST_CASES=1000000 cargo test --release -p portguard-core control_protocol`.
+    fn cases() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4096);
+        ProptestConfig::with_cases(cases)
+    }
+
+    /// Bytes that look like requests more often than random bytes do.
+    fn request_like() -> impl Strategy<Value = Vec<u8>> {
+        let pieces = prop::sample::select(vec![
+            &b"{"[..],
+            b"}",
+            b"\"version\":",
+            b"1",
+            b"0",
+            b"4294967296",
+            b",",
+            b"\"request\":",
+            b"\"status\"",
+            b"\"ports\"",
+            b"\"reload\"",
+            b"\"explain\"",
+            b"\"port\":",
+            b"65535",
+            b"-1",
+            b"\"proto\":",
+            b"\"tcp\"",
+            b"\"udp\"",
+            b"\"from\":",
+            b"\"203.0.113.9\"",
+            b"null",
+            b"\\u0000",
+            b"\xc3",
+            b"\xff",
+            b"\n",
+            b"[",
+            b"]",
+        ]);
+        prop::collection::vec(pieces, 0..24).prop_map(|p| p.concat())
+    }
+
+    fn check_parse(bytes: &[u8]) -> Result<(), TestCaseError> {
+        match parse_request(bytes) {
+            Ok(request) => {
+                prop_assert_eq!(request.version, PROTOCOL_VERSION);
+                if let RequestBody::Explain { port, .. } = request.body {
+                    prop_assert!(port > 0);
+                }
+            }
+            Err(message) => prop_assert!(!message.is_empty()),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(cases())]
+
+        #[test]
+        fn control_protocol_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_parse(&bytes)?;
+        }
+
+        #[test]
+        fn control_protocol_request_like_bytes(bytes in request_like()) {
+            check_parse(&bytes)?;
+        }
+
+        #[test]
+        fn printable_output_has_no_control_characters(text in any::<String>()) {
+            let shown = printable(&text);
+            prop_assert!(!shown.chars().any(char::is_control));
+        }
+    }
 
     #[test]
     fn timestamps() {

@@ -5,20 +5,29 @@
 //!
 //! Nothing in Docker's answers is trusted to be present: every field is
 //! optional, unknown values are skipped, and a container that vanishes
-//! between list and inspect is simply not in the snapshot.
+//! between list and inspect is simply not in the snapshot. Nothing in them
+//! is trusted to be benign either: answers are capped in size
+//! ([`transport`]), and a bridge name counts only if the kernel has a
+//! bridge of that name ([`bridges`]).
 
+pub mod bridges;
 mod snapshot;
+pub mod transport;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
 use futures_util::{FutureExt, StreamExt};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use portguard_core::Snapshot;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::sys::AsyncSocket as _;
 
-pub use snapshot::{bridges_of, published_ports_of};
+pub use snapshot::{BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, published_ports_of};
 
 /// What the observer reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +42,10 @@ pub enum DockerUpdate {
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A full resync (list, inspect each, networks) must be done by then; a
+/// dripping answer would otherwise hold the observer forever (bollard's
+/// own timeout covers only the headers).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the observer on its own thread (a single-threaded tokio runtime).
 /// `report` is called for every update; returning `false` stops it.
@@ -67,7 +80,7 @@ async fn observe(socket: PathBuf, mut report: impl FnMut(DockerUpdate) -> bool) 
             Ok(Flow::StreamEnded) => {
                 "the Docker event stream ended (dockerd stopped or restarted)".to_string()
             }
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
         if connected {
             backoff = BACKOFF_START;
@@ -93,11 +106,13 @@ async fn session(
     socket: &std::path::Path,
     report: &mut impl FnMut(DockerUpdate) -> bool,
     connected: &mut bool,
-) -> Result<Flow, bollard::errors::Error> {
-    let path = socket.to_string_lossy();
-    let docker = Docker::connect_with_unix(&path, 60, bollard::API_DEFAULT_VERSION)?
-        .negotiate_version()
-        .await?;
+) -> Result<Flow, String> {
+    let cap = transport::MAX_RESPONSE_BYTES;
+    let (docker, cap_hit) = transport::connect(socket, cap).map_err(|e| transport::describe(&e))?;
+    let fail = |e: bollard::errors::Error| cap_hit.explain(&e, cap);
+    let docker = docker.negotiate_version().await.map_err(fail)?;
+    let (links, mut link_events) = link_watch()
+        .map_err(|e| format!("cannot ask the kernel about Docker's bridges (rtnetlink): {e}"))?;
     // Subscribe before the first snapshot, so that no change falls between.
     let filters = HashMap::from([(
         "type".to_string(),
@@ -113,10 +128,11 @@ async fn session(
         .ok()
         .and_then(|v| v.version)
         .unwrap_or_else(|| "unknown".into());
-    let snapshot = full_snapshot(&docker).await?;
+    let mut observed = Observed::default();
+    let snapshot = observed.resync(&docker, &links, &fail).await?;
     *connected = true;
     tracing::info!(
-        engine,
+        engine = %portguard_core::control::printable(&engine),
         containers = snapshot.published.len(),
         "connected to Docker"
     );
@@ -124,23 +140,110 @@ async fn session(
         return Ok(Flow::Stop);
     }
     loop {
-        let Some(event) = events.next().await else {
-            return Ok(Flow::StreamEnded);
-        };
-        let mut relevant = is_relevant(&event?);
-        // A burst (compose up, dockerd start) is merged into one resync.
-        while let Some(next) = events.next().now_or_never() {
-            match next {
-                None => return Ok(Flow::StreamEnded),
-                Some(event) => relevant |= is_relevant(&event?),
+        let relevant = tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else {
+                    return Ok(Flow::StreamEnded);
+                };
+                let mut relevant = is_relevant(&event.map_err(fail)?);
+                // A burst (compose up, dockerd start) is merged into one resync.
+                while let Some(next) = events.next().now_or_never() {
+                    match next {
+                        None => return Ok(Flow::StreamEnded),
+                        Some(event) => relevant |= is_relevant(&event.map_err(fail)?),
+                    }
+                }
+                relevant
             }
-        }
+            Some((message, _)) = link_events.next() => {
+                let mut relevant = observed.is_watched(&message);
+                while let Some(Some((message, _))) = link_events.next().now_or_never() {
+                    relevant |= observed.is_watched(&message);
+                }
+                relevant
+            }
+        };
         if relevant {
-            let snapshot = full_snapshot(&docker).await?;
+            let snapshot = observed.resync(&docker, &links, &fail).await?;
             if !report(DockerUpdate::Snapshot(snapshot)) {
                 return Ok(Flow::Stop);
             }
         }
+    }
+}
+
+/// An rtnetlink handle to look links up, and the kernel's link
+/// notifications (so that a claimed bridge is checked again when a link of
+/// its name appears, changes or goes).
+fn link_watch() -> std::io::Result<(
+    rtnetlink::Handle,
+    impl futures_util::Stream<
+        Item = (
+            NetlinkMessage<RouteNetlinkMessage>,
+            rtnetlink::sys::SocketAddr,
+        ),
+    > + Unpin,
+)> {
+    let (mut connection, handle, messages) = rtnetlink::new_connection()?;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(
+            0,
+            rtnetlink::constants::RTMGRP_LINK,
+        ))?;
+    tokio::spawn(connection);
+    Ok((handle, messages))
+}
+
+/// What the last resync found about bridges.
+#[derive(Default)]
+struct Observed {
+    /// Claimed names that are, or are awaited as, bridges.
+    watched: BTreeSet<String>,
+    /// Why claims were refused, as last logged.
+    refused: Vec<String>,
+}
+
+impl Observed {
+    async fn resync(
+        &mut self,
+        docker: &Docker,
+        links: &rtnetlink::Handle,
+        fail: &impl Fn(bollard::errors::Error) -> String,
+    ) -> Result<Snapshot, String> {
+        let (snapshot, verified) =
+            match tokio::time::timeout(SNAPSHOT_TIMEOUT, full_snapshot(docker, links)).await {
+                Ok(result) => result.map_err(fail)?,
+                Err(_) => {
+                    return Err(format!(
+                        "the Docker Engine did not answer within {} s",
+                        SNAPSHOT_TIMEOUT.as_secs()
+                    ));
+                }
+            };
+        if verified.refused != self.refused {
+            for why in &verified.refused {
+                tracing::warn!("Docker bridge not trusted: {why}");
+            }
+        }
+        self.refused = verified.refused;
+        self.watched = verified.bridges.union(&verified.missing).cloned().collect();
+        Ok(snapshot)
+    }
+
+    /// A link event about a name a claim depends on.
+    fn is_watched(&self, message: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
+        let link: &LinkMessage = match &message.payload {
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
+            ) => link,
+            _ => return false,
+        };
+        link.attributes.iter().any(|a| match a {
+            LinkAttribute::IfName(name) => self.watched.contains(name),
+            _ => false,
+        })
     }
 }
 
@@ -155,7 +258,10 @@ fn is_relevant(event: &bollard::models::EventMessage) -> bool {
         ))
 }
 
-async fn full_snapshot(docker: &Docker) -> Result<Snapshot, bollard::errors::Error> {
+async fn full_snapshot(
+    docker: &Docker,
+    links: &rtnetlink::Handle,
+) -> Result<(Snapshot, bridges::Verified), bollard::errors::Error> {
     let containers = docker
         .list_containers(Some(ListContainersOptions::default()))
         .await?;
@@ -177,8 +283,12 @@ async fn full_snapshot(docker: &Docker) -> Result<Snapshot, bollard::errors::Err
     let networks = docker.list_networks(None).await?;
     published.sort();
     published.dedup();
-    Ok(Snapshot {
-        bridges: bridges_of(&networks),
-        published,
-    })
+    let verified = bridges::verify(&bridge_claims(&networks), links).await;
+    Ok((
+        Snapshot {
+            bridges: verified.bridges.clone(),
+            published,
+        },
+        verified,
+    ))
 }

@@ -2,7 +2,6 @@
 //! awkward corners of the API (null port lists, empty host ports in routed
 //! mode, custom bridge names, host networking) are unit-tested on JSON.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use bollard::models::{ContainerInspectResponse, Network};
@@ -12,24 +11,73 @@ const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
-/// Linux interface names of Docker's bridge networks.
-pub fn bridges_of(networks: &[Network]) -> BTreeSet<String> {
+/// A bridge network and the interface Docker says carries it. Docker's
+/// word is not enough to trust the interface: see [`crate::bridges`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeClaim {
+    /// Network name (or id), for messages.
+    pub network: String,
+    /// The interface name as Docker gives it, unchecked.
+    pub ifname: String,
+}
+
+/// The interfaces Docker's bridge networks claim: the custom
+/// `com.docker.network.bridge.name`, `docker0` for the default network,
+/// `br-<12 hex of the id>` otherwise.
+pub fn bridge_claims(networks: &[Network]) -> Vec<BridgeClaim> {
     networks
         .iter()
         .filter(|n| n.driver.as_deref() == Some("bridge"))
         .filter_map(|n| {
-            if let Some(name) = n.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION))
+            let network = n
+                .name
+                .clone()
+                .or_else(|| n.id.clone())
+                .unwrap_or_else(|| "?".into());
+            let ifname = if let Some(name) =
+                n.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION))
                 && !name.is_empty()
             {
-                return Some(name.clone());
-            }
-            match (n.name.as_deref(), n.id.as_deref()) {
-                (Some("bridge"), _) => Some("docker0".to_string()),
-                (_, Some(id)) => id.get(..12).map(|short| format!("br-{short}")),
-                _ => None,
-            }
+                name.clone()
+            } else {
+                match (n.name.as_deref(), n.id.as_deref()) {
+                    (Some("bridge"), _) => "docker0".to_string(),
+                    (_, Some(id)) => format!("br-{}", id.get(..12)?),
+                    _ => return None,
+                }
+            };
+            Some(BridgeClaim { network, ifname })
         })
         .collect()
+}
+
+/// Longest Linux interface name, in bytes (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Whether the kernel could have an interface called `name` (the rules of
+/// its `dev_valid_name`, plus no control characters): never truncated,
+/// never a path.
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an empty interface name".into());
+    }
+    if name.len() > IFNAME_MAX {
+        return Err(format!(
+            "longer than {IFNAME_MAX} bytes, so no interface can have it"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err("`.` and `..` are not interface names".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{c:?} is not allowed in an interface name (no `/`, `:`, whitespace or control characters)"
+        ));
+    }
+    Ok(())
 }
 
 /// `"80/tcp"` -> (80, tcp); other protocols (sctp) are not ours to judge.
@@ -193,19 +241,62 @@ mod tests {
     }
 
     #[test]
-    fn bridge_names() {
+    fn bridge_claims_of_networks() {
         let networks: Vec<Network> = serde_json::from_str(
             r#"[
             {"Name": "bridge", "Id": "0123456789abcdef", "Driver": "bridge"},
             {"Name": "shop_default", "Id": "3f2a9c1d7e00ffff", "Driver": "bridge", "Options": {}},
             {"Name": "custom", "Id": "aaaaaaaaaaaaaaaa", "Driver": "bridge",
              "Options": {"com.docker.network.bridge.name": "shopnet"}},
+            {"Name": "short", "Id": "abc", "Driver": "bridge"},
             {"Name": "host", "Id": "bbbbbbbbbbbbbbbb", "Driver": "host"},
             {"Name": "none", "Id": "cccccccccccccccc", "Driver": "null"}
         ]"#,
         )
         .unwrap();
-        let names: Vec<String> = bridges_of(&networks).into_iter().collect();
-        assert_eq!(names, ["br-3f2a9c1d7e00", "docker0", "shopnet"]);
+        let claims: Vec<(String, String)> = bridge_claims(&networks)
+            .into_iter()
+            .map(|c| (c.network, c.ifname))
+            .collect();
+        assert_eq!(
+            claims,
+            [
+                ("bridge".into(), "docker0".into()),
+                ("shop_default".into(), "br-3f2a9c1d7e00".into()),
+                ("custom".into(), "shopnet".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn interface_names_are_checked_not_truncated() {
+        for good in [
+            "docker0",
+            "br-3f2a9c1d7e00",
+            "veth-outside",
+            "a",
+            "123456789012345",
+        ] {
+            assert_eq!(check_ifname(good), Ok(()), "{good}");
+        }
+        let table = [
+            ("", "empty"),
+            ("1234567890123456", "longer than 15 bytes"),
+            (
+                "caf\u{e9}caf\u{e9}caf\u{e9}caf\u{e9}",
+                "longer than 15 bytes",
+            ),
+            (".", "not interface names"),
+            ("..", "not interface names"),
+            ("../eth0", "'/' is not allowed"),
+            ("eth0:1", "':' is not allowed"),
+            ("br 0", "' ' is not allowed"),
+            ("br\t0", "'\\t' is not allowed"),
+            ("web\u{1b}]0", "'\\u{1b}' is not allowed"),
+        ];
+        for (name, wanted) in table {
+            let err = check_ifname(name).unwrap_err();
+            assert!(err.contains(wanted), "{name:?}: {err}");
+        }
     }
 }

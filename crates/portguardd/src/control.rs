@@ -1,91 +1,244 @@
 //! The control socket: one JSON request line in, one JSON response line
 //! out. Requests are answered by the reconcile loop, which owns the state.
+//!
+//! Clients are served concurrently on a tokio runtime of their own thread:
+//! a slow or hostile client holds one of [`MAX_CLIENTS`] slots until the
+//! deadline of its request, never the socket.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::sync::mpsc::{Sender, channel};
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use portguard_core::control::{PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody};
+use nix::sys::stat::Mode;
+use portguard_core::control::{
+    MAX_REQUEST_BYTES, PROTOCOL_VERSION, RequestBody, Response, ResponseBody, parse_request,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::{Instant, timeout_at};
 
 use crate::triggers::Trigger;
 
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-const LOOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Requests are one short line; refuse anything longer.
-const MAX_REQUEST: u64 = 64 * 1024;
+/// Read, answer and write of one request, all together.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Kept back from the deadline to tell the client that the loop was late.
+const WRITE_RESERVE: Duration = Duration::from_secs(1);
+/// Clients served at once; one more is told "busy" and closed.
+pub const MAX_CLIENTS: usize = 32;
 
 /// Binds the socket (root only, or root and `group`) and serves it on a
 /// thread of its own.
 pub fn spawn(path: &Path, group: Option<&str>, tx: Sender<Trigger>) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // A socket file left by a previous run (we may have been SIGKILLed).
-    if path.exists() && UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding control socket {}", path.display()))?;
-    let mode = match group {
-        Some(name) => {
-            let group = nix::unistd::Group::from_name(name)
+    let gid = match group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
                 .with_context(|| format!("looking up group {name}"))?
-                .with_context(|| format!("[control] group {name} does not exist"))?;
-            nix::unistd::chown(path, None, Some(group.gid)).context("chown control socket")?;
-            0o660
-        }
-        None => 0o600,
+                .with_context(|| format!("[control] group {name} does not exist"))?
+                .gid,
+        ),
+        None => None,
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .context("chmod control socket")?;
+    let listener = bind(path, gid)?;
+    listener
+        .set_nonblocking(true)
+        .context("control socket: non-blocking")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("control socket: starting its runtime")?;
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        if let Err(e) = serve(stream, &tx) {
-                            tracing::debug!(error = %e, "control client");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-                }
-            }
-        })?;
+        .spawn(move || runtime.block_on(serve_all(listener, tx)))?;
     Ok(())
 }
 
-fn serve(stream: UnixStream, tx: &Sender<Trigger>) -> anyhow::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new(std::io::Read::take(&stream, MAX_REQUEST)).read_line(&mut line)?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) if request.version != PROTOCOL_VERSION => error(format!(
-            "protocol version {} is not supported (this portguardd speaks {PROTOCOL_VERSION})",
-            request.version
-        )),
-        Ok(request) => ask_loop(request.body, tx),
-        Err(e) => error(format!("bad request: {e}")),
+/// Creates the socket at `path` with its final owner and mode before
+/// anybody can see it: bound under a private name beside it (with a umask
+/// that leaves it 0600), chowned and chmodded, then linked into place,
+/// which fails rather than replace whatever appeared there meanwhile. Only
+/// a stale socket (one nobody listens on) is ever removed; anything else at
+/// `path` is an error and is left as it is.
+pub fn bind(
+    path: &Path,
+    gid: Option<nix::unistd::Gid>,
+) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    let mut text = serde_json::to_string(&response)?;
-    text.push('\n');
-    (&stream).write_all(text.as_bytes())?;
-    Ok(())
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    remove_if_stale(path)?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("control socket {} has no file name", path.display()))?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // Left by an earlier portguardd with our pid (after a reboot).
+    remove_if_stale(&temp)?;
+    let old_umask = nix::sys::stat::umask(Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(&temp);
+    nix::sys::stat::umask(old_umask);
+    let listener = bound.with_context(|| format!("binding control socket {}", temp.display()))?;
+    let placed = (|| -> anyhow::Result<()> {
+        let mode = match gid {
+            Some(gid) => {
+                nix::unistd::chown(&temp, None, Some(gid)).context("chown control socket")?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+            .context("chmod control socket")?;
+        std::fs::hard_link(&temp, path).with_context(|| {
+            format!(
+                "placing control socket at {} (something appeared there meanwhile?)",
+                path.display()
+            )
+        })?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&temp);
+    placed?;
+    Ok(listener)
 }
 
-fn ask_loop(body: RequestBody, tx: &Sender<Trigger>) -> Response {
-    let (reply_tx, reply_rx) = channel();
+/// Removes `path` if it is a socket nobody listens on. Nothing there is
+/// fine; a live socket or anything that is not a socket is an error.
+fn remove_if_stale(path: &Path) -> anyhow::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("control socket {}", path.display())),
+    };
+    let kind = meta.file_type();
+    if !kind.is_socket() {
+        let what = if kind.is_file() {
+            "a regular file"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_symlink() {
+            "a symbolic link"
+        } else {
+            "not a socket"
+        };
+        anyhow::bail!(
+            "control socket {}: the path exists and is {what}; portguardd removes only a stale socket, so remove it yourself if it is not needed",
+            path.display()
+        );
+    }
+    match StdUnixStream::connect(path) {
+        Ok(_) => anyhow::bail!(
+            "control socket {}: another process is listening on it (is portguardd already running?)",
+            path.display()
+        ),
+        // A socket left by a previous run (we may have been SIGKILLed).
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+            .with_context(|| format!("removing stale control socket {}", path.display())),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "control socket {}: cannot tell whether it is stale",
+                path.display()
+            )
+        }),
+    }
+}
+
+async fn serve_all(listener: std::os::unix::net::UnixListener, tx: Sender<Trigger>) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "control socket cannot be served");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                // Out of file descriptors, say: do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    serve(stream, &tx).await;
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(max = MAX_CLIENTS, "control socket busy; client refused");
+                // A fresh socket's buffer takes a short line without waiting.
+                let _ = stream.try_write(&response_line(&error(format!(
+                    "busy: {MAX_CLIENTS} clients are being served; try again"
+                ))));
+            }
+        }
+    }
+}
+
+async fn serve(mut stream: UnixStream, tx: &Sender<Trigger>) {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let (read, mut write) = stream.split();
+    let mut line = Vec::new();
+    // One byte more than allowed, so that parse_request sees it is too long.
+    let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
+    let response = match timeout_at(deadline, reader.read_until(b'\n', &mut line)).await {
+        Err(_) => error(format!(
+            "bad request: no complete line within {} s",
+            REQUEST_DEADLINE.as_secs()
+        )),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "control client read failed");
+            return;
+        }
+        Ok(Ok(_)) => match parse_request(&line) {
+            Ok(request) => ask_loop(request.body, tx, deadline - WRITE_RESERVE).await,
+            Err(message) => error(message),
+        },
+    };
+    match timeout_at(deadline, write.write_all(&response_line(&response))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "control client write failed"),
+        Err(_) => tracing::debug!("control client did not read its answer in time"),
+    }
+}
+
+fn response_line(response: &Response) -> Vec<u8> {
+    let mut text = serde_json::to_vec(response).unwrap_or_else(|e| {
+        // Not expected (plain data), but a client still gets a line.
+        format!(
+            r#"{{"version":{PROTOCOL_VERSION},"ok":false,"error":"cannot encode the answer: {e}"}}"#
+        )
+        .into_bytes()
+    });
+    text.push(b'\n');
+    text
+}
+
+async fn ask_loop(body: RequestBody, tx: &Sender<Trigger>, deadline: Instant) -> Response {
+    let (reply_tx, reply_rx) = oneshot::channel();
     if tx.send(Trigger::Control(body, reply_tx)).is_err() {
         return error("portguardd is shutting down".into());
     }
-    reply_rx
-        .recv_timeout(LOOP_TIMEOUT)
-        .unwrap_or_else(|_| error("portguardd did not answer in time".into()))
+    match timeout_at(deadline, reply_rx).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => error("portguardd is shutting down".into()),
+        Err(_) => error("portguardd did not answer in time".into()),
+    }
 }
 
 pub fn error(message: String) -> Response {
@@ -101,5 +254,93 @@ pub fn ok(body: ResponseBody) -> Response {
         version: PROTOCOL_VERSION,
         ok: true,
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn the_socket_is_never_seen_with_another_mode_than_its_final_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        // The worst umask an administrator could leave: the old code's
+        // socket was 0777 between bind and chmod.
+        let old = nix::sys::stat::umask(Mode::empty());
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (dir, done) = (dir.path().to_path_buf(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(Ordering::Relaxed) {
+                    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                        if let Ok(meta) = std::fs::symlink_metadata(entry.path()) {
+                            seen.insert((entry.file_name(), meta.mode() & 0o777));
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..500 {
+            let listener = bind(&path, None).unwrap();
+            drop(listener);
+            std::fs::remove_file(&path).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        nix::sys::stat::umask(old);
+        let seen = watcher.join().unwrap();
+        assert!(!seen.is_empty(), "the watcher saw nothing");
+        for (name, mode) in &seen {
+            assert_eq!(*mode, 0o600, "{name:?} was seen with mode {mode:o}");
+        }
+    }
+
+    #[test]
+    fn only_a_stale_socket_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+
+        // A regular file: an error naming it, and left as it was.
+        std::fs::write(&path, "keep me").unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("is a regular file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+        std::fs::remove_file(&path).unwrap();
+
+        // A directory, and a symbolic link (even to a stale socket).
+        std::fs::create_dir(&path).unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("is a directory"), "{err}");
+        std::fs::remove_dir(&path).unwrap();
+        let elsewhere = dir.path().join("elsewhere.sock");
+        drop(std::os::unix::net::UnixListener::bind(&elsewhere).unwrap());
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(std::fs::symlink_metadata(&elsewhere).is_ok());
+        std::fs::remove_file(&path).unwrap();
+
+        // A live socket: somebody else's, kept.
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = format!("{:#}", bind(&path, None).unwrap_err());
+        assert!(err.contains("another process is listening"), "{err}");
+        assert!(StdUnixStream::connect(&path).is_ok());
+        drop(live);
+
+        // Now stale (nobody listens): replaced, and the new one answers.
+        let listener = bind(&path, None).unwrap();
+        assert!(StdUnixStream::connect(&path).is_ok());
+        drop(listener);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary name left behind: {names:?}");
     }
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use portguard_config::Config;
-use portguard_core::control::{ConfigSource, DockerStatus, RequestBody, Response, ResponseBody};
+use portguard_core::control::{ConfigSource, DockerStatus, RequestBody, ResponseBody};
 use portguard_core::verdict::{explain, port_reports};
 
 use crate::backend::{Backend, Kernel, choose_tier};
 use crate::guard::Guard;
-use crate::triggers::{Pending, Trigger};
+use crate::triggers::{Pending, ReplyTo, Trigger};
 use crate::{control, lastgood, notify, status, triggers};
 
 /// How often the table is verified even when nothing was heard.
@@ -127,8 +127,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 #[derive(Default)]
 struct Reloads {
     in_flight: bool,
-    reading: Vec<Option<Sender<Response>>>,
-    next: Vec<Option<Sender<Response>>>,
+    reading: Vec<Option<ReplyTo>>,
+    next: Vec<Option<ReplyTo>>,
 }
 
 fn event_loop<B: Backend>(
@@ -167,7 +167,7 @@ fn event_loop<B: Backend>(
         for update in pending.docker.drain(..) {
             guard.on_docker(update);
         }
-        let mut reload_waiters: Vec<Option<Sender<Response>>> = Vec::new();
+        let mut reload_waiters: Vec<Option<ReplyTo>> = Vec::new();
         for (request, reply) in pending.control.drain(..) {
             let response = match request {
                 RequestBody::Reload => {

@@ -13,6 +13,9 @@ use portguard_core::control::{RequestBody, Response};
 use portguard_docker::DockerUpdate;
 use portguard_nft::{Change, Monitor, MonitorEvent};
 
+/// Where a control request's answer goes (the control socket's task).
+pub type ReplyTo = tokio::sync::oneshot::Sender<Response>;
+
 /// Why the loop wakes up.
 pub enum Trigger {
     /// Somebody else committed an nf_tables transaction.
@@ -20,7 +23,7 @@ pub enum Trigger {
     /// Notifications were lost: check everything.
     Overflow,
     Docker(DockerUpdate),
-    Control(RequestBody, Sender<Response>),
+    Control(RequestBody, ReplyTo),
     /// SIGHUP.
     Reload,
     /// The configuration reader finished (a reload's answer).
@@ -104,7 +107,7 @@ pub struct Pending {
     pub check_table: Option<(String, Instant)>,
     pub check_ip6: Option<String>,
     pub docker: Vec<DockerUpdate>,
-    pub control: Vec<(RequestBody, Sender<Response>)>,
+    pub control: Vec<(RequestBody, ReplyTo)>,
     /// A reload was asked for (SIGHUP).
     pub reload: bool,
     pub config_read: Option<Result<Config, String>>,
