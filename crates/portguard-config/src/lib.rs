@@ -18,8 +18,25 @@
 //! # Ok::<(), portguard_config::ConfigError>(())
 //! ```
 
+/// `Deserialize` for an enum written as one of a fixed set of strings;
+/// every other value is an error that names the allowed ones (serde's
+/// derive would say "wanted string or table" for `mode = 5`).
+macro_rules! string_enum {
+    ($ty:ident { $($name:literal => $variant:expr),+ $(,)? }) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($name),+];
+                const VARIANTS: &[$ty] = &[$($variant),+];
+                let index = values::deserialize_one_of(deserializer, NAMES)?;
+                Ok(VARIANTS[index])
+            }
+        }
+    };
+}
+
 mod error;
 mod file;
+mod read;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +44,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::ConfigError;
+pub use read::MAX_FILE_BYTES;
 pub use values::{Cidr, IfName, PortRange};
 
 /// Default path of the main configuration file.
@@ -139,7 +157,7 @@ pub struct GuardConfig {
 }
 
 /// `[guard] protection`: a protection tier, or `"auto"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protection {
     #[default]
@@ -148,6 +166,8 @@ pub enum Protection {
     OwnedStandby,
     Twin,
 }
+
+string_enum!(Protection { "auto" => Protection::Auto, "owned-persistent" => Protection::OwnedPersistent, "owned-standby" => Protection::OwnedStandby, "twin" => Protection::Twin });
 
 /// `[ipv6]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -202,10 +222,14 @@ pub struct ControlConfig {
     /// # Ok::<(), portguard_config::ConfigError>(())
     /// ```
     pub group: Option<String>,
+    /// Where `group` was set, so that `guardctl check` can point at it when
+    /// no such group exists.
+    #[serde(skip)]
+    pub group_position: Option<Position>,
 }
 
 /// `"enforce"` or `"audit"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -213,8 +237,10 @@ pub enum Mode {
     Audit,
 }
 
+string_enum!(Mode { "enforce" => Mode::Enforce, "audit" => Mode::Audit });
+
 /// `"containers"` or `"all"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     #[default]
@@ -222,8 +248,10 @@ pub enum Scope {
     All,
 }
 
+string_enum!(Scope { "containers" => Scope::Containers, "all" => Scope::All });
+
 /// `"tcp"`, `"udp"` or `"both"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     #[default]
@@ -231,6 +259,8 @@ pub enum Proto {
     Udp,
     Both,
 }
+
+string_enum!(Proto { "tcp" => Proto::Tcp, "udp" => Proto::Udp, "both" => Proto::Both });
 
 impl Proto {
     pub fn covers_tcp(self) -> bool {
@@ -357,6 +387,26 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// Where a value was written: file, line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    /// An error about the value written here: `file:line:column: message`.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            message: message.into(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -377,6 +427,7 @@ impl Default for Config {
             control: ControlConfig {
                 socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
                 group: None,
+                group_position: None,
             },
             allow: Vec::new(),
         }
@@ -388,16 +439,24 @@ impl Config {
     /// it in file-name order. Later files override single values of
     /// earlier ones (`[guard] mode`, lists such as `trusted_interfaces` are
     /// replaced whole); `[[allow]]` entries are appended.
+    ///
+    /// Like sshd's `StrictModes`, the main file, every drop-in, the
+    /// directory holding the main file and `conf.d/` must be owned by root
+    /// or by the user this process runs as, and writable by nobody else;
+    /// files must be regular files of at most [`MAX_FILE_BYTES`] and UTF-8.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let mut files = vec![path.to_path_buf()];
-        files.extend(drop_ins(path)?);
+        let trust = read::Trust::of_this_process();
+        trust.check_dir(config_dir(path))?;
+        let mut texts = vec![(path.to_path_buf(), trust.read(path)?)];
+        let conf_d = conf_d(path);
+        trust.check_dir(&conf_d)?;
+        for file in read::drop_in_files(&conf_d)? {
+            let text = trust.read(&file)?;
+            texts.push((file, text));
+        }
         let mut config = Config::default();
-        for file in &files {
-            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-                path: file.clone(),
-                source,
-            })?;
-            file::apply(&mut config, &text, file)?;
+        for (file, text) in &texts {
+            file::apply(&mut config, text, file)?;
         }
         Ok(config)
     }
@@ -412,24 +471,20 @@ impl Config {
 }
 
 /// The drop-in files for the main file at `path`, in the order they apply.
+/// An entry named `*.toml` that is not a regular file (or a symlink to
+/// one) is an error: a dangling or looping symlink is never skipped.
 pub fn drop_ins(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let dir = path.parent().unwrap_or(Path::new(".")).join("conf.d");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ConfigError::Io { path: dir, source }),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| ConfigError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
-            files.push(path);
-        }
+    read::drop_in_files(&conf_d(path))
+}
+
+/// The directory holding the main file at `path`.
+fn config_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
-    files.sort();
-    Ok(files)
+}
+
+fn conf_d(path: &Path) -> PathBuf {
+    config_dir(path).join("conf.d")
 }
