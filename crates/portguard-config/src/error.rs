@@ -36,22 +36,28 @@ impl ConfigError {
     }
 }
 
-/// `text` with control characters escaped (`\u{1b}`), so that a file
-/// name or a value quoted in a message cannot drive the terminal of the
-/// administrator reading it.
+/// `text` with control characters and invisible bidirectional-text
+/// controls escaped (`\u{1b}`, `\u{202e}`), so that a file name or a value
+/// quoted in a message can neither drive the terminal of the administrator
+/// reading it nor make it show something else than what is there.
 pub(crate) fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(needs_escape) {
         return text.to_string();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
+            if needs_escape(c) {
+                c.escape_unicode().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Where each line of a text starts, so that turning a byte offset into a
@@ -117,5 +123,6 @@ mod tests {
             "web\\u{1b}]0;x\\u{7}"
         );
         assert_eq!(super::printable("plain é"), "plain é");
+        assert_eq!(super::printable("a\u{202e}b\n"), "a\\u{202e}b\\u{a}");
     }
 }

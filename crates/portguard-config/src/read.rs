@@ -53,7 +53,7 @@ impl Trust {
                 format!("root or {} (the user reading it)", user_name(self.euid))
             };
             return Err(refuse(format!(
-                "refusing a {what} owned by {} (mode {mode:04o}): it must be owned by {allowed}",
+                "refusing a {what} owned by {} with mode {mode:04o}: it must be owned by {allowed}",
                 user_name(owner)
             )));
         }
@@ -115,7 +115,7 @@ impl Trust {
         }
         self.check_owner_and_mode(path, &meta)?;
         if meta.len() > MAX_FILE_BYTES {
-            return Err(refuse(too_large(meta.len())));
+            return Err(refuse(too_large(Some(meta.len()))));
         }
         // Read one byte more than allowed, so that a file that grew since
         // fstat is still refused and never read whole.
@@ -124,16 +124,21 @@ impl Trust {
             .read_to_end(&mut bytes)
             .map_err(io)?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(refuse(too_large(bytes.len() as u64)));
+            return Err(refuse(too_large(None)));
         }
         utf8(path, bytes)
     }
 }
 
-fn too_large(len: u64) -> String {
+/// `len` is the size fstat gave, or `None` when the file grew past the cap
+/// while being read.
+fn too_large(len: Option<u64>) -> String {
+    let size = match len {
+        Some(len) => format!("{len} bytes"),
+        None => format!("more than {MAX_FILE_BYTES} bytes"),
+    };
     format!(
-        "refusing a file of {len}{} bytes: configuration files are limited to {} MiB",
-        if len > MAX_FILE_BYTES { "+" } else { "" },
+        "refusing a file of {size}: configuration files are limited to {} MiB",
         MAX_FILE_BYTES / (1024 * 1024)
     )
 }
@@ -240,6 +245,32 @@ pub(crate) fn drop_in_files(conf_d: &Path) -> Result<Vec<PathBuf>, ConfigError> 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use nix::unistd::Uid;
+
+    /// A daemon running as a dedicated user trusts its own files and
+    /// root's, nobody else's.
+    #[test]
+    fn a_non_root_reader_trusts_root_and_itself_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.toml");
+        std::fs::write(&path, "").unwrap();
+        let reader = super::Trust {
+            euid: Uid::from_raw(65534),
+        };
+        assert!(reader.read(&path).is_ok(), "root's file");
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        assert!(reader.read(&path).is_ok(), "its own file");
+        std::os::unix::fs::chown(&path, Some(4321), None).unwrap();
+        let err = reader.read(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "refusing a file owned by uid 4321 with mode 0644: it must be owned by root or \
+                 nobody (uid 65534) (the user reading it)"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn first_bad_byte_has_its_line_and_column() {
