@@ -200,7 +200,7 @@ pub struct DockerConfig {
 }
 
 /// `[control]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Eq, Serialize)]
 pub struct ControlConfig {
     /// Path of the control socket `guardctl` talks to (default
     /// `/run/portguard/control.sock`).
@@ -226,6 +226,15 @@ pub struct ControlConfig {
     /// no such group exists.
     #[serde(skip)]
     pub group_position: Option<Position>,
+}
+
+/// `group_position` says where the group was written, not what the
+/// configuration is: moving the line does not make it a different one
+/// (a reload compares sections to see what changed).
+impl PartialEq for ControlConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.socket == other.socket && self.group == other.group
+    }
 }
 
 /// `"enforce"` or `"audit"`.
@@ -487,4 +496,59 @@ fn config_dir(path: &Path) -> &Path {
 
 fn conf_d(path: &Path) -> PathBuf {
     config_dir(path).join("conf.d")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Config;
+
+    #[test]
+    fn group_position_is_kept_but_not_compared() {
+        let a = Config::from_toml_str("[control]\ngroup = \"adm\"").unwrap();
+        let b = Config::from_toml_str("\n[control]\n\ngroup = \"adm\"").unwrap();
+        let at = |c: &Config| {
+            c.control
+                .group_position
+                .as_ref()
+                .map(|p| (p.line, p.column))
+        };
+        assert_eq!(at(&a), Some((2, 9)));
+        assert_eq!(at(&b), Some((4, 9)));
+        assert_eq!(a.control, b.control);
+    }
+
+    /// What `Serialize` writes is what the parser reads back.
+    #[test]
+    fn enum_words_round_trip() {
+        use super::{Mode, Protection, Proto, Scope};
+        fn word<T: serde::Serialize>(value: T) -> String {
+            toml::Value::try_from(value).unwrap().to_string()
+        }
+        for mode in [Mode::Enforce, Mode::Audit] {
+            let c = Config::from_toml_str(&format!("[guard]\nmode = {}", word(mode))).unwrap();
+            assert_eq!(c.guard.mode, mode);
+        }
+        for scope in [Scope::Containers, Scope::All] {
+            let c = Config::from_toml_str(&format!("[guard]\nscope = {}", word(scope))).unwrap();
+            assert_eq!(c.guard.scope, scope);
+        }
+        for protection in [
+            Protection::Auto,
+            Protection::OwnedPersistent,
+            Protection::OwnedStandby,
+            Protection::Twin,
+        ] {
+            let text = format!("[guard]\nprotection = {}", word(protection));
+            assert_eq!(
+                Config::from_toml_str(&text).unwrap().guard.protection,
+                protection
+            );
+        }
+        for proto in [Proto::Tcp, Proto::Udp, Proto::Both] {
+            let text = format!("[[allow]]\nport = 1\nproto = {}", word(proto));
+            assert_eq!(Config::from_toml_str(&text).unwrap().allow[0].proto, proto);
+        }
+    }
 }
