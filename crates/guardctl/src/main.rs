@@ -115,6 +115,40 @@ fn parse_target(target: &str) -> anyhow::Result<(u16, L4Proto)> {
     }
 }
 
+/// Everything the daemon would refuse about the configuration at `path`,
+/// refused first: the files themselves (ownership, modes, syntax, values,
+/// via `Config::load`), a `[control] group` that does not exist, and
+/// whatever the planner chokes on. Returns the configuration and how many
+/// files it was read from.
+fn check(path: &std::path::Path) -> Result<(Config, usize), portguard_config::ConfigError> {
+    let config = Config::load(path)?;
+    if let Some(group) = &config.control.group {
+        let missing = match nix::unistd::Group::from_name(group) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(format!(
+                "group `{group}` does not exist: create it (groupadd {group}) or remove `group`"
+            )),
+            Err(e) => Some(format!("cannot look up group `{group}`: {e}")),
+        };
+        if let Some(message) = missing {
+            return Err(match &config.control.group_position {
+                Some(position) => position.error(message),
+                None => portguard_config::ConfigError::Refused {
+                    path: path.to_path_buf(),
+                    message,
+                },
+            });
+        }
+    }
+    // The daemon installs this ruleset (plus Docker's bridges and ports).
+    // The planner has no error path today; building and rendering it here
+    // keeps `check` in step with the daemon should it ever refuse (or
+    // panic on) a configuration.
+    std::hint::black_box(render(&plan(&config, &Snapshot::default())));
+    let files = 1 + portguard_config::drop_ins(path)?.len();
+    Ok((config, files))
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -179,9 +213,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Check { config } => match Config::load(&config) {
-            Ok(loaded) => {
-                let files = 1 + portguard_config::drop_ins(&config)?.len();
+        Command::Check { config } => match check(&config) {
+            Ok((loaded, files)) => {
                 println!(
                     "{}: OK ({} file{}, {} allow entr{})",
                     config.display(),

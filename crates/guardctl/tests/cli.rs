@@ -84,3 +84,76 @@ fn missing_file_is_reported() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("/nonexistent/pg.toml: No such file"));
 }
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("portguard.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn check_refuses_a_control_group_that_does_not_exist_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[control]\nsocket = \"/run/pg.sock\"\ngroup = \"pg-no-such-group\"\n",
+    );
+    let out = guardctl(&["check", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "{path}:3:9: group `pg-no-such-group` does not exist: create it (groupadd pg-no-such-group) or remove `group`"
+        )
+    );
+}
+
+#[test]
+fn check_accepts_a_control_group_that_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[control]\ngroup = \"root\"\n");
+    let out = guardctl(&["check", "--config", &path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_refuses_a_world_writable_file_naming_path_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[[allow]]\nport = \"1-65535\"\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = guardctl(&["check", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "{path}: refusing a file writable by others (mode 0666) owned by root"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_refuses_what_the_daemon_would_refuse_in_drop_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[[allow]]\nport = 80\n");
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    let dangling = dir.path().join("conf.d/50-narrow.toml");
+    std::os::unix::fs::symlink("/nonexistent/pg-narrow.toml", &dangling).unwrap();
+    let out = guardctl(&["check", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "{}: drop-in symlink cannot be followed",
+            dangling.display()
+        )),
+        "{err}"
+    );
+}

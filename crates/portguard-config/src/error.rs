@@ -1,16 +1,20 @@
 use std::path::PathBuf;
 
 /// A configuration that cannot be used. Its `Display` is the one-line form
-/// administrators and editors understand: `file:line:column: message`.
+/// administrators and editors understand: `file:line:column: message`, or
+/// `file: message` where there is no position (the file cannot be opened,
+/// is not a regular file, or is writable by somebody it must not be).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", printable(&path.to_string_lossy()))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    #[error("{}: {}", printable(&path.to_string_lossy()), printable(message))]
+    Refused { path: PathBuf, message: String },
+    #[error("{}:{line}:{column}: {}", printable(&path.to_string_lossy()), printable(message))]
     Invalid {
         path: PathBuf,
         line: usize,
@@ -22,7 +26,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// An error at byte `offset` of `text`, the contents of `path`.
     pub(crate) fn at(path: &std::path::Path, text: &str, offset: usize, message: String) -> Self {
-        let (line, column) = line_column(text, offset);
+        let (line, column) = LineIndex::new(text).line_column(text, offset);
         ConfigError::Invalid {
             path: path.to_path_buf(),
             line,
@@ -32,26 +36,93 @@ impl ConfigError {
     }
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
+/// `text` with control characters and invisible bidirectional-text
+/// controls escaped (`\u{1b}`, `\u{202e}`), so that a file name or a value
+/// quoted in a message can neither drive the terminal of the administrator
+/// reading it nor make it show something else than what is there.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(needs_escape) {
+        return text.to_string();
     }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+    text.chars()
+        .map(|c| {
+            if needs_escape(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Where each line of a text starts, so that turning a byte offset into a
+/// line number is a binary search instead of a scan from the start of the
+/// text (which made a file with many entries quadratic to load).
+pub(crate) struct LineIndex {
+    /// Byte offset of the first byte of every line; `starts[0] == 0`.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// 1-based line of byte `offset`.
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        // The number of line starts at or before `offset`; never 0 since
+        // the first line starts at 0.
+        self.starts.partition_point(|&start| start <= offset)
+    }
+
+    /// 1-based line and column (in characters) of byte `offset` in `text`,
+    /// the text this index was built from. Only the one line is scanned.
+    pub(crate) fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line(offset);
+        let line_start = self.starts[line - 1];
+        let column = text[line_start..offset].chars().count() + 1;
+        (line, column)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::LineIndex;
+
     #[test]
     fn line_column_counts_from_one() {
         let text = "a\nbc\ndé";
-        assert_eq!(super::line_column(text, 0), (1, 1));
-        assert_eq!(super::line_column(text, 3), (2, 2));
-        assert_eq!(super::line_column(text, text.len()), (3, 3));
+        let index = LineIndex::new(text);
+        assert_eq!(index.line_column(text, 0), (1, 1));
+        assert_eq!(index.line_column(text, 1), (1, 2));
+        assert_eq!(index.line_column(text, 2), (2, 1));
+        assert_eq!(index.line_column(text, 3), (2, 2));
+        assert_eq!(index.line_column(text, text.len()), (3, 3));
+        // Inside a multi-byte character: the character's own column.
+        assert_eq!(index.line_column(text, text.len() - 1), (3, 2));
+        assert_eq!(index.line_column(text, usize::MAX), (3, 3));
+        assert_eq!(LineIndex::new("").line_column("", 0), (1, 1));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::printable("web\u{1b}]0;x\u{7}"),
+            "web\\u{1b}]0;x\\u{7}"
+        );
+        assert_eq!(super::printable("plain é"), "plain é");
+        assert_eq!(super::printable("a\u{202e}b\n"), "a\\u{202e}b\\u{a}");
     }
 }

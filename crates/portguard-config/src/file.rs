@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{ConfigError, line_column};
+use crate::error::{ConfigError, LineIndex};
 use crate::{
-    AllowEntry, AllowTarget, Cidr, Config, Mode, Origin, PortRange, Protection, Proto, Scope,
+    AllowEntry, AllowTarget, Cidr, Config, Mode, Origin, PortRange, Position, Protection, Proto,
+    Scope,
 };
 
 #[derive(Deserialize)]
@@ -69,6 +70,9 @@ pub(crate) fn apply(config: &mut Config, text: &str, path: &Path) -> Result<(), 
         let offset = e.span().map_or(0, |s| s.start);
         ConfigError::at(path, text, offset, e.message().trim_end().to_string())
     })?;
+    // Built once per file: every entry's origin line is then a binary
+    // search, not a scan from the start of the text (which was quadratic).
+    let lines = LineIndex::new(text);
     let invalid = |span: std::ops::Range<usize>, message: String| {
         ConfigError::at(path, text, span.start, message)
     };
@@ -136,21 +140,33 @@ pub(crate) fn apply(config: &mut Config, text: &str, path: &Path) -> Result<(), 
             config.control.socket = socket_path(&socket).map_err(|m| invalid(socket.span(), m))?;
         }
         if let Some(group) = control.group {
-            if group.get_ref().is_empty() || group.get_ref().contains(char::is_whitespace) {
+            let name = group.get_ref();
+            // Names /etc/group can hold: no `:` (its field separator), no
+            // white space or control characters, no `/`.
+            if name.is_empty()
+                || name
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ':' | '/'))
+            {
                 return Err(invalid(
                     group.span(),
-                    format!("`{}` is not a group name", group.get_ref()),
+                    format!("`{}` is not a group name", name.escape_debug()),
                 ));
             }
+            let (line, column) = lines.line_column(text, group.span().start);
+            config.control.group_position = Some(Position {
+                file: path.to_path_buf(),
+                line,
+                column,
+            });
             config.control.group = Some(group.into_inner());
         }
     }
     for entry in file.allow.unwrap_or_default() {
         let span = entry.span();
-        let (line, _) = line_column(text, span.start);
         let origin = Origin {
             file: path.to_path_buf(),
-            line,
+            line: lines.line(span.start),
         };
         config.allow.push(
             allow_entry(entry.into_inner(), origin)
@@ -237,14 +253,28 @@ fn check_container_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes
+/// including the terminating NUL); a longer one fails only at bind or
+/// connect time, so it is refused here.
+const MAX_SOCKET_PATH: usize = 107;
+
 fn socket_path(value: &Spanned<String>) -> Result<PathBuf, String> {
     let text = value.get_ref();
     let path = text.strip_prefix("unix://").unwrap_or(text);
-    if path.starts_with('/') {
-        Ok(PathBuf::from(path))
-    } else {
-        Err(format!(
-            "socket `{text}` must be an absolute path (optionally with a unix:// prefix)"
-        ))
+    if !path.starts_with('/') {
+        return Err(format!(
+            "socket `{}` must be an absolute path (optionally with a unix:// prefix)",
+            text.escape_debug()
+        ));
     }
+    if path.contains('\0') {
+        return Err("a socket path must not contain a NUL character".to_string());
+    }
+    if path.len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "socket path is {} bytes long: a Unix socket path holds at most {MAX_SOCKET_PATH}",
+            path.len()
+        ));
+    }
+    Ok(PathBuf::from(path))
 }

@@ -18,8 +18,25 @@
 //! # Ok::<(), portguard_config::ConfigError>(())
 //! ```
 
+/// `Deserialize` for an enum written as one of a fixed set of strings;
+/// every other value is an error that names the allowed ones (serde's
+/// derive would say "wanted string or table" for `mode = 5`).
+macro_rules! string_enum {
+    ($ty:ident { $($name:literal => $variant:expr),+ $(,)? }) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($name),+];
+                const VARIANTS: &[$ty] = &[$($variant),+];
+                let index = values::deserialize_one_of(deserializer, NAMES)?;
+                Ok(VARIANTS[index])
+            }
+        }
+    };
+}
+
 mod error;
 mod file;
+mod read;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +44,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::ConfigError;
+pub use read::MAX_FILE_BYTES;
 pub use values::{Cidr, IfName, PortRange};
 
 /// Default path of the main configuration file.
@@ -139,7 +157,7 @@ pub struct GuardConfig {
 }
 
 /// `[guard] protection`: a protection tier, or `"auto"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protection {
     #[default]
@@ -148,6 +166,8 @@ pub enum Protection {
     OwnedStandby,
     Twin,
 }
+
+string_enum!(Protection { "auto" => Protection::Auto, "owned-persistent" => Protection::OwnedPersistent, "owned-standby" => Protection::OwnedStandby, "twin" => Protection::Twin });
 
 /// `[ipv6]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -180,7 +200,7 @@ pub struct DockerConfig {
 }
 
 /// `[control]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Eq, Serialize)]
 pub struct ControlConfig {
     /// Path of the control socket `guardctl` talks to (default
     /// `/run/portguard/control.sock`).
@@ -202,10 +222,23 @@ pub struct ControlConfig {
     /// # Ok::<(), portguard_config::ConfigError>(())
     /// ```
     pub group: Option<String>,
+    /// Where `group` was set, so that `guardctl check` can point at it when
+    /// no such group exists.
+    #[serde(skip)]
+    pub group_position: Option<Position>,
+}
+
+/// `group_position` says where the group was written, not what the
+/// configuration is: moving the line does not make it a different one
+/// (a reload compares sections to see what changed).
+impl PartialEq for ControlConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.socket == other.socket && self.group == other.group
+    }
 }
 
 /// `"enforce"` or `"audit"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -213,8 +246,10 @@ pub enum Mode {
     Audit,
 }
 
+string_enum!(Mode { "enforce" => Mode::Enforce, "audit" => Mode::Audit });
+
 /// `"containers"` or `"all"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     #[default]
@@ -222,8 +257,10 @@ pub enum Scope {
     All,
 }
 
+string_enum!(Scope { "containers" => Scope::Containers, "all" => Scope::All });
+
 /// `"tcp"`, `"udp"` or `"both"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     #[default]
@@ -231,6 +268,8 @@ pub enum Proto {
     Udp,
     Both,
 }
+
+string_enum!(Proto { "tcp" => Proto::Tcp, "udp" => Proto::Udp, "both" => Proto::Both });
 
 impl Proto {
     pub fn covers_tcp(self) -> bool {
@@ -357,6 +396,26 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// Where a value was written: file, line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    /// An error about the value written here: `file:line:column: message`.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            message: message.into(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -377,6 +436,7 @@ impl Default for Config {
             control: ControlConfig {
                 socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
                 group: None,
+                group_position: None,
             },
             allow: Vec::new(),
         }
@@ -388,16 +448,24 @@ impl Config {
     /// it in file-name order. Later files override single values of
     /// earlier ones (`[guard] mode`, lists such as `trusted_interfaces` are
     /// replaced whole); `[[allow]]` entries are appended.
+    ///
+    /// Like sshd's `StrictModes`, the main file, every drop-in, the
+    /// directory holding the main file and `conf.d/` must be owned by root
+    /// or by the user this process runs as, and writable by nobody else;
+    /// files must be regular files of at most [`MAX_FILE_BYTES`] and UTF-8.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let mut files = vec![path.to_path_buf()];
-        files.extend(drop_ins(path)?);
+        let trust = read::Trust::of_this_process();
+        trust.check_dir(config_dir(path))?;
+        let mut texts = vec![(path.to_path_buf(), trust.read(path)?)];
+        let conf_d = conf_d(path);
+        trust.check_dir(&conf_d)?;
+        for file in read::drop_in_files(&conf_d)? {
+            let text = trust.read(&file)?;
+            texts.push((file, text));
+        }
         let mut config = Config::default();
-        for file in &files {
-            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-                path: file.clone(),
-                source,
-            })?;
-            file::apply(&mut config, &text, file)?;
+        for (file, text) in &texts {
+            file::apply(&mut config, text, file)?;
         }
         Ok(config)
     }
@@ -412,24 +480,75 @@ impl Config {
 }
 
 /// The drop-in files for the main file at `path`, in the order they apply.
+/// An entry named `*.toml` that is not a regular file (or a symlink to
+/// one) is an error: a dangling or looping symlink is never skipped.
 pub fn drop_ins(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let dir = path.parent().unwrap_or(Path::new(".")).join("conf.d");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ConfigError::Io { path: dir, source }),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| ConfigError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
-            files.push(path);
+    read::drop_in_files(&conf_d(path))
+}
+
+/// The directory holding the main file at `path`.
+fn config_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+fn conf_d(path: &Path) -> PathBuf {
+    config_dir(path).join("conf.d")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Config;
+
+    #[test]
+    fn group_position_is_kept_but_not_compared() {
+        let a = Config::from_toml_str("[control]\ngroup = \"adm\"").unwrap();
+        let b = Config::from_toml_str("\n[control]\n\ngroup = \"adm\"").unwrap();
+        let at = |c: &Config| {
+            c.control
+                .group_position
+                .as_ref()
+                .map(|p| (p.line, p.column))
+        };
+        assert_eq!(at(&a), Some((2, 9)));
+        assert_eq!(at(&b), Some((4, 9)));
+        assert_eq!(a.control, b.control);
+    }
+
+    /// What `Serialize` writes is what the parser reads back.
+    #[test]
+    fn enum_words_round_trip() {
+        use super::{Mode, Protection, Proto, Scope};
+        fn word<T: serde::Serialize>(value: T) -> String {
+            toml::Value::try_from(value).unwrap().to_string()
+        }
+        for mode in [Mode::Enforce, Mode::Audit] {
+            let c = Config::from_toml_str(&format!("[guard]\nmode = {}", word(mode))).unwrap();
+            assert_eq!(c.guard.mode, mode);
+        }
+        for scope in [Scope::Containers, Scope::All] {
+            let c = Config::from_toml_str(&format!("[guard]\nscope = {}", word(scope))).unwrap();
+            assert_eq!(c.guard.scope, scope);
+        }
+        for protection in [
+            Protection::Auto,
+            Protection::OwnedPersistent,
+            Protection::OwnedStandby,
+            Protection::Twin,
+        ] {
+            let text = format!("[guard]\nprotection = {}", word(protection));
+            assert_eq!(
+                Config::from_toml_str(&text).unwrap().guard.protection,
+                protection
+            );
+        }
+        for proto in [Proto::Tcp, Proto::Udp, Proto::Both] {
+            let text = format!("[[allow]]\nport = 1\nproto = {}", word(proto));
+            assert_eq!(Config::from_toml_str(&text).unwrap().allow[0].proto, proto);
         }
     }
-    files.sort();
-    Ok(files)
 }

@@ -50,11 +50,23 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// One port number as written inside a string, already known to be ASCII
+/// digits only. Leading zeros are refused (`"080"` reads like octal or a
+/// typo; ports are written as Docker prints them).
 fn parse_port_number(text: &str) -> Result<u16, String> {
-    let value: u64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a port number"))?;
+    let significant = text.trim_start_matches('0');
+    if significant.len() > 5 {
+        return Err(format!(
+            "port {text} is out of range: expected a number from 1 to 65535"
+        ));
+    }
+    // At most five significant ASCII digits: always fits.
+    let value: u64 = significant
+        .bytes()
+        .fold(0, |n, b| n * 10 + u64::from(b - b'0'));
+    if significant.len() < text.len() && value != 0 {
+        return Err(format!("`{text}` has a leading zero: write {value}"));
+    }
     check_port_number(value)
 }
 
@@ -70,12 +82,23 @@ fn check_port_number(value: u64) -> Result<u16, String> {
 impl FromStr for PortRange {
     type Err = String;
 
+    /// `"N"` or `"N-M"`, ASCII digits only: no spaces, signs or other
+    /// characters anywhere, so what is read is exactly what is written.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let (start, end) = match text.split_once('-') {
-            Some((lo, hi)) => (parse_port_number(lo)?, parse_port_number(hi)?),
-            None => {
+            Some((lo, hi)) if digits(lo) && digits(hi) => {
+                (parse_port_number(lo)?, parse_port_number(hi)?)
+            }
+            None if digits(text) => {
                 let port = parse_port_number(text)?;
                 (port, port)
+            }
+            _ => {
+                return Err(format!(
+                    "`{text}` is not a port or port range: write \"N\" or \"N-M\" with digits only \
+                     (no spaces, signs or other characters)"
+                ));
             }
         };
         PortRange::new(start, end).ok_or_else(|| {
@@ -190,6 +213,10 @@ impl FromStr for Cidr {
         let prefix = match prefix_text {
             None => width,
             Some(p) => {
+                // Digits only: `u8::from_str` would also take `+24`.
+                if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
                 let prefix: u8 = p.parse().map_err(|_| bad())?;
                 if prefix > width {
                     return Err(format!(
@@ -199,6 +226,23 @@ impl FromStr for Cidr {
                 prefix
             }
         };
+        // An IPv4-mapped IPv6 network (`::ffff:203.0.113.0/120`) never
+        // matches: IPv4 packets carry IPv4 addresses, and the kernel does not
+        // map them. Refuse it and name the IPv4 network to write instead.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && prefix >= 96
+        {
+            let ipv4 = if prefix == 128 {
+                v4.to_string()
+            } else {
+                format!("{v4}/{}", prefix - 96)
+            };
+            return Err(format!(
+                "`{text}` is an IPv4-mapped IPv6 address, which never matches IPv4 traffic: \
+                 write `{ipv4}` instead"
+            ));
+        }
         let cidr = Cidr { addr, prefix };
         let (lo, _) = cidr.bounds();
         let network = match addr {
@@ -266,23 +310,36 @@ impl fmt::Display for IfName {
 impl FromStr for IfName {
     type Err = String;
 
+    /// What the kernel accepts as a name (`dev_valid_name`: 1-15 bytes,
+    /// not `.` or `..`, no `/`, `:` or white space), further limited to
+    /// printable ASCII without quotes or backslashes so that every name can
+    /// be shown and written in nft syntax as it is. A trailing `*` makes
+    /// the name a prefix match; whether that is allowed is up to the key.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         // IFNAMSIZ is 16 including the terminating NUL.
         const MAX_LEN: usize = 15;
         let body = text.strip_suffix('*').unwrap_or(text);
-        if text.is_empty() || text == "*" {
+        if body.is_empty() {
             return Err("an interface name must not be empty".to_string());
         }
-        if text.len() > MAX_LEN {
+        if body.len() > MAX_LEN {
             return Err(format!(
-                "interface name `{text}` is longer than {MAX_LEN} characters"
+                "interface name `{}` is longer than {MAX_LEN} bytes",
+                text.escape_debug()
             ));
         }
-        if let Some(c) = body.chars().find(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '/' | '"' | '\'' | '*' | ':')
-        }) {
+        if body == "." || body == ".." {
+            return Err(format!("`{text}` is not an interface name"));
+        }
+        if let Some(c) = body
+            .chars()
+            .find(|&c| !c.is_ascii_graphic() || matches!(c, '/' | ':' | '"' | '\'' | '\\' | '*'))
+        {
             return Err(format!(
-                "interface name `{text}` contains {c:?}; only a trailing `*` wildcard is allowed"
+                "interface name `{}` contains {c:?}: interface names are printable ASCII \
+                 without `/`, `:`, quotes, backslashes or white space; only a trailing `*` \
+                 wildcard is allowed",
+                text.escape_debug()
             ));
         }
         Ok(IfName(text.to_string()))
@@ -299,6 +356,43 @@ impl<'de> Deserialize<'de> for IfName {
 impl Serialize for IfName {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
+    }
+}
+
+/// Deserializes a string that must be one of `names` and returns its index.
+/// Anything else, another string or a value of another type (`mode = 5`,
+/// a table), is an error listing every allowed value:
+/// ``invalid type: integer `5`, expected `enforce` or `audit` ``.
+pub(crate) fn deserialize_one_of<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    names: &'static [&'static str],
+) -> Result<usize, D::Error> {
+    struct OneOf(&'static [&'static str]);
+    impl Visitor<'_> for OneOf {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&choices(self.0))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+            self.0.iter().position(|name| *name == v).ok_or_else(|| {
+                E::custom(format!(
+                    "unknown variant `{}`, expected {}",
+                    v.escape_debug(),
+                    choices(self.0)
+                ))
+            })
+        }
+    }
+    deserializer.deserialize_str(OneOf(names))
+}
+
+/// `` `a` or `b` `` / `` one of `a`, `b`, `c` ``, as serde words it.
+fn choices(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.as_slice() {
+        [one] => one.clone(),
+        [a, b] => format!("{a} or {b}"),
+        _ => format!("one of {}", quoted.join(", ")),
     }
 }
 

@@ -60,7 +60,10 @@ fn port_zero_too_large_and_reversed() {
         "2:8: port range `9000-8000` is reversed: expected \"low-high\" with low <= high"
     );
     let e = error_of("[[allow]]\nport = \"80-http\"\n");
-    assert_eq!(e, "2:8: `http` is not a port number");
+    assert_eq!(
+        e,
+        "2:8: `80-http` is not a port or port range: write \"N\" or \"N-M\" with digits only (no spaces, signs or other characters)"
+    );
 }
 
 #[test]
