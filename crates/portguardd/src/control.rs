@@ -265,37 +265,70 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    /// Runs in a process of its own (this test re-executes itself): the
+    /// umask is process-wide, and a umask of 0 would leak into tests
+    /// running beside it on other threads.
     #[test]
     fn the_socket_is_never_seen_with_another_mode_than_its_final_one() {
+        const CHILD: &str = "PORTGUARD_UMASK_TEST_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "control::tests::the_socket_is_never_seen_with_another_mode_than_its_final_one",
+                    "--exact",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         // The worst umask an administrator could leave: the old code's
         // socket was 0777 between bind and chmod.
         let old = nix::sys::stat::umask(Mode::empty());
         let done = Arc::new(AtomicBool::new(false));
+        let looks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let watcher = {
-            let (dir, done) = (dir.path().to_path_buf(), Arc::clone(&done));
+            let (dir, done, looks) = (
+                dir.path().to_path_buf(),
+                Arc::clone(&done),
+                Arc::clone(&looks),
+            );
             std::thread::spawn(move || {
                 let mut seen = std::collections::BTreeSet::new();
                 while !done.load(Ordering::Relaxed) {
                     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
                         if let Ok(meta) = std::fs::symlink_metadata(entry.path()) {
                             seen.insert((entry.file_name(), meta.mode() & 0o777));
+                            looks.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
                 seen
             })
         };
-        for _ in 0..500 {
+        // At least 500 binds, and on until the watcher has looked a few
+        // hundred times (a loaded machine may schedule it late).
+        let mut binds = 0;
+        while binds < 500 || (looks.load(Ordering::Relaxed) < 200 && binds < 50_000) {
             let listener = bind(&path, None).unwrap();
             drop(listener);
             std::fs::remove_file(&path).unwrap();
+            binds += 1;
         }
         done.store(true, Ordering::Relaxed);
         nix::sys::stat::umask(old);
         let seen = watcher.join().unwrap();
-        assert!(!seen.is_empty(), "the watcher saw nothing");
+        assert!(!seen.is_empty(), "the watcher saw nothing in {binds} binds");
         for (name, mode) in &seen {
             assert_eq!(*mode, 0o600, "{name:?} was seen with mode {mode:o}");
         }

@@ -512,7 +512,11 @@ mod tests {
             Some(plan(&good, &Snapshot::default()))
         );
         assert_eq!(
-            lastgood::load(&guard.state_dir).unwrap().allow.len(),
+            lastgood::load(&guard.state_dir)
+                .unwrap()
+                .unwrap()
+                .allow
+                .len(),
             1,
             "kept as the last good configuration"
         );

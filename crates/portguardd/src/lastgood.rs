@@ -19,14 +19,18 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
 
-/// Writes `config` atomically (temporary file, fsync, rename), mode 0600.
+/// Writes `config` atomically (temporary file, fsync, rename), mode 0600
+/// in a directory of mode 0700: the loader refuses a file others could
+/// have written, and so it should.
 pub fn save(state_dir: &Path, config: &Config) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", state_dir.display()))?;
     let text = to_toml(config);
     let target = path(state_dir);
     let temporary = state_dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
@@ -44,19 +48,13 @@ pub fn save(state_dir: &Path, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The kept configuration, if there is one that parses.
-pub fn load(state_dir: &Path) -> Option<Config> {
+/// The kept configuration: `Ok(None)` when none was kept.
+pub fn load(state_dir: &Path) -> Result<Option<Config>, portguard_config::ConfigError> {
     let file = path(state_dir);
     if !file.exists() {
-        return None;
+        return Ok(None);
     }
-    match Config::load(&file) {
-        Ok(config) => Some(config),
-        Err(e) => {
-            tracing::error!(error = %e, "the kept last good configuration is unreadable too");
-            None
-        }
-    }
+    Config::load(&file).map(Some)
 }
 
 /// `config` as a TOML document that [`Config::load`] reads back equal
@@ -205,7 +203,7 @@ container = "shop/web"
             let config = Config::from_toml_str(text).unwrap();
             let dir = tempfile::tempdir().unwrap();
             save(dir.path(), &config).unwrap();
-            let back = load(dir.path()).unwrap();
+            let back = load(dir.path()).unwrap().unwrap();
             assert_eq!(without_origins(back), without_origins(config), "{text}");
         }
     }
@@ -213,6 +211,6 @@ container = "shop/web"
     #[test]
     fn nothing_kept_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path()).is_none());
+        assert!(load(dir.path()).unwrap().is_none());
     }
 }

@@ -38,7 +38,10 @@ pub struct Options {
 fn starting_config(options: &Options) -> (Config, ConfigSource, Option<String>) {
     match triggers::read_config_at_start(options.config_path.clone(), START_READ_TIMEOUT) {
         Ok(config) => (config, ConfigSource::Files, None),
-        Err(error) => match lastgood::load(&options.state_dir) {
+        Err(error) => match lastgood::load(&options.state_dir).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the kept last good configuration is unreadable too");
+            None
+        }) {
             Some(config) => {
                 tracing::error!(error, kept = %lastgood::path(&options.state_dir).display(), "invalid configuration at start; guarding with the last good one");
                 (config, ConfigSource::LastGood, Some(error))
