@@ -7,6 +7,7 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
+use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
@@ -376,6 +377,17 @@ pub(crate) fn decode_nft(raw: &[u8]) -> Option<NfTablesMessage> {
     match Message::deserialize(raw).ok()?.payload {
         NetlinkPayload::InnerMessage(NetfilterMessage {
             inner: netlink_packet_netfilter::NetfilterMessageInner::NfTables(m),
+            ..
+        }) => Some(m),
+        _ => None,
+    }
+}
+
+/// A raw conntrack reply decoded by the library, if it can.
+pub(crate) fn decode_conntrack(raw: &[u8]) -> Option<ConntrackMessage> {
+    match Message::deserialize(raw).ok()?.payload {
+        NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: netlink_packet_netfilter::NetfilterMessageInner::Conntrack(m),
             ..
         }) => Some(m),
         _ => None,
