@@ -6,35 +6,16 @@
 //! One reconcile loop owns the desired state; triggers arrive on a channel
 //! from the nftables monitor, signals, and a periodic verify.
 
+mod cli;
 mod control;
 mod notify;
 mod reconcile;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use portguard_config::{Config, DEFAULT_CONFIG_PATH};
-
-#[derive(Parser)]
-#[command(
-    name = "portguardd",
-    version,
-    about = "Keep Docker's published ports closed to the outside unless allowlisted",
-    long_about = "Runs in the foreground (systemd Type=notify-reload), logs to stderr, reloads on SIGHUP, \
-        and leaves its nftables table in place when it stops."
-)]
-struct Args {
-    /// Main configuration file; drop-ins are read from conf.d beside it.
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_name = "PATH")]
-    config: PathBuf,
-    /// Control socket (default: `[control] socket` from the configuration).
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Delete the guard's table and exit (used when the package is removed).
-    #[arg(long)]
-    remove_rules: bool,
-}
+use cli::Args;
+use portguard_config::Config;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
