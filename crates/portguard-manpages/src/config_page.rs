@@ -154,8 +154,15 @@ fn crate_example(source: &str) -> Option<String> {
         .map(|l| l.strip_prefix(' ').unwrap_or(l))
         .collect();
     let start = docs.iter().position(|l| l.contains("r#\""))?;
-    let len = docs[start + 1..].iter().position(|l| l.starts_with("\"#"))?;
-    Some(docs[start + 1..start + 1 + len].join("\n").trim().to_string())
+    let len = docs[start + 1..]
+        .iter()
+        .position(|l| l.starts_with("\"#"))?;
+    Some(
+        docs[start + 1..start + 1 + len]
+            .join("\n")
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Markdown `code` spans become bold, the rest roman.
@@ -226,7 +233,10 @@ pub fn render(source: &str) -> anyhow::Result<String> {
         page.control("SH", [section.header.as_str()]);
         paragraphs(&mut page, &section.doc);
         if section.header == "[[allow]]" {
-            paragraphs(&mut page, "Each entry has exactly one of `port` and `container`.");
+            paragraphs(
+                &mut page,
+                "Each entry has exactly one of `port` and `container`.",
+            );
         }
         for key in &section.keys {
             let mut head = vec![bold(&key.name)];
@@ -261,11 +271,22 @@ pub fn render(source: &str) -> anyhow::Result<String> {
     }
     page.control("SH", ["FILES"]);
     for (path, what) in [
-        (portguard_config::DEFAULT_CONFIG_PATH, "the main file (a conffile)"),
-        ("/etc/portguard/conf.d/", "drop-ins, read in file-name order"),
-        ("/var/lib/portguard/", "the last configuration the daemon applied"),
+        (
+            portguard_config::DEFAULT_CONFIG_PATH,
+            "the main file (a conffile)",
+        ),
+        (
+            "/etc/portguard/conf.d/",
+            "drop-ins, read in file-name order",
+        ),
+        (
+            "/var/lib/portguard/",
+            "the last configuration the daemon applied",
+        ),
     ] {
-        page.control("TP", []).text([bold(path)]).text([roman(what)]);
+        page.control("TP", [])
+            .text([bold(path)])
+            .text([roman(what)]);
     }
     page.control("SH", ["SEE ALSO"]).text([
         bold("portguardd"),
@@ -275,4 +296,71 @@ pub fn render(source: &str) -> anyhow::Result<String> {
         italic("/usr/share/doc/portguard/configuration.md"),
     ]);
     Ok(page.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs_reference() -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_section_and_key_of_the_configuration_reference_is_on_the_page() {
+        let page = render(CONFIG_SOURCE).unwrap();
+        let reference = docs_reference();
+        let mut keys = 0;
+        for line in reference.lines() {
+            // Table rows of docs/configuration.md: "| `key` | default | meaning |".
+            if let Some(rest) = line.strip_prefix("| `")
+                && let Some((key, _)) = rest.split_once('`')
+            {
+                keys += 1;
+                assert!(
+                    page.contains(&format!("\\fB{key}")),
+                    "portguard.toml(5) lacks `{key}`"
+                );
+            }
+        }
+        assert!(
+            keys >= 15,
+            "only {keys} keys found in docs/configuration.md"
+        );
+        for header in ["[guard]", "[ipv6]", "[docker]", "[control]", "[[allow]]"] {
+            assert!(
+                page.contains(&format!(".SH {header}"))
+                    || page.contains(&format!(".SH \"{header}\"")),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_carry_their_doc_prose_without_doctests_and_the_real_defaults() {
+        let sections = sections(CONFIG_SOURCE).unwrap();
+        let guard = &sections[0];
+        assert_eq!(guard.header, "[guard]");
+        let mode = guard.keys.iter().find(|k| k.name == "mode").unwrap();
+        assert_eq!(mode.default.as_deref(), Some("\"enforce\""));
+        assert!(mode.doc.contains("\"audit\""));
+        assert!(!mode.doc.contains("```") && !mode.doc.contains("assert"));
+        let control = sections.iter().find(|s| s.header == "[control]").unwrap();
+        let group = control.keys.iter().find(|k| k.name == "group").unwrap();
+        assert_eq!(group.default, None, "an unset option has no default");
+        let allow = sections.last().unwrap();
+        assert_eq!(allow.header, "[[allow]]");
+        let names: Vec<&str> = allow.keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["port | container", "proto", "from", "comment"]);
+    }
+
+    #[test]
+    fn a_field_without_a_struct_is_an_error_not_a_silent_gap() {
+        let broken = "pub struct Config { pub guard: Missing }";
+        let error = sections(broken).unwrap_err().to_string();
+        assert!(error.contains("Missing"), "{error}");
+    }
 }
