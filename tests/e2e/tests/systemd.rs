@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 const CACHE: &str = "/var/cache/portguard-tests";
 /// Bump when the package list changes, so a stale tarball is not reused.
-const ROOTFS: &str = "bookworm-systemd-v1.tar";
-const ROOTFS_PACKAGES: &str = "systemd,systemd-sysv,dbus,iproute2,man-db,bash-completion";
+const ROOTFS: &str = "bookworm-systemd-v2.tar";
+/// iptables only for its ip6tables-legacy (a host still on the legacy
+/// tables); the package itself does not depend on it.
+const ROOTFS_PACKAGES: &str = "systemd,systemd-sysv,dbus,iproute2,man-db,bash-completion,iptables";
 
 const BASE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The rebuilt package an upgrade goes to (dpkg sorts `+` after the end).
@@ -209,15 +211,18 @@ impl Booted {
         let pid = child.id();
         self.nspawn = Some(child);
         self.leader = 0;
+        // nspawn's first child is a short-lived helper; the container's
+        // PID 1 is the child that runs systemd.
         for _ in 0..200 {
             let out = Command::new("ps")
-                .args(["-o", "pid=", "--ppid", &pid.to_string()])
+                .args(["-o", "pid=,comm=", "--ppid", &pid.to_string()])
                 .output()
                 .unwrap();
             if let Some(p) = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
+                .lines()
+                .filter_map(|l| l.trim().split_once(char::is_whitespace))
+                .find(|(_, comm)| comm.trim() == "systemd")
+                .and_then(|(p, _)| p.trim().parse().ok())
             {
                 self.leader = p;
                 break;
@@ -227,7 +232,8 @@ impl Booted {
         assert!(self.leader != 0, "no container leader:\n{}", self.console());
         let mut state = String::new();
         for _ in 0..240 {
-            state = self.sh("systemctl is-system-running --wait 2>/dev/null || true");
+            let out = self.exec("systemctl is-system-running --wait 2>/dev/null || true");
+            state = String::from_utf8_lossy(&out.stdout).into_owned();
             if state.trim() == "running" || state.trim() == "degraded" {
                 break;
             }
@@ -453,7 +459,7 @@ fn install(c: &Booted, version: &str) -> String {
 #[test]
 fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly() {
     let total = Instant::now();
-    let c = Booted::new("life");
+    let mut c = Booted::new("life");
 
     let started = Instant::now();
     install(&c, BASE_VERSION);
@@ -511,6 +517,17 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
     // systemctl reload goes through guardctl reload.
     c.sh("systemctl reload portguard.service");
 
+    // A host still on legacy ip6tables, where Docker set the IPv6 FORWARD
+    // policy to drop: the sandboxed daemon restores it at start through
+    // ip6tables-legacy (CAP_NET_RAW, AF_INET6, /run/xtables.lock).
+    c.sh("ip6tables-legacy -w -P FORWARD DROP && systemctl restart portguard.service");
+    let policy = c.sh("ip6tables-legacy -w -S FORWARD");
+    assert!(
+        policy.contains("-P FORWARD ACCEPT"),
+        "the sandboxed daemon did not restore the legacy IPv6 FORWARD policy:\n{policy}\n{}",
+        c.sh("journalctl -u portguard --no-pager -o cat | tail -5")
+    );
+
     // Upgrade to a rebuilt, higher version: the table never goes away.
     let before = c.main_pid();
     let started = Instant::now();
@@ -539,6 +556,19 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
     eprintln!("journalctl -u portguard:\n{journal}");
     assert!(journal.contains("Started portguard.service"), "{journal}");
     assert!(journal.contains("Reloaded portguard.service"), "{journal}");
+    assert!(
+        journal.contains("IPv6 FORWARD policy was drop; set it back to accept"),
+        "{journal}"
+    );
+
+    // A reboot: the unit is enabled and the guard is up, in a fresh
+    // network namespace, without anybody starting it.
+    c.reboot();
+    assert_eq!(
+        c.sh("systemctl is-active portguard.service").trim(),
+        "active"
+    );
+    assert!(c.guarded(), "no guard table after a reboot");
 
     // Remove: daemon stopped, table gone, no daemon log on the terminal,
     // the configuration kept. Purge: configuration and state gone.
