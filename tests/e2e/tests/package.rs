@@ -58,7 +58,7 @@ fn the_deb_ships_daemon_cli_unit_config_man_pages_and_completions_and_passes_lin
         "./usr/share/doc/portguard/configuration.md",
     ] {
         assert!(
-            contents.contains(path),
+            contents.lines().any(|l| l.ends_with(path)),
             "{path} missing from the package:\n{contents}"
         );
     }

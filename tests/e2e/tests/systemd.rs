@@ -422,7 +422,7 @@ impl Drop for Booted {
     fn drop(&mut self) {
         if let Some(mut child) = self.nspawn.take() {
             // SIGTERM asks nspawn to power the container off.
-            let _ = nix_kill(child.id(), "TERM");
+            let _ = send_signal(child.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(20);
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
@@ -445,7 +445,7 @@ impl Drop for Booted {
     }
 }
 
-fn nix_kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
+fn send_signal(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
     Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()
