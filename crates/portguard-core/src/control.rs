@@ -61,11 +61,41 @@ pub struct ReloadOutcome {
     pub error: Option<String>,
 }
 
+/// How the kernel protects the guard's table (`[guard] protection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtectionTier {
+    /// Owned and persistent (Linux 6.9+): the kernel refuses every change
+    /// by anybody else; the table outlives the daemon.
+    OwnedPersistent,
+    /// Owned (Linux 5.12+) plus an unowned standby copy that outlives the
+    /// daemon.
+    OwnedStandby,
+    /// Two unowned copies, each restored when deleted.
+    Twin,
+}
+
+/// Which configuration is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigSource {
+    /// The configuration files, as last read successfully.
+    Files,
+    /// The files were invalid at start: the last good configuration the
+    /// daemon kept in its state directory.
+    LastGood,
+    /// The files were invalid at start and no last good configuration was
+    /// kept: every published port is closed.
+    Closed,
+}
+
 /// `guardctl status --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// `enforce` or `audit`.
     pub mode: String,
+    /// The protection tier in force.
+    pub protection: ProtectionTier,
     /// `containers` or `all`.
     pub scope: String,
     pub ruleset: RulesetStatus,
@@ -115,9 +145,11 @@ pub struct DockerStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigStatus {
     pub path: String,
+    /// Where the configuration in force came from.
+    pub in_force: ConfigSource,
     pub allow_entries: usize,
-    /// The error of the last reload, if it was refused (the last good
-    /// configuration stays in force).
+    /// Why the files are not in force: the error of the last reload, or
+    /// of the start (then `in_force` says what guards instead).
     pub error: Option<String>,
 }
 

@@ -33,51 +33,76 @@ pub struct AddrPorts {
 }
 
 /// Turns possibly overlapping (address range x port range) rectangles into
-/// disjoint ones covering exactly the same points, merging neighbours with
-/// equal port sets. A sweep over address boundaries: O(n log n + output).
+/// disjoint ones covering exactly the same points: a sweep along the port
+/// axis, where every stripe of ports holds the merged union of the address
+/// ranges active in it, and neighbouring stripes with equal unions merge.
+///
+/// Output size: the sum, over the stripes, of the disjoint address ranges
+/// in each. Entries usually list their own ports, so stripes hold one
+/// entry's sources and the output stays linear in the input (1,000 entries
+/// with a /8 and a few /32s each give 1,000 elements). The earlier sweep
+/// along the address axis put every port into every address stripe, a
+/// cross product (the same 1,000 entries gave millions of elements).
+/// Rectangles whose port ranges overlap many others still multiply; the
+/// planner's tests bound the common shapes.
 pub fn disjoint_addr_ports(rects: &[AddrPorts]) -> Vec<AddrPorts> {
-    // Events at address boundaries: +1 when a rectangle starts, -1 after it ends.
-    let mut events: BTreeMap<u128, Vec<(PortRange, i32)>> = BTreeMap::new();
+    // Events at port boundaries: +1 when a rectangle starts, -1 after it ends.
+    let mut events: BTreeMap<u32, Vec<((u128, u128), i32)>> = BTreeMap::new();
     for rect in rects {
         events
-            .entry(rect.addrs.0)
+            .entry(u32::from(rect.ports.start()))
             .or_default()
-            .push((rect.ports, 1));
-        if let Some(after) = rect.addrs.1.checked_add(1) {
-            events.entry(after).or_default().push((rect.ports, -1));
-        }
+            .push((rect.addrs, 1));
+        events
+            .entry(u32::from(rect.ports.end()) + 1)
+            .or_default()
+            .push((rect.addrs, -1));
     }
-    let mut active: BTreeMap<PortRange, i32> = BTreeMap::new();
-    // (start address, port set) of the stripe being built.
-    let mut stripes: Vec<(u128, Vec<PortRange>)> = Vec::new();
-    for (addr, changes) in events {
-        for (ports, delta) in changes {
-            let count = active.entry(ports).or_insert(0);
+    let mut active: BTreeMap<(u128, u128), i32> = BTreeMap::new();
+    // (first port, address union) of each stripe.
+    let mut stripes: Vec<(u32, Vec<(u128, u128)>)> = Vec::new();
+    for (port, changes) in events {
+        for (addrs, delta) in changes {
+            let count = active.entry(addrs).or_insert(0);
             *count += delta;
             if *count == 0 {
-                active.remove(&ports);
+                active.remove(&addrs);
             }
         }
-        let covered = merge_ports(active.keys().copied());
+        let covered = merge_addrs(active.keys().copied());
         match stripes.last() {
             Some((_, last)) if *last == covered => {}
-            _ => stripes.push((addr, covered)),
+            _ => stripes.push((port, covered)),
         }
     }
     let mut out = Vec::new();
-    for (i, (start, ports)) in stripes.iter().enumerate() {
-        let end = match stripes.get(i + 1) {
-            Some((next, _)) => next - 1,
-            None => u128::MAX,
+    for (i, (start, addrs)) in stripes.iter().enumerate() {
+        let end = stripes
+            .get(i + 1)
+            .map_or(u32::from(u16::MAX), |(next, _)| next - 1);
+        let (Ok(start), Ok(end)) = (u16::try_from(*start), u16::try_from(end)) else {
+            continue;
         };
-        for range in ports {
-            out.push(AddrPorts {
-                addrs: (*start, end),
-                ports: *range,
-            });
+        let Some(ports) = PortRange::new(start, end) else {
+            continue;
+        };
+        out.extend(addrs.iter().map(|&addrs| AddrPorts { addrs, ports }));
+    }
+    out.sort();
+    out
+}
+
+/// Sorted, disjoint, non-adjacent union of inclusive address ranges given
+/// in ascending order of their start.
+fn merge_addrs(sorted: impl IntoIterator<Item = (u128, u128)>) -> Vec<(u128, u128)> {
+    let mut merged: Vec<(u128, u128)> = Vec::new();
+    for (first, last) in sorted {
+        match merged.last_mut() {
+            Some(prev) if prev.1 == u128::MAX || first <= prev.1 + 1 => prev.1 = prev.1.max(last),
+            _ => merged.push((first, last)),
         }
     }
-    out
+    merged
 }
 
 /// Whether `(first, last)` is exactly one CIDR block within `width` bits;
@@ -126,25 +151,23 @@ mod tests {
             addrs: (0x0A01_0000, 0x0A01_FFFF),
             ports: p(443, 443),
         };
-        let out = disjoint_addr_ports(&[big, small]);
+        // Each port keeps its own network: no stripes of the big network.
+        assert_eq!(disjoint_addr_ports(&[big, small]), vec![big, small]);
+        // Overlapping ports: the overlap holds the union of both networks.
+        let wide = AddrPorts {
+            ports: p(80, 443),
+            ..small
+        };
         assert_eq!(
-            out,
+            disjoint_addr_ports(&[big, wide]),
             vec![
                 AddrPorts {
-                    addrs: (0x0A00_0000, 0x0A00_FFFF),
+                    addrs: (0x0A00_0000, 0x0AFF_FFFF),
                     ports: p(80, 80)
                 },
                 AddrPorts {
                     addrs: (0x0A01_0000, 0x0A01_FFFF),
-                    ports: p(80, 80)
-                },
-                AddrPorts {
-                    addrs: (0x0A01_0000, 0x0A01_FFFF),
-                    ports: p(443, 443)
-                },
-                AddrPorts {
-                    addrs: (0x0A02_0000, 0x0AFF_FFFF),
-                    ports: p(80, 80)
+                    ports: p(81, 443)
                 },
             ]
         );
@@ -154,6 +177,29 @@ mod tests {
             ..small
         };
         assert_eq!(disjoint_addr_ports(&[big, same]), vec![big]);
+    }
+
+    #[test]
+    fn distinct_ports_from_one_wide_network_stay_linear() {
+        // The shape that gave a 36 MB ruleset: every entry its own port,
+        // from 10.0.0.0/8 and a few /32s of its own (outside the /8, so
+        // that neighbouring ports cannot merge).
+        let mut rects = Vec::new();
+        for i in 0..1000u16 {
+            for k in 0..4u128 {
+                rects.push(AddrPorts {
+                    addrs: if k == 0 {
+                        (0x0A00_0000, 0x0AFF_FFFF)
+                    } else {
+                        let a = 0xC0A8_0000 + u128::from(i) * 16 + k * 2;
+                        (a, a)
+                    },
+                    ports: p(1000 + i, 1000 + i),
+                });
+            }
+        }
+        // One element per (entry, source): 4,000, not 1,000 x 3,001 stripes.
+        assert_eq!(disjoint_addr_ports(&rects).len(), 4000);
     }
 
     #[test]

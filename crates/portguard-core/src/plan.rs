@@ -245,11 +245,26 @@ fn trust_gate(config: &Config) -> Vec<Rule> {
     rules
 }
 
+/// Base chains run at `filter - 1`, before every chain Docker writes.
+///
+/// The forward chain fails closed: policy `drop` and an explicit final
+/// `accept`. The kernel hooks a new base chain while it processes the
+/// batch, but the chain's rules become visible only at commit; a commit
+/// that has to wait (for the cleanup of the transaction that deleted the
+/// table, say) leaves packets meeting an empty chain, and with policy
+/// `accept` they passed unjudged. With `drop` they wait for a
+/// retransmission instead. The input chain keeps policy `accept`: with
+/// `drop`, anyone flushing its rules while the daemon is down would lock
+/// the administrator out of SSH; see docs/how-it-works.md for the
+/// trade-off.
 fn base(hook: Hook) -> Option<BaseChain> {
     Some(BaseChain {
         hook,
         priority: PRIORITY_FILTER - 1,
-        policy: Policy::Accept,
+        policy: match hook {
+            Hook::Forward => Policy::Drop,
+            Hook::Input => Policy::Accept,
+        },
     })
 }
 
@@ -269,6 +284,9 @@ fn forward_chain(config: &Config) -> Chain {
         }
         Scope::All => rules.push(Rule::new([judge()])),
     }
+    // What the judge let through, and what is not ours to judge, goes on
+    // to the chains after ours (the policy is drop, see `base`).
+    rules.push(Rule::new([Stmt::Accept]));
     Chain {
         name: names::FORWARD.into(),
         base: base(Hook::Forward),

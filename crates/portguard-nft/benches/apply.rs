@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use portguard_config::Config;
 use portguard_core::{Ruleset, Snapshot, plan};
-use portguard_nft::Nft;
+use portguard_nft::{GuardTable, Ownership, TableOutcome, TableSpec};
 use portguard_testkit::NetNs;
 
 /// `n` allow entries on non-adjacent ports (so nothing merges), with
@@ -28,48 +28,51 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn main() {
     let ns = NetNs::new("bench");
-    let mut nft = ns.enter(|| Nft::open().unwrap());
+    let mut table = ns.enter(|| {
+        GuardTable::open(TableSpec {
+            name: "portguard".into(),
+            ownership: Ownership::Unowned,
+        })
+        .unwrap()
+    });
     println!(
         "{:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "entries", "full", "incremental", "readback", "verify", "verify-dump"
+        "entries", "full", "one-element", "verify-after", "unchanged", "read"
     );
     for n in [10usize, 1_000, 10_000] {
         let rounds = if n >= 10_000 { 7 } else { 21 };
         let (a, b) = (ruleset(n, 0), ruleset(n, 1));
         let mut full = Vec::new();
-        let mut incremental = Vec::new();
-        let mut readback = Vec::new();
-        let mut verify = Vec::new();
-        let mut dump = Vec::new();
+        let mut one_element = Vec::new();
+        let mut verify_after = Vec::new();
+        let mut unchanged = Vec::new();
+        let mut read = Vec::new();
         for _ in 0..rounds {
-            nft.remove().unwrap();
+            table.remove().unwrap();
+            table.reconcile(&a).unwrap();
+            full.push(table.last_stats().commit);
+            let outcome = table.reconcile(&b).unwrap();
+            assert!(matches!(outcome, TableOutcome::Repaired(_)), "{outcome:?}");
+            one_element.push(table.last_stats().commit);
+            verify_after.push(table.last_stats().verify);
             let t = Instant::now();
-            let stats = nft.apply(&a).unwrap();
-            full.push(t.elapsed() - stats.readback);
-            let stats = nft.apply(&b).unwrap();
-            assert!(stats.incremental);
-            incremental.push(stats.commit);
-            readback.push(stats.readback);
+            assert_eq!(table.reconcile(&b).unwrap(), TableOutcome::Unchanged);
+            unchanged.push(t.elapsed());
             let t = Instant::now();
-            nft.verify().unwrap();
-            verify.push(t.elapsed());
-            let t = Instant::now();
-            nft.read_table().unwrap();
-            dump.push(t.elapsed());
+            table.read().unwrap();
+            read.push(t.elapsed());
         }
         println!(
             "{n:>8} {:>12?} {:>12?} {:>12?} {:>12?} {:>12?}",
             median(full),
-            median(incremental),
-            median(readback),
-            median(verify),
-            median(dump)
+            median(one_element),
+            median(verify_after),
+            median(unchanged),
+            median(read)
         );
     }
-    println!(
-        "full: delete + add the whole table in one transaction; incremental: flush and refill the changed set;"
-    );
-    println!(
-        "readback: dump after apply; verify: generation check when nothing changed; verify-dump: full dump"
-    );
+    println!("full: create the whole table in one transaction (commit only);");
+    println!("one-element: the in-place repair when one allow entry changes (commit only);");
+    println!("verify-after: the exact read-back and comparison after it; unchanged: reconcile");
+    println!("when nothing changed (one generation check); read: a consistent full dump");
 }

@@ -11,8 +11,8 @@ use netlink_packet_netfilter::{
     NetfilterSubsystem,
 };
 
-use crate::Nft;
 use crate::error::NftError;
+use crate::socket::{NfSocket, payload};
 
 const IPCTNL_MSG_CT_GET: u8 = 1;
 const IPCTNL_MSG_CT_DELETE: u8 = 2;
@@ -126,7 +126,19 @@ fn parse_entry(payload: &[u8]) -> Option<Entry> {
     })
 }
 
-impl Nft {
+/// A handle on connection tracking in one network namespace.
+pub struct Conntrack {
+    sock: NfSocket,
+}
+
+impl Conntrack {
+    /// Opens a handle in the calling thread's network namespace.
+    pub fn open() -> Result<Conntrack, NftError> {
+        Ok(Conntrack {
+            sock: NfSocket::open()?,
+        })
+    }
+
     /// Ends every tracked connection carrying `mark` (all of its bits) for
     /// which `keep` says no. Connections that vanish meanwhile are fine.
     pub fn end_connections(
@@ -142,11 +154,11 @@ impl Nft {
                 DefaultNla::new(CTA_MARK_MASK, mark.to_be_bytes().to_vec()),
             ],
         );
-        let replies = self.sock.dump_raw_message(dump)?;
+        let replies = self.sock.dump(dump)?;
         let mut stats = SweepStats::default();
         let mut deletes = Vec::new();
-        for payload in &replies {
-            let Some(entry) = parse_entry(payload) else {
+        for raw in &replies {
+            let Some(entry) = parse_entry(payload(raw)) else {
                 continue;
             };
             stats.examined += 1;

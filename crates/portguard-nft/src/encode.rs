@@ -3,21 +3,26 @@
 //! ct, fib, limit, log and counter are built from their name and raw
 //! attributes, as the kernel's `nf_tables.h` defines them.
 
-use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE};
+use netlink_packet_core::{
+    DefaultNla, Emitable, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL,
+};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
-    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
-    Hook, HookNumber, Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey,
-    NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute,
-    SetDescription, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage,
-    SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, HookNumber,
+    Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator,
+    Payload, Register, RuleAttribute, RuleMessage, SetAttribute, SetDescription,
+    SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage, SetFlags, SetMessage,
+    TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
 };
 use portguard_core::ruleset::{
     BaseChain, Chain, CtStates, Element, Hook as ChainHook, IfMatch, Policy, Rule, Ruleset, Set,
-    SetKey, Stmt, TABLE_NAME,
+    SetKey, Stmt,
 };
 
+use crate::compare::Difference;
+use crate::readback::Attrs;
 use crate::socket::BatchItem;
+use crate::table::TableSpec;
 
 // nf_tables.h / netfilter headers.
 const NF_DROP: u32 = 0;
@@ -72,85 +77,95 @@ const BYTEORDER_HOST_ENDIAN: u32 = 1;
 /// Elements per NEWSETELEM message (an attribute is at most 64 KiB).
 const ELEMENTS_PER_MESSAGE: usize = 512;
 
-/// The batch that replaces our table with `ruleset`: create-if-missing,
-/// delete, then add everything back. Inside one transaction the kernel
-/// holds the old table or the new one, never a mix (P9).
+/// The batch that replaces table `spec` with `ruleset`: delete what is
+/// there (if anything), then add everything back. Inside one transaction
+/// the kernel holds the old table or the new one, never a mix (P9).
 ///
-/// With `locked`, the table is created owned (see [`locked_table_msg`]);
-/// the first message also takes over a table a previous owner left.
-pub(crate) fn replace_table(ruleset: &Ruleset, locked: bool) -> Vec<BatchItem> {
-    let table = || {
-        if locked {
-            locked_table_msg()
-        } else {
-            table_msg()
+/// `existing` is the flags of the table the kernel holds now, if any. An
+/// orphaned persistent table (its owner exited) is adopted first, so that
+/// the deletion is ours to make; anything else of ours is deleted as it is.
+pub(crate) fn replace_table(
+    spec: &TableSpec,
+    existing: Option<u32>,
+    ruleset: &Ruleset,
+) -> Vec<BatchItem> {
+    let name = spec.name.as_str();
+    let mut items = Vec::new();
+    if let Some(flags) = existing {
+        let orphan = flags & FLAG_PERSIST != 0 && flags & FLAG_OWNER == 0;
+        if orphan && spec.ownership.flags() & FLAG_PERSIST != 0 {
+            items.push(item(
+                NfTablesMessage::NewTable(table_msg(name, spec.ownership.flags())),
+                NLM_F_CREATE,
+                format!("adopt table inet {name}"),
+            ));
         }
-    };
-    let mut items = vec![
-        item(
-            NfTablesMessage::NewTable(table()),
-            NLM_F_CREATE,
-            format!("create table inet {TABLE_NAME}"),
-        ),
-        item(
-            NfTablesMessage::DeleteTable(table_msg()),
+        items.push(item(
+            NfTablesMessage::DeleteTable(table_msg(name, 0)),
             0,
-            format!("delete table inet {TABLE_NAME}"),
-        ),
-        item(
-            NfTablesMessage::NewTable(table()),
-            NLM_F_CREATE,
-            format!("add table inet {TABLE_NAME}"),
-        ),
-    ];
+            format!("delete table inet {name}"),
+        ));
+    }
+    items.push(item(
+        NfTablesMessage::NewTable(table_msg(name, spec.ownership.flags())),
+        NLM_F_CREATE,
+        format!("add table inet {name}"),
+    ));
     for (id, set) in ruleset.sets.iter().enumerate() {
         items.push(item(
-            NfTablesMessage::NewSet(set_msg(set, id as u32 + 1)),
+            NfTablesMessage::NewSet(set_msg(name, set, id as u32 + 1)),
             NLM_F_CREATE,
             format!("add set {}", set.name),
         ));
-        push_elements(set, &mut items);
+        push_elements(name, &set.name, element_attributes(set), &mut items, false);
     }
     for chain in &ruleset.chains {
         items.push(item(
-            NfTablesMessage::NewChain(chain_msg(chain)),
+            NfTablesMessage::NewChain(chain_msg(name, chain)),
             NLM_F_CREATE,
             format!("add chain {}", chain.name),
         ));
     }
     for chain in &ruleset.chains {
-        push_rules(chain, &mut items);
+        push_rules(name, chain, &mut items);
     }
     items
 }
 
-fn push_elements(set: &Set, items: &mut Vec<BatchItem>) {
-    for (chunk_index, chunk) in element_attributes(set)
-        .chunks(ELEMENTS_PER_MESSAGE)
-        .enumerate()
-    {
+/// Adds (or, with `delete`, deletes) `elements` of set `set`, in messages
+/// of at most [`ELEMENTS_PER_MESSAGE`].
+fn push_elements(
+    table: &str,
+    set: &str,
+    elements: Vec<ListAttribute<SetElementAttribute>>,
+    items: &mut Vec<BatchItem>,
+    delete: bool,
+) {
+    for (chunk_index, chunk) in elements.chunks(ELEMENTS_PER_MESSAGE).enumerate() {
+        let message = SetElementMessage {
+            attributes: vec![
+                SetElementList::Table(table.into()),
+                SetElementList::Set(set.into()),
+                SetElementList::Elements(chunk.to_vec()),
+            ],
+        };
+        let (message, flags, verb) = if delete {
+            (NfTablesMessage::DeleteSetElement(message), 0, "delete")
+        } else {
+            (NfTablesMessage::NewSetElement(message), NLM_F_CREATE, "add")
+        };
         items.push(item(
-            NfTablesMessage::NewSetElement(SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(TABLE_NAME.into()),
-                    SetElementList::Set(set.name.clone()),
-                    SetElementList::Elements(chunk.to_vec()),
-                ],
-            }),
-            NLM_F_CREATE,
-            format!(
-                "add elements to set {} (part {})",
-                set.name,
-                chunk_index + 1
-            ),
+            message,
+            flags,
+            format!("{verb} elements of set {set} (part {})", chunk_index + 1),
         ));
     }
 }
 
-fn push_rules(chain: &Chain, items: &mut Vec<BatchItem>) {
+fn push_rules(table: &str, chain: &Chain, items: &mut Vec<BatchItem>) {
     for (index, rule) in chain.rules.iter().enumerate() {
         items.push(item(
-            NfTablesMessage::NewRule(rule_msg(&chain.name, rule)),
+            NfTablesMessage::NewRule(rule_msg(table, &chain.name, rule)),
             NLM_F_CREATE | NLM_F_APPEND,
             format!(
                 "add rule {index} of chain {}: {}",
@@ -161,81 +176,102 @@ fn push_rules(chain: &Chain, items: &mut Vec<BatchItem>) {
     }
 }
 
-/// Whether `old` can be turned into `new` without recreating anything:
-/// the same sets (name and key) and the same chains (name and hook) in the
-/// same order. Then [`update_table`] applies, which keeps base chains
-/// hooked and unchanged sets untouched.
-pub(crate) fn same_shape(old: &Ruleset, new: &Ruleset) -> bool {
-    old.sets.len() == new.sets.len()
-        && old.chains.len() == new.chains.len()
-        && old
-            .sets
-            .iter()
-            .zip(&new.sets)
-            .all(|(a, b)| a.name == b.name && a.key == b.key)
-        && old
-            .chains
-            .iter()
-            .zip(&new.chains)
-            .all(|(a, b)| a.name == b.name && a.base == b.base)
-}
-
-/// The batch that turns the table holding `old` into `new` (same shape):
-/// sets whose elements changed are flushed and refilled, chains whose rules
-/// changed are flushed and refilled; everything else stays as it is.
-pub(crate) fn update_table(old: &Ruleset, new: &Ruleset) -> Vec<BatchItem> {
+/// The batch that turns table `spec` into `ruleset` in place, given the
+/// differences [`crate::compare::compare`] found, all of which are
+/// [`Difference::in_place`]: foreign elements are deleted and missing ones
+/// added, one by one, whatever the set's size; chains whose rules differ
+/// are flushed and refilled. Base chains stay hooked and keep judging
+/// until the commit switches to the new generation.
+pub(crate) fn repair_table(
+    spec: &TableSpec,
+    ruleset: &Ruleset,
+    differences: &[Difference],
+) -> Vec<BatchItem> {
+    let name = spec.name.as_str();
     let mut items = Vec::new();
-    for (before, after) in old.sets.iter().zip(&new.sets) {
-        if before.elements == after.elements {
-            continue;
+    for difference in differences {
+        match difference {
+            Difference::Elements {
+                set,
+                missing,
+                foreign,
+            } => {
+                let raw = |elements: &[Attrs]| {
+                    elements
+                        .iter()
+                        .map(|attrs| {
+                            ListAttribute::Element(
+                                attrs
+                                    .iter()
+                                    .map(|(kind, value)| {
+                                        SetElementAttribute::Other(DefaultNla::new(
+                                            *kind,
+                                            value.clone(),
+                                        ))
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                };
+                // Deletions first: an interval end that is foreign may
+                // share its key with a start we are about to add.
+                push_elements(name, set, raw(foreign), &mut items, true);
+                push_elements(name, set, raw(missing), &mut items, false);
+            }
+            Difference::Rules { chain, .. } => {
+                let Some(wanted) = ruleset.chain(chain) else {
+                    continue;
+                };
+                items.push(item(
+                    NfTablesMessage::DeleteRule(RuleMessage {
+                        attributes: vec![
+                            RuleAttribute::Table(name.into()),
+                            RuleAttribute::Chain(chain.clone()),
+                        ],
+                    }),
+                    0,
+                    format!("flush chain {chain}"),
+                ));
+                push_rules(name, wanted, &mut items);
+            }
+            _ => {}
         }
-        items.push(item(
-            NfTablesMessage::DeleteSetElement(SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(TABLE_NAME.into()),
-                    SetElementList::Set(after.name.clone()),
-                ],
-            }),
-            0,
-            format!("flush set {}", after.name),
-        ));
-        push_elements(after, &mut items);
-    }
-    for (before, after) in old.chains.iter().zip(&new.chains) {
-        if before.rules == after.rules {
-            continue;
-        }
-        items.push(item(
-            NfTablesMessage::DeleteRule(RuleMessage {
-                attributes: vec![
-                    RuleAttribute::Table(TABLE_NAME.into()),
-                    RuleAttribute::Chain(after.name.clone()),
-                ],
-            }),
-            0,
-            format!("flush chain {}", after.name),
-        ));
-        push_rules(after, &mut items);
     }
     items
 }
 
-/// The batch that deletes our table if it exists.
-pub(crate) fn delete_table(locked: bool) -> Vec<BatchItem> {
+/// The batch that deletes table `name` if it exists: created first (a
+/// no-op when it does), so that the deletion cannot fail on a missing
+/// table. `flags` must be what the table has, or the creation is refused.
+pub(crate) fn delete_table(name: &str, flags: u32) -> Vec<BatchItem> {
     vec![
         item(
-            NfTablesMessage::NewTable(if locked {
-                locked_table_msg()
-            } else {
-                table_msg()
-            }),
+            NfTablesMessage::NewTable(table_msg(name, flags)),
             NLM_F_CREATE,
             "create table (to delete it)".into(),
         ),
         item(
-            NfTablesMessage::DeleteTable(table_msg()),
+            NfTablesMessage::DeleteTable(table_msg(name, 0)),
             0,
-            format!("delete table inet {TABLE_NAME}"),
+            format!("delete table inet {name}"),
+        ),
+    ]
+}
+
+/// A batch that creates and at once deletes a table with `flags`: it
+/// commits only if the kernel knows those flags.
+pub(crate) fn probe_table_flags(name: &str, flags: u32) -> Vec<BatchItem> {
+    vec![
+        item(
+            NfTablesMessage::NewTable(table_msg(name, flags)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add probe table inet {name}"),
+        ),
+        item(
+            NfTablesMessage::DeleteTable(table_msg(name, 0)),
+            0,
+            format!("delete probe table inet {name}"),
         ),
     ]
 }
@@ -249,24 +285,23 @@ fn item(message: NfTablesMessage, flags: u16, what: String) -> BatchItem {
     }
 }
 
-pub(crate) fn table_msg() -> TableMessage {
-    TableMessage {
-        attributes: vec![TableAttribute::Name(TABLE_NAME.into())],
+/// `NFT_TABLE_F_OWNER`: only the owning socket may change the table, and
+/// it goes when that socket closes (unless persistent).
+pub(crate) const FLAG_OWNER: u32 = 2;
+/// `NFT_TABLE_F_PERSIST` (Linux 6.9+): an owned table stays when its owner
+/// exits, orphaned, until a new owner adopts it.
+pub(crate) const FLAG_PERSIST: u32 = 4;
+
+/// Table `name` with `NFT_TABLE_F_*` `flags` (none: a plain table).
+pub(crate) fn table_msg(name: &str, flags: u32) -> TableMessage {
+    let mut attributes = vec![TableAttribute::Name(name.into())];
+    if flags != 0 {
+        attributes.push(TableAttribute::Flags(TableFlags::from_bits_retain(flags)));
     }
+    TableMessage { attributes }
 }
 
-/// Our table, owned by the sending socket and persisting after it closes
-/// (Linux 6.9+): nobody else may change or delete it while we hold it;
-/// when we are gone it stays, and the next owner takes it over.
-fn locked_table_msg() -> TableMessage {
-    let mut msg = table_msg();
-    msg.attributes.push(TableAttribute::Flags(
-        TableFlags::Owner | TableFlags::Persisent,
-    ));
-    msg
-}
-
-fn set_msg(set: &Set, id: u32) -> SetMessage {
+pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
     let (key_type, key_len, fields): (u32, u32, &[u32]) = match set.key {
         SetKey::Ifname => (TYPE_IFNAME, IFNAMSIZ as u32, &[]),
         SetKey::Port => (TYPE_INET_SERVICE, 2, &[]),
@@ -285,7 +320,7 @@ fn set_msg(set: &Set, id: u32) -> SetMessage {
         flags |= SetFlags::Concat;
     }
     let mut attributes = vec![
-        SetAttribute::Table(TABLE_NAME.into()),
+        SetAttribute::Table(table.into()),
         SetAttribute::Name(set.name.clone()),
         SetAttribute::Flags(flags),
         SetAttribute::KeyType(key_type),
@@ -360,7 +395,7 @@ fn port_slot(port: u16) -> [u8; 4] {
 /// take a start element and an end element one past the range, flagged
 /// INTERVAL_END, as nft sends them (including the leading end marker at 0);
 /// concatenated interval sets (pipapo) take KEY and an inclusive KEY_END.
-fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
+pub(crate) fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
     let mut out = Vec::new();
     let first_port_start = set.elements.iter().find_map(|e| match e {
         Element::Port(r) => Some(r.start()),
@@ -407,9 +442,9 @@ fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
     out
 }
 
-fn chain_msg(chain: &Chain) -> ChainMessage {
+pub(crate) fn chain_msg(table: &str, chain: &Chain) -> ChainMessage {
     let mut attributes = vec![
-        ChainAttribute::Table(TABLE_NAME.into()),
+        ChainAttribute::Table(table.into()),
         ChainAttribute::Name(chain.name.clone()),
     ];
     if let Some(BaseChain {
@@ -436,14 +471,14 @@ fn chain_msg(chain: &Chain) -> ChainMessage {
     ChainMessage { attributes }
 }
 
-fn rule_msg(chain: &str, rule: &Rule) -> RuleMessage {
+pub(crate) fn rule_msg(table: &str, chain: &str, rule: &Rule) -> RuleMessage {
     let mut exprs = Vec::new();
     for stmt in &rule.stmts {
         stmt_exprs(stmt, &mut exprs);
     }
     RuleMessage {
         attributes: vec![
-            RuleAttribute::Table(TABLE_NAME.into()),
+            RuleAttribute::Table(table.into()),
             RuleAttribute::Chain(chain.into()),
             RuleAttribute::Expressions(exprs.into_iter().map(ListAttribute::from).collect()),
         ],
@@ -547,7 +582,10 @@ fn saddr_ct_dport(nfproto: u8, set: &str, out: &mut Vec<Expressions>) {
     let (offset, len, port_reg) = if nfproto == NFPROTO_IPV4 {
         (12, 4, Register::Reg32_01)
     } else {
-        (8, 16, Register::Reg32_04)
+        // 32-bit register 4 is 128-bit register 2; the kernel dumps it
+        // under that name, so that is the name sent (the read-back must
+        // compare equal).
+        (8, 16, Register::Reg2)
     };
     out.push(Expressions::Payload(vec![
         Payload::DestinationRegister(Register::Reg1),
@@ -664,26 +702,4 @@ fn stmt_exprs(stmt: &Stmt, out: &mut Vec<Expressions>) {
         Stmt::Drop => out.push(verdict(Verdict::Other(NF_DROP), None)),
         Stmt::Jump(chain) => out.push(verdict(Verdict::Jump, Some(chain))),
     }
-}
-
-/// Names of the expressions a rule compiles to, in order: what a read-back
-/// compares against.
-pub(crate) fn expression_names(rule: &Rule) -> Vec<String> {
-    let mut exprs = Vec::new();
-    for stmt in &rule.stmts {
-        stmt_exprs(stmt, &mut exprs);
-    }
-    exprs
-        .into_iter()
-        .map(|e| match ListAttribute::<ExpressionAttribute>::from(e) {
-            ListAttribute::Element(attrs) => attrs
-                .iter()
-                .find_map(|a| match a {
-                    ExpressionAttribute::Name(n) => Some(n.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default(),
-            _ => String::new(),
-        })
-        .collect()
 }

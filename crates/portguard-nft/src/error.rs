@@ -13,6 +13,13 @@ pub enum NftError {
     Protocol(String),
     #[error("{0}")]
     Command(String),
+    /// After applying, the kernel still differs from the desired ruleset
+    /// (somebody kept changing it).
+    #[error("the kernel does not hold the desired ruleset: {}", .0.join("; "))]
+    NotApplied(Vec<String>),
+    /// The ruleset changed while the kernel was dumping it: read again.
+    #[error("the ruleset changed during a dump")]
+    Interrupted,
 }
 
 impl NftError {

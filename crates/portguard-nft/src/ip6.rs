@@ -3,14 +3,20 @@
 //! final, so the only fix is to change that chain's policy back (the one
 //! place portguard writes outside its own table).
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage, NfTablesMessage};
 
-use crate::Nft;
 use crate::error::NftError;
-use crate::socket::BatchItem;
+use crate::socket::{BatchItem, NfSocket};
+
+/// `ip6tables-legacy` waits at most this long for the xtables lock (`-w`),
+/// and is killed if it takes longer than [`LEGACY_DEADLINE`] in all: the
+/// reconcile loop must never wait without a bound.
+const LEGACY_LOCK_WAIT: &str = "1";
+const LEGACY_DEADLINE: Duration = Duration::from_secs(3);
 
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
@@ -50,9 +56,23 @@ pub struct PolicyRestore {
     pub backend: Ip6Backend,
 }
 
-impl Nft {
+/// A handle on the IPv6 FORWARD policy in one network namespace.
+pub struct Ip6Policy {
+    sock: NfSocket,
+    netns: NetnsRef,
+}
+
+impl Ip6Policy {
+    /// Opens a handle in the calling thread's network namespace.
+    pub fn open() -> Result<Ip6Policy, NftError> {
+        Ok(Ip6Policy {
+            sock: NfSocket::open()?,
+            netns: NetnsRef::current()?,
+        })
+    }
+
     /// The policy of nf_tables' `ip6 filter FORWARD` chain.
-    pub fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
+    pub fn forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
         let reply = self.sock.request(
             NetfilterProtoFamily::IPv6,
             NfTablesMessage::GetChain(forward_chain(Vec::new())),
@@ -74,9 +94,9 @@ impl Nft {
     /// Sets every IPv6 FORWARD policy that is drop back to accept, in
     /// nf_tables and, where the legacy tables are in use, through
     /// `ip6tables-legacy`. Returns what it changed.
-    pub fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {
+    pub fn restore(&mut self) -> Result<Vec<PolicyRestore>, NftError> {
         let mut restored = Vec::new();
-        if self.ip6_forward_policy()? == ForwardPolicy::Drop {
+        if self.forward_policy()? == ForwardPolicy::Drop {
             self.sock.send_batch(vec![BatchItem {
                 family: NetfilterProtoFamily::IPv6,
                 flags: 0,
@@ -90,7 +110,10 @@ impl Nft {
             });
         }
         if legacy_policy_in(&self.netns)? == ForwardPolicy::Drop {
-            run_legacy(&self.netns, &["-w", "-P", FORWARD, "ACCEPT"])?;
+            run_legacy(
+                &self.netns,
+                &["-w", LEGACY_LOCK_WAIT, "-P", FORWARD, "ACCEPT"],
+            )?;
             restored.push(PolicyRestore {
                 backend: Ip6Backend::Legacy,
             });
@@ -164,15 +187,10 @@ fn legacy_filter_in_use_in(netns: &NetnsRef) -> bool {
     if netns.is_current() {
         return legacy_filter_in_use();
     }
-    netns
-        .command("cat")
-        .arg("/proc/thread-self/net/ip6_tables_names")
-        .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.trim() == FILTER)
-        })
+    let mut cat = netns.command("cat");
+    cat.arg("/proc/thread-self/net/ip6_tables_names");
+    run_bounded(cat)
+        .map(|(_, stdout, _)| stdout.lines().any(|l| l.trim() == FILTER))
         .unwrap_or(false)
 }
 
@@ -182,7 +200,7 @@ fn legacy_policy_in(netns: &NetnsRef) -> Result<ForwardPolicy, NftError> {
     if !legacy_filter_in_use_in(netns) {
         return Ok(ForwardPolicy::NoChain);
     }
-    let listing = run_legacy(netns, &["-w", "-S", FORWARD])?;
+    let listing = run_legacy(netns, &["-w", LEGACY_LOCK_WAIT, "-S", FORWARD])?;
     Ok(if listing.lines().any(|l| l.trim() == "-P FORWARD DROP") {
         ForwardPolicy::Drop
     } else {
@@ -191,21 +209,54 @@ fn legacy_policy_in(netns: &NetnsRef) -> Result<ForwardPolicy, NftError> {
 }
 
 fn run_legacy(netns: &NetnsRef, args: &[&str]) -> Result<String, NftError> {
-    let out = netns
-        .command("ip6tables-legacy")
-        .args(args)
-        .output()
-        .map_err(|e| {
-            NftError::Command(format!(
-                "the legacy ip6 filter table is in use but ip6tables-legacy cannot run: {e}"
-            ))
-        })?;
-    if !out.status.success() {
+    let mut cmd = netns.command("ip6tables-legacy");
+    cmd.args(args);
+    let (ok, stdout, stderr) = run_bounded(cmd).map_err(|e| {
+        NftError::Command(format!(
+            "the legacy ip6 filter table is in use but ip6tables-legacy did not run: {e}"
+        ))
+    })?;
+    if !ok {
         return Err(NftError::Command(format!(
             "ip6tables-legacy {} failed: {}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(stdout)
+}
+
+/// Runs `cmd` to completion or kills it at [`LEGACY_DEADLINE`]: success,
+/// stdout and stderr. Its output is small (one chain), so it is read after
+/// it exits.
+fn run_bounded(mut cmd: Command) -> std::io::Result<(bool, String, String)> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + LEGACY_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("killed after {} s", LEGACY_DEADLINE.as_secs()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout)?;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr)?;
+    }
+    Ok((status.success(), stdout, stderr))
 }

@@ -14,6 +14,7 @@ use portguard_core::ruleset::TABLE_NAME;
 
 use crate::error::NftError;
 use crate::socket::{NfSocket, is_own_thread, split_messages};
+use crate::table::STANDBY_TABLE;
 
 /// One committed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,7 @@ impl Change {
     pub fn may_touch_our_table(&self) -> bool {
         self.undecodable > 0
             || self.tables.contains(&format!("inet {TABLE_NAME}"))
+            || self.tables.contains(&format!("inet {STANDBY_TABLE}"))
             || self.tables.is_empty()
     }
 

@@ -1,49 +1,76 @@
-//! Reading our table back from the kernel, in a normalized form that can be
-//! compared with what we applied. Only `inet portguard` is dumped, so rules
-//! other programs write elsewhere never reach the parser; a message in our
-//! table that cannot be decoded counts as an alteration, never as a failure.
+//! Reading one of our tables back from the kernel, in a canonical form that
+//! [`crate::compare`] checks against the desired ruleset (which
+//! [`crate::compare::expected_state`] puts in the same form by walking our
+//! own encoded messages with the same functions). Only our table is dumped,
+//! so rules other programs write elsewhere never reach the parser; a
+//! message in our table that cannot be decoded counts as a difference,
+//! never as a failure.
 
+use crate::error::NftError;
+use crate::socket::{NfSocket, decode_nft, payload};
 use netlink_packet_core::{Emitable, Nla, NlasIterator};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Hook, NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute,
-    SetElementList, SetElementMessage, SetMessage,
+    SetElementList, SetElementMessage, SetMessage, TableAttribute,
 };
-use portguard_core::ruleset::TABLE_NAME;
-
-use crate::error::NftError;
-use crate::socket::NfSocket;
 
 const NFTA_COUNTER_PACKETS: u16 = 2;
 
-/// One expression: its name and its attributes as bytes (counter values
-/// left out, they change with traffic).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Netlink attributes in canonical form: sorted by type, with the
+/// NESTED and BYTEORDER flag bits masked off, values as bytes. Two
+/// encodings of the same object compare equal whatever order or flag bits
+/// the kernel dumps them with.
+pub type Attrs = Vec<(u16, Vec<u8>)>;
+
+/// One expression: its name and its attributes (a counter's values left
+/// out, they change with traffic).
+#[derive(Debug, Clone)]
 pub struct ExprState {
     pub name: String,
-    pub data: Vec<u8>,
+    pub attrs: Attrs,
     /// Packets counted, for `counter` expressions.
     pub packets: Option<u64>,
+}
+
+impl PartialEq for ExprState {
+    /// Counter values are not part of what a rule is.
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.attrs == other.attrs
+    }
+}
+
+impl Eq for ExprState {}
+
+/// A base chain's hook (number and priority), type and policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseState {
+    pub hook: Attrs,
+    pub kind: Option<String>,
+    pub policy: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainState {
     pub name: String,
-    /// Hook attributes and policy as bytes, for base chains.
-    pub base: Option<(Vec<u8>, Option<u32>)>,
+    pub base: Option<BaseState>,
     pub rules: Vec<Vec<ExprState>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetState {
     pub name: String,
-    pub definition: Vec<u8>,
-    pub elements: Vec<Vec<u8>>,
+    /// Flags, key type and length, data type and length.
+    pub definition: Attrs,
+    /// Each element's attributes (key, key end, flags), sorted.
+    pub elements: Vec<Attrs>,
 }
 
-/// Our table as the kernel holds it.
+/// One of our tables as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableState {
+    /// `NFT_TABLE_F_*`: dormant, owner, persist.
+    pub flags: u32,
     pub chains: Vec<ChainState>,
     pub sets: Vec<SetState>,
     /// Messages in our table that could not be decoded.
@@ -51,22 +78,6 @@ pub struct TableState {
 }
 
 impl TableState {
-    /// Equal but for counter values.
-    pub fn same_structure(&self, other: &TableState) -> bool {
-        let strip = |t: &TableState| {
-            let mut t = t.clone();
-            for chain in &mut t.chains {
-                for rule in &mut chain.rules {
-                    for expr in rule {
-                        expr.packets = None;
-                    }
-                }
-            }
-            t
-        };
-        strip(self) == strip(other)
-    }
-
     /// Packets counted by the judge chains' counters: attempts blocked
     /// (or, in audit mode, that would have been).
     pub fn blocked_packets(&self) -> u64 {
@@ -100,42 +111,91 @@ fn raw_rule(payload: &[u8]) -> Option<(String, String, Vec<ExprState>)> {
     const NFTA_RULE_TABLE: u16 = 1;
     const NFTA_RULE_CHAIN: u16 = 2;
     const NFTA_RULE_EXPRESSIONS: u16 = 4;
-    const NFTA_EXPR_NAME: u16 = 1;
-    const NFTA_EXPR_DATA: u16 = 2;
-    let (mut table, mut chain, mut exprs) = (String::new(), String::new(), Vec::new());
+    let (mut table, mut chain) = (String::new(), String::new());
+    let mut exprs = Vec::new();
     for nla in NlasIterator::new(payload) {
         let nla = nla.ok()?;
         match nla.kind() & NLA_TYPE_MASK {
             NFTA_RULE_TABLE => table = c_string(nla.value()),
             NFTA_RULE_CHAIN => chain = c_string(nla.value()),
-            NFTA_RULE_EXPRESSIONS => {
-                for element in NlasIterator::new(nla.value()) {
-                    let element = element.ok()?;
-                    let mut expr = ExprState {
-                        name: String::new(),
-                        data: Vec::new(),
-                        packets: None,
-                    };
-                    for attr in NlasIterator::new(element.value()) {
-                        let attr = attr.ok()?;
-                        match attr.kind() & NLA_TYPE_MASK {
-                            NFTA_EXPR_NAME => expr.name = c_string(attr.value()),
-                            NFTA_EXPR_DATA => expr.data = attr.value().to_vec(),
-                            _ => {}
-                        }
-                    }
-                    if expr.name == "counter" {
-                        // Counter values change with traffic: keep them apart.
-                        expr.packets = counter_packets(&expr.data);
-                        expr.data.clear();
-                    }
-                    exprs.push(expr);
-                }
-            }
+            NFTA_RULE_EXPRESSIONS => exprs = raw_expressions(nla.value())?,
             _ => {}
         }
     }
     Some((table, chain, exprs))
+}
+
+/// The expressions of a rule (the value of NFTA_RULE_EXPRESSIONS).
+pub(crate) fn raw_expressions(list: &[u8]) -> Option<Vec<ExprState>> {
+    const NFTA_EXPR_NAME: u16 = 1;
+    const NFTA_EXPR_DATA: u16 = 2;
+    let mut exprs = Vec::new();
+    for element in NlasIterator::new(list) {
+        let element = element.ok()?;
+        let mut expr = ExprState {
+            name: String::new(),
+            attrs: Vec::new(),
+            packets: None,
+        };
+        for attr in NlasIterator::new(element.value()) {
+            let attr = attr.ok()?;
+            match attr.kind() & NLA_TYPE_MASK {
+                NFTA_EXPR_NAME => expr.name = c_string(attr.value()),
+                NFTA_EXPR_DATA if expr.name == "counter" => {
+                    // Counter values change with traffic: keep them apart.
+                    expr.packets = counter_packets(attr.value());
+                }
+                NFTA_EXPR_DATA => expr.attrs = canonical(attr.value())?,
+                _ => {}
+            }
+        }
+        kernel_defaults(&mut expr);
+        exprs.push(expr);
+    }
+    Some(exprs)
+}
+
+/// What the kernel echoes differently from what it was sent, made equal
+/// on both sides, one case at a time (never by guessing at the shape of
+/// arbitrary bytes, which could make two different keys look equal):
+/// * `bitwise` gains `NFTA_BITWISE_OP` = boolean (0), its default;
+/// * `lookup` gains `NFTA_LOOKUP_FLAGS` = 0, its default;
+/// * `immediate`'s data holds one nft_data attribute (value or verdict),
+///   whose NESTED flag the kernel does not set.
+fn kernel_defaults(expr: &mut ExprState) {
+    const NFTA_BITWISE_OP: u16 = 6;
+    const NFTA_LOOKUP_FLAGS: u16 = 5;
+    const NFTA_IMMEDIATE_DATA: u16 = 2;
+    let default = |attrs: &mut Attrs, kind: u16| {
+        if !attrs.iter().any(|(k, _)| *k == kind) {
+            attrs.push((kind, 0u32.to_be_bytes().to_vec()));
+            attrs.sort();
+        }
+    };
+    match expr.name.as_str() {
+        "bitwise" => default(&mut expr.attrs, NFTA_BITWISE_OP),
+        "lookup" => default(&mut expr.attrs, NFTA_LOOKUP_FLAGS),
+        "immediate" => {
+            for (kind, value) in &mut expr.attrs {
+                if *kind == NFTA_IMMEDIATE_DATA && value.len() >= 4 {
+                    let inner = u16::from_ne_bytes([value[2], value[3]]) & NLA_TYPE_MASK;
+                    value[2..4].copy_from_slice(&inner.to_ne_bytes());
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `bytes` (a sequence of attributes) in canonical form, see [`Attrs`].
+pub(crate) fn canonical(bytes: &[u8]) -> Option<Attrs> {
+    let mut attrs = Vec::new();
+    for nla in NlasIterator::new(bytes) {
+        let nla = nla.ok()?;
+        attrs.push((nla.kind() & NLA_TYPE_MASK, nla.value().to_vec()));
+    }
+    attrs.sort();
+    Some(attrs)
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -153,41 +213,46 @@ fn counter_packets(data: &[u8]) -> Option<u64> {
         })
 }
 
-fn chain_state(chain: &ChainMessage) -> ChainState {
+pub(crate) fn chain_state(chain: &ChainMessage) -> ChainState {
     let mut name = String::new();
-    let mut hook: Option<Vec<u8>> = None;
+    let mut hook = None;
+    let mut kind = None;
     let mut policy = None;
     for attr in &chain.attributes {
         match attr {
             ChainAttribute::Name(n) => name = n.clone(),
-            ChainAttribute::Hook(hooks) => {
-                hook = Some(emit_nlas::<Hook>(hooks));
-            }
+            ChainAttribute::Hook(hooks) => hook = canonical(&emit_nlas::<Hook>(hooks)),
+            ChainAttribute::Type(t) => kind = Some(t.clone()),
             ChainAttribute::Policy(p) => policy = Some(*p),
             _ => {}
         }
     }
     ChainState {
         name,
-        base: hook.map(|h| (h, policy)),
+        base: hook.map(|hook| BaseState { hook, kind, policy }),
         rules: Vec::new(),
     }
 }
 
-fn set_state(set: &SetMessage) -> SetState {
+pub(crate) fn set_state(set: &SetMessage) -> SetState {
     let mut name = String::new();
     let mut definition = Vec::new();
     for attr in &set.attributes {
         match attr {
             SetAttribute::Name(n) => name = n.clone(),
+            // No flags and flags 0 are the same set; the kernel dumps the
+            // attribute only when it is not 0.
+            SetAttribute::Flags(flags) if flags.is_empty() => {}
             SetAttribute::Flags(_)
             | SetAttribute::KeyType(_)
             | SetAttribute::KeyLen(_)
             | SetAttribute::DataType(_)
-            | SetAttribute::DataLen(_) => definition.extend(emit_nlas(std::slice::from_ref(attr))),
+            | SetAttribute::DataLen(_) => definition
+                .extend(canonical(&emit_nlas(std::slice::from_ref(attr))).unwrap_or_default()),
             _ => {}
         }
     }
+    definition.sort();
     SetState {
         name,
         definition,
@@ -195,10 +260,10 @@ fn set_state(set: &SetMessage) -> SetState {
     }
 }
 
-/// The elements of one NEWSETELEM dump reply, each as its attribute bytes.
+/// The elements of one NEWSETELEM dump reply, each in canonical form.
 /// Walked by hand: the library's decoder formats the whole buffer into
 /// every error context it builds, which makes large dumps quadratic.
-fn raw_elements(payload: &[u8]) -> Option<Vec<Vec<u8>>> {
+fn raw_elements(payload: &[u8]) -> Option<Vec<Attrs>> {
     const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
     let mut out = Vec::new();
     for nla in NlasIterator::new(payload) {
@@ -207,7 +272,7 @@ fn raw_elements(payload: &[u8]) -> Option<Vec<Vec<u8>>> {
             continue;
         }
         for element in NlasIterator::new(nla.value()) {
-            out.push(element.ok()?.value().to_vec());
+            out.push(canonical(element.ok()?.value())?);
         }
     }
     Some(out)
@@ -215,48 +280,58 @@ fn raw_elements(payload: &[u8]) -> Option<Vec<Vec<u8>>> {
 
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// Dumps our table. `Ok(None)` when it does not exist.
-pub(crate) fn read_table(sock: &mut NfSocket) -> Result<Option<TableState>, NftError> {
+/// Dumps table `inet NAME`. `Ok(None)` when it does not exist. The dumps
+/// are several requests: the caller checks the generation around them
+/// (see [`crate::table::GuardTable`]).
+pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<TableState>, NftError> {
     let inet = NetfilterProtoFamily::Inet;
-    let table_exists = sock
-        .request(inet, NfTablesMessage::GetTable(crate::encode::table_msg()))?
-        .is_some();
-    if !table_exists {
-        return Ok(None);
-    }
-    let (chains, bad_chains) = sock.dump(
+    let Some(NfTablesMessage::NewTable(table)) = sock.request(
         inet,
-        NfTablesMessage::GetChain(ChainMessage {
-            attributes: vec![ChainAttribute::Table(TABLE_NAME.into())],
-        }),
-    )?;
+        NfTablesMessage::GetTable(crate::encode::table_msg(name, 0)),
+    )?
+    else {
+        return Ok(None);
+    };
+    let flags = table
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            TableAttribute::Flags(f) => Some(f.bits()),
+            _ => None,
+        })
+        .unwrap_or(0);
     let mut state = TableState {
+        flags,
         chains: Vec::new(),
         sets: Vec::new(),
-        undecodable: bad_chains,
+        undecodable: 0,
     };
-    for msg in &chains {
-        if let NfTablesMessage::NewChain(chain) = msg
-            && belongs_to_us(
-                &chain.attributes,
-                |a| matches!(a, ChainAttribute::Table(t) if t == TABLE_NAME),
-            )
-        {
-            state.chains.push(chain_state(chain));
+    let ours_chain = |a: &ChainAttribute| matches!(a, ChainAttribute::Table(t) if t == name);
+    for raw in sock.dump_nft(
+        inet,
+        NfTablesMessage::GetChain(ChainMessage {
+            attributes: vec![ChainAttribute::Table(name.into())],
+        }),
+    )? {
+        match decode_nft(&raw) {
+            Some(NfTablesMessage::NewChain(chain)) if chain.attributes.iter().any(ours_chain) => {
+                state.chains.push(chain_state(&chain))
+            }
+            Some(_) => {}
+            None => state.undecodable += 1,
         }
     }
-    let replies = sock.dump_raw(
+    for raw in sock.dump_nft(
         inet,
         NfTablesMessage::GetRule(RuleMessage {
-            attributes: vec![RuleAttribute::Table(TABLE_NAME.into())],
+            attributes: vec![RuleAttribute::Table(name.into())],
         }),
-    )?;
-    for payload in &replies {
-        let Some((table, chain, exprs)) = raw_rule(payload) else {
+    )? {
+        let Some((table, chain, exprs)) = raw_rule(payload(&raw)) else {
             state.undecodable += 1;
             continue;
         };
-        if table != TABLE_NAME {
+        if table != name {
             continue;
         }
         match state.chains.iter_mut().find(|c| c.name == chain) {
@@ -264,43 +339,37 @@ pub(crate) fn read_table(sock: &mut NfSocket) -> Result<Option<TableState>, NftE
             None => state.undecodable += 1,
         }
     }
-    let (sets, bad_sets) = sock.dump(
+    let ours_set = |a: &SetAttribute| matches!(a, SetAttribute::Table(t) if t == name);
+    for raw in sock.dump_nft(
         inet,
         NfTablesMessage::GetSet(SetMessage {
-            attributes: vec![SetAttribute::Table(TABLE_NAME.into())],
+            attributes: vec![SetAttribute::Table(name.into())],
         }),
-    )?;
-    state.undecodable += bad_sets;
-    for msg in &sets {
-        if let NfTablesMessage::NewSet(set) = msg
-            && belongs_to_us(
-                &set.attributes,
-                |a| matches!(a, SetAttribute::Table(t) if t == TABLE_NAME),
-            )
-        {
-            state.sets.push(set_state(set));
+    )? {
+        match decode_nft(&raw) {
+            Some(NfTablesMessage::NewSet(set)) if set.attributes.iter().any(ours_set) => {
+                state.sets.push(set_state(&set))
+            }
+            Some(_) => {}
+            None => state.undecodable += 1,
         }
     }
     for set in &mut state.sets {
-        let replies = sock.dump_raw(
+        for raw in sock.dump_nft(
             inet,
             NfTablesMessage::GetSetElement(SetElementMessage {
                 attributes: vec![
-                    SetElementList::Table(TABLE_NAME.into()),
+                    SetElementList::Table(name.into()),
                     SetElementList::Set(set.name.clone()),
                 ],
             }),
-        )?;
-        for payload in &replies {
-            match raw_elements(payload) {
+        )? {
+            match raw_elements(payload(&raw)) {
                 Some(elements) => set.elements.extend(elements),
                 None => state.undecodable += 1,
             }
         }
+        set.elements.sort();
     }
     Ok(Some(state))
-}
-
-fn belongs_to_us<A>(attrs: &[A], is_our_table: impl Fn(&A) -> bool) -> bool {
-    attrs.iter().any(is_our_table)
 }

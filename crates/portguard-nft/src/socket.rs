@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 use netlink_packet_netfilter::none::ControlMessage;
@@ -12,6 +13,8 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use nix::sys::socket::{setsockopt, sockopt};
+
+const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 
 use crate::error::NftError;
 
@@ -83,88 +86,31 @@ impl NfSocket {
         msg.serialize(&mut out[start..]);
     }
 
-    /// Sends `items` as one transaction and waits for every acknowledgement.
-    /// The kernel commits all of them or none.
-    pub(crate) fn send_batch(&mut self, items: Vec<BatchItem>) -> Result<(), NftError> {
-        let mut buf = Vec::with_capacity(items.len() * 128);
-        let control = |inner: ControlMessage| {
-            NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
-                inner,
-            )
-        };
-        let begin_seq = self.next_seq();
-        Self::encode(
-            begin_seq,
-            NLM_F_REQUEST,
-            control(ControlMessage::BatchBegin),
-            &mut buf,
-        );
+    /// The one place that talks to the kernel: sends `requests` in one
+    /// write, each with its own sequence number, and receives until every
+    /// request that expects an answer has its acknowledgement, error or
+    /// end of dump. Replies to other sequence numbers (a late answer to an
+    /// earlier, failed exchange) are skipped. Bounded by the socket's
+    /// receive timeout.
+    pub(crate) fn transact(&mut self, requests: Vec<Outgoing>) -> Result<Vec<Answer>, NftError> {
         let first = self.seq.wrapping_add(1);
-        let mut whats = Vec::with_capacity(items.len());
-        for item in items {
+        let mut buf = Vec::with_capacity(requests.len() * 128);
+        let mut expects = Vec::with_capacity(requests.len());
+        for request in requests {
             let seq = self.next_seq();
-            let message =
-                NetfilterMessage::new(NetfilterHeader::new(item.family, 0, 0), item.message);
-            Self::encode(
-                seq,
-                NLM_F_REQUEST | NLM_F_ACK | item.flags,
-                message,
-                &mut buf,
-            );
-            whats.push(item.what);
+            let flags = NLM_F_REQUEST
+                | request.flags
+                | match request.expect {
+                    Expect::Ack => NLM_F_ACK,
+                    Expect::Dump => NLM_F_DUMP,
+                    Expect::ErrorsOnly => 0,
+                };
+            Self::encode(seq, flags, request.message, &mut buf);
+            expects.push(request.expect);
         }
-        let end_seq = self.next_seq();
-        Self::encode(
-            end_seq,
-            NLM_F_REQUEST,
-            control(ControlMessage::BatchEnd),
-            &mut buf,
-        );
-        self.send_all(&buf)?;
-
-        // Every inner message answers with an ack or an error.
-        let mut pending = whats.len();
-        let mut first_error: Option<NftError> = None;
-        while pending > 0 {
-            for msg in self.recv_messages()? {
-                let seq = msg.header.sequence_number;
-                if seq.wrapping_sub(first) as usize >= whats.len() {
-                    if let NetlinkPayload::Error(e) = &msg.payload
-                        && let Some(code) = e.code
-                        && (seq == begin_seq || seq == end_seq)
-                    {
-                        return Err(NftError::Kernel {
-                            what: "the batch".into(),
-                            errno: -code.get(),
-                        });
-                    }
-                    continue;
-                }
-                if let NetlinkPayload::Error(e) = &msg.payload {
-                    pending -= 1;
-                    if let Some(code) = e.code
-                        && first_error.is_none()
-                    {
-                        let index = seq.wrapping_sub(first) as usize;
-                        first_error = Some(NftError::Kernel {
-                            what: whats[index].clone(),
-                            errno: -code.get(),
-                        });
-                    }
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn send_all(&self, buf: &[u8]) -> Result<(), NftError> {
         let sent = self
             .socket
-            .send(buf, 0)
+            .send(&buf, 0)
             .map_err(NftError::io("send to netlink"))?;
         if sent != buf.len() {
             return Err(NftError::Protocol(format!(
@@ -172,138 +118,138 @@ impl NfSocket {
                 buf.len()
             )));
         }
-        Ok(())
-    }
-
-    /// Receives one datagram and splits it into messages. Messages the
-    /// library cannot decode are skipped (they belong to programs whose
-    /// expressions we do not know and cannot be ours).
-    pub(crate) fn recv_messages(&self) -> Result<Vec<Message>, NftError> {
-        let (data, _) = self
-            .socket
-            .recv_from_full()
-            .map_err(NftError::io("receive from netlink"))?;
-        Ok(split_messages(&data).0)
-    }
-
-    /// A dump request for `message`; returns the decoded replies and how many
-    /// replies could not be decoded.
-    pub(crate) fn dump(
-        &mut self,
-        family: NetfilterProtoFamily,
-        message: NfTablesMessage,
-    ) -> Result<(Vec<NfTablesMessage>, usize), NftError> {
-        let seq = self.next_seq();
-        let mut buf = Vec::new();
-        let msg = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message);
-        Self::encode(seq, NLM_F_REQUEST | NLM_F_DUMP, msg, &mut buf);
-        self.send_all(&buf)?;
-        let mut out = Vec::new();
-        let mut undecodable = 0;
-        loop {
-            let (data, _) = self
-                .socket
-                .recv_from_full()
-                .map_err(NftError::io("receive from netlink"))?;
-            let (messages, bad) = split_messages(&data);
-            undecodable += bad;
-            for msg in messages {
-                if msg.header.sequence_number != seq {
+        let mut answers: Vec<Answer> = expects.iter().map(|_| Answer::default()).collect();
+        let mut open = expects
+            .iter()
+            .filter(|e| !matches!(e, Expect::ErrorsOnly))
+            .count();
+        while open > 0 {
+            let (data, _) = self.socket.recv_from_full().map_err(|e| {
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    NftError::Protocol(format!(
+                        "the kernel did not answer within {} s",
+                        REPLY_TIMEOUT.as_secs()
+                    ))
+                } else {
+                    NftError::Io {
+                        what: "receive from netlink",
+                        source: e,
+                    }
+                }
+            })?;
+            for raw in raw_messages(&data)? {
+                let index = raw.seq.wrapping_sub(first) as usize;
+                let (Some(expect), Some(answer)) = (expects.get(index), answers.get_mut(index))
+                else {
+                    continue;
+                };
+                if answer.done {
                     continue;
                 }
-                match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok((out, undecodable)),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            Some(code) => Err(NftError::Kernel {
-                                what: "dump".into(),
-                                errno: -code.get(),
-                            }),
-                            None => Ok((out, undecodable)),
-                        };
+                match raw.kind {
+                    NLMSG_ERROR => {
+                        let code = raw
+                            .body
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        if code != 0 {
+                            answer.errno = Some(-code);
+                        }
+                        if matches!(expect, Expect::ErrorsOnly) {
+                            // Only a failure answers these: the batch is off.
+                            return Err(NftError::Kernel {
+                                what: "the batch".into(),
+                                errno: -code,
+                            });
+                        }
+                        answer.done = true;
+                        open -= 1;
                     }
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        inner: netlink_packet_netfilter::NetfilterMessageInner::NfTables(m),
-                        ..
-                    }) => out.push(m),
-                    _ => {}
+                    NLMSG_DONE => {
+                        answer.done = true;
+                        open -= 1;
+                    }
+                    _ => {
+                        answer.interrupted |= raw.flags & NLM_F_DUMP_INTR != 0;
+                        answer.replies.push(data[raw.range].to_vec());
+                    }
                 }
             }
         }
+        Ok(answers)
     }
 
-    /// Like [`NfSocket::dump`], but returns each reply's payload after the
-    /// nfgenmsg header, undecoded: for large dumps (set elements) that are
-    /// cheaper to walk by hand than to decode into library types.
-    pub(crate) fn dump_raw(
+    /// Sends `items` as one transaction and waits for every acknowledgement.
+    /// The kernel commits all of them or none; the first refusal is
+    /// reported by the name of the item that caused it.
+    pub(crate) fn send_batch(&mut self, items: Vec<BatchItem>) -> Result<(), NftError> {
+        let control = |inner: ControlMessage| Outgoing {
+            message: NetfilterMessage::new(
+                NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+                inner,
+            ),
+            flags: 0,
+            expect: Expect::ErrorsOnly,
+        };
+        let mut requests = Vec::with_capacity(items.len() + 2);
+        let mut whats = Vec::with_capacity(items.len());
+        requests.push(control(ControlMessage::BatchBegin));
+        for item in items {
+            requests.push(Outgoing {
+                message: NetfilterMessage::new(
+                    NetfilterHeader::new(item.family, 0, 0),
+                    item.message,
+                ),
+                flags: item.flags,
+                expect: Expect::Ack,
+            });
+            whats.push(item.what);
+        }
+        requests.push(control(ControlMessage::BatchEnd));
+        let answers = self.transact(requests)?;
+        for (answer, what) in answers.iter().skip(1).zip(whats) {
+            if let Some(errno) = answer.errno {
+                return Err(NftError::Kernel { what, errno });
+            }
+        }
+        Ok(())
+    }
+
+    /// A dump request for `message` (of any nfnetlink subsystem); the
+    /// replies as raw netlink messages. Fails with `Interrupted` when the
+    /// ruleset changed while the kernel was dumping.
+    pub(crate) fn dump(&mut self, message: NetfilterMessage) -> Result<Vec<Vec<u8>>, NftError> {
+        let mut answers = self.transact(vec![Outgoing {
+            message,
+            flags: 0,
+            expect: Expect::Dump,
+        }])?;
+        let answer = answers.pop().unwrap_or_default();
+        if let Some(errno) = answer.errno {
+            return Err(NftError::Kernel {
+                what: "dump".into(),
+                errno,
+            });
+        }
+        if answer.interrupted {
+            return Err(NftError::Interrupted);
+        }
+        Ok(answer.replies)
+    }
+
+    /// A dump of nf_tables objects of `family`.
+    pub(crate) fn dump_nft(
         &mut self,
         family: NetfilterProtoFamily,
         message: NfTablesMessage,
     ) -> Result<Vec<Vec<u8>>, NftError> {
-        self.dump_raw_message(NetfilterMessage::new(
+        self.dump(NetfilterMessage::new(
             NetfilterHeader::new(family, 0, 0),
             message,
         ))
     }
 
-    /// A dump of any nfnetlink subsystem (conntrack too); payloads after
-    /// the nfgenmsg header.
-    pub(crate) fn dump_raw_message(
-        &mut self,
-        msg: NetfilterMessage,
-    ) -> Result<Vec<Vec<u8>>, NftError> {
-        const NLMSG_HDRLEN: usize = 16;
-        const NFGENMSG_LEN: usize = 4;
-        const NLMSG_ERROR: u16 = 2;
-        const NLMSG_DONE: u16 = 3;
-        let seq = self.next_seq();
-        let mut buf = Vec::new();
-        Self::encode(seq, NLM_F_REQUEST | NLM_F_DUMP, msg, &mut buf);
-        self.send_all(&buf)?;
-        let mut out = Vec::new();
-        loop {
-            let (data, _) = self
-                .socket
-                .recv_from_full()
-                .map_err(NftError::io("receive from netlink"))?;
-            let mut rest = data.as_slice();
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                if len < NLMSG_HDRLEN || len > rest.len() {
-                    return Err(NftError::Protocol(
-                        "truncated netlink message in a dump".into(),
-                    ));
-                }
-                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-                let msg_seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                let body = &rest[NLMSG_HDRLEN..len];
-                rest = &rest[((len + 3) & !3).min(rest.len())..];
-                if msg_seq != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code = body
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(0);
-                        if code != 0 {
-                            return Err(NftError::Kernel {
-                                what: "dump".into(),
-                                errno: -code,
-                            });
-                        }
-                        return Ok(out);
-                    }
-                    _ if body.len() >= NFGENMSG_LEN => out.push(body[NFGENMSG_LEN..].to_vec()),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// Sends `messages` (each acknowledged) in one write and returns the
+    /// Sends `messages`, each acknowledged, in one write and returns the
     /// errno of each that failed, by index.
     pub(crate) fn send_acked(
         &mut self,
@@ -312,69 +258,127 @@ impl NfSocket {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut buf = Vec::new();
-        let first = self.seq.wrapping_add(1);
-        let count = messages.len();
-        for message in messages {
-            let seq = self.next_seq();
-            Self::encode(seq, NLM_F_REQUEST | NLM_F_ACK, message, &mut buf);
-        }
-        self.send_all(&buf)?;
-        let mut pending = count;
-        let mut failed = Vec::new();
-        while pending > 0 {
-            for msg in self.recv_messages()? {
-                let index = msg.header.sequence_number.wrapping_sub(first) as usize;
-                if index >= count {
-                    continue;
-                }
-                if let NetlinkPayload::Error(e) = &msg.payload {
-                    pending -= 1;
-                    if let Some(code) = e.code {
-                        failed.push((index, -code.get()));
-                    }
-                }
-            }
-        }
-        Ok(failed)
+        let requests = messages
+            .into_iter()
+            .map(|message| Outgoing {
+                message,
+                flags: 0,
+                expect: Expect::Ack,
+            })
+            .collect();
+        Ok(self
+            .transact(requests)?
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.errno.map(|e| (i, e)))
+            .collect())
     }
 
-    /// A single request answered by one message (e.g. GETGEN, GETCHAIN).
+    /// A single request answered by one message (e.g. GETGEN, GETCHAIN);
+    /// `None` when the object does not exist.
     pub(crate) fn request(
         &mut self,
         family: NetfilterProtoFamily,
         message: NfTablesMessage,
     ) -> Result<Option<NfTablesMessage>, NftError> {
-        let seq = self.next_seq();
-        let mut buf = Vec::new();
-        let msg = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message);
-        Self::encode(seq, NLM_F_REQUEST | NLM_F_ACK, msg, &mut buf);
-        self.send_all(&buf)?;
-        let mut reply = None;
-        loop {
-            for msg in self.recv_messages()? {
-                if msg.header.sequence_number != seq {
-                    continue;
-                }
-                match msg.payload {
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            Some(code) if -code.get() == libc_enoent() => Ok(None),
-                            Some(code) => Err(NftError::Kernel {
-                                what: "request".into(),
-                                errno: -code.get(),
-                            }),
-                            None => Ok(reply),
-                        };
-                    }
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        inner: netlink_packet_netfilter::NetfilterMessageInner::NfTables(m),
-                        ..
-                    }) => reply = Some(m),
-                    _ => {}
-                }
+        let mut answers = self.transact(vec![Outgoing {
+            message: NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message),
+            flags: 0,
+            expect: Expect::Ack,
+        }])?;
+        let answer = answers.pop().unwrap_or_default();
+        match answer.errno {
+            Some(errno) if errno == ENOENT => return Ok(None),
+            Some(errno) => {
+                return Err(NftError::Kernel {
+                    what: "request".into(),
+                    errno,
+                });
             }
+            None => {}
         }
+        Ok(answer.replies.iter().rev().find_map(|raw| decode_nft(raw)))
+    }
+}
+
+/// How a request is answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect {
+    /// An acknowledgement or an error (NLM_F_ACK), after any replies.
+    Ack,
+    /// Replies, then NLMSG_DONE (NLM_F_DUMP).
+    Dump,
+    /// Nothing unless it fails (batch begin and end).
+    ErrorsOnly,
+}
+
+pub(crate) struct Outgoing {
+    pub message: NetfilterMessage,
+    /// Flags besides REQUEST, ACK and DUMP (CREATE, APPEND, ...).
+    pub flags: u16,
+    pub expect: Expect,
+}
+
+/// What the kernel answered to one request.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    pub errno: Option<i32>,
+    /// Raw netlink messages (header included).
+    pub replies: Vec<Vec<u8>>,
+    /// A dump reply carried NLM_F_DUMP_INTR.
+    pub interrupted: bool,
+    done: bool,
+}
+
+struct RawMessage {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    body: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+const NLMSG_HDRLEN: usize = 16;
+/// The nfgenmsg header after the netlink header.
+const NFGENMSG_LEN: usize = 4;
+const NLM_F_DUMP_INTR: u16 = 0x10;
+
+/// The messages of one datagram, by their headers only.
+fn raw_messages(data: &[u8]) -> Result<Vec<RawMessage>, NftError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while data.len() - at >= NLMSG_HDRLEN {
+        let rest = &data[at..];
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(NftError::Protocol("truncated netlink message".into()));
+        }
+        out.push(RawMessage {
+            kind: u16::from_ne_bytes([rest[4], rest[5]]),
+            flags: u16::from_ne_bytes([rest[6], rest[7]]),
+            seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
+            body: rest[NLMSG_HDRLEN..len].to_vec(),
+            range: at..at + len,
+        });
+        // Messages are 4-byte aligned.
+        at = (at + ((len + 3) & !3)).min(data.len());
+    }
+    Ok(out)
+}
+
+/// A raw reply's attributes, after the netlink and nfgenmsg headers.
+pub(crate) fn payload(raw: &[u8]) -> &[u8] {
+    raw.get(NLMSG_HDRLEN + NFGENMSG_LEN..).unwrap_or(&[])
+}
+
+/// A raw reply decoded by the library, if it can.
+pub(crate) fn decode_nft(raw: &[u8]) -> Option<NfTablesMessage> {
+    match Message::deserialize(raw).ok()?.payload {
+        NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: netlink_packet_netfilter::NetfilterMessageInner::NfTables(m),
+            ..
+        }) => Some(m),
+        _ => None,
     }
 }
 
@@ -387,10 +391,6 @@ fn bound_socket() -> Result<Socket, NftError> {
         .map_err(NftError::io("bind netlink socket"))?;
     let _ = setsockopt(&socket, sockopt::RcvBufForce, &RECV_BUFFER);
     Ok(socket)
-}
-
-fn libc_enoent() -> i32 {
-    nix::errno::Errno::ENOENT as i32
 }
 
 /// Splits a datagram into decoded messages; counts the undecodable ones.

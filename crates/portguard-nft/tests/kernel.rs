@@ -7,15 +7,23 @@ use std::time::Duration;
 
 use portguard_config::Config;
 use portguard_core::{Ruleset, Snapshot, plan, render};
-use portguard_nft::{Nft, Verification};
+use portguard_nft::{Difference, GuardTable, Ownership, TableOutcome, TableSpec};
 use portguard_testkit::NetNs;
 
 fn ruleset(toml: &str) -> Ruleset {
     plan(&Config::from_toml_str(toml).unwrap(), &Snapshot::default())
 }
 
-fn nft_in(ns: &NetNs) -> Nft {
-    ns.enter(|| Nft::open().unwrap())
+fn table_in(ns: &NetNs, name: &str, ownership: Ownership) -> GuardTable {
+    let spec = TableSpec {
+        name: name.into(),
+        ownership,
+    };
+    ns.enter(move || GuardTable::open(spec).unwrap())
+}
+
+fn nft_in(ns: &NetNs) -> GuardTable {
+    table_in(ns, "portguard", Ownership::Unowned)
 }
 
 const CONFIGS: &[&str] = &[
@@ -32,7 +40,7 @@ fn applied_ruleset_lists_exactly_as_rendered() {
     let mut nft = nft_in(&ns);
     for config in CONFIGS {
         let ruleset = ruleset(config);
-        nft.apply(&ruleset)
+        nft.reconcile(&ruleset)
             .unwrap_or_else(|e| panic!("{config}: {e}"));
         let listed = ns.sh("nft list table inet portguard");
         assert_eq!(
@@ -40,46 +48,114 @@ fn applied_ruleset_lists_exactly_as_rendered() {
             render::normalize_listing(&render::render(&ruleset)),
             "config:\n{config}"
         );
-        assert_eq!(nft.verify().unwrap(), Verification::Intact);
+        assert_eq!(nft.check(&ruleset).unwrap(), vec![], "config:\n{config}");
+        assert_eq!(nft.reconcile(&ruleset).unwrap(), TableOutcome::Unchanged);
     }
 }
 
 #[test]
-fn verify_tells_intact_missing_and_altered() {
+fn every_foreign_change_is_found_exactly_and_put_right_in_place() {
     let ns = NetNs::new("verify");
     let mut nft = nft_in(&ns);
-    assert_eq!(nft.verify().unwrap(), Verification::NotApplied);
-    let ruleset = ruleset("[[allow]]\nport = 8080\n");
-    nft.apply(&ruleset).unwrap();
-    assert_eq!(nft.verify().unwrap(), Verification::Intact);
+    let ruleset =
+        ruleset("[[allow]]\nport = 1111\n[[allow]]\nport = 8080\nfrom = [\"10.0.0.0/8\"]\n");
+    assert_eq!(nft.check(&ruleset).unwrap(), vec![Difference::TableMissing]);
+    assert!(matches!(
+        nft.reconcile(&ruleset).unwrap(),
+        TableOutcome::Replaced(_)
+    ));
+    assert_eq!(nft.check(&ruleset).unwrap(), vec![]);
 
     // A change elsewhere moves the generation but leaves us intact.
     ns.sh("nft add table ip somebody_else");
-    assert_eq!(nft.verify().unwrap(), Verification::Intact);
+    assert_eq!(nft.reconcile(&ruleset).unwrap(), TableOutcome::Unchanged);
 
-    ns.sh("nft delete table inet portguard");
-    assert_eq!(nft.verify().unwrap(), Verification::Missing);
+    // The race of issue 8: an element somebody adds is found (it was kept
+    // before, because the read-back became the baseline) and removed, in
+    // place, leaving exactly what is wanted.
+    for tamper in [
+        "nft add element inet portguard allow_tcp { 27017 }",
+        "nft add element inet portguard allow_tcp { 2000-3000 }",
+        "nft add element inet portguard allow_tcp_v4 { 192.0.2.1 . 22 }",
+        "nft delete element inet portguard allow_tcp { 1111 }",
+        "nft add element inet portguard trusted_ifaces { \"eth0\" }",
+        "nft add rule inet portguard forward accept",
+        "nft insert rule inet portguard published_forward accept",
+        "nft flush chain inet portguard published_forward",
+    ] {
+        ns.sh(tamper);
+        let found = nft.check(&ruleset).unwrap();
+        assert!(!found.is_empty(), "`{tamper}` went unnoticed");
+        assert!(
+            found.iter().all(Difference::in_place),
+            "`{tamper}`: {found:?}"
+        );
+        assert!(
+            matches!(nft.reconcile(&ruleset).unwrap(), TableOutcome::Repaired(_)),
+            "`{tamper}`"
+        );
+        assert_eq!(
+            nft.check(&ruleset).unwrap(),
+            vec![],
+            "after undoing `{tamper}`"
+        );
+        let listed = ns.sh("nft list table inet portguard");
+        assert_eq!(
+            render::normalize_listing(&listed),
+            render::normalize_listing(&render::render(&ruleset)),
+            "after undoing `{tamper}`"
+        );
+    }
 
-    nft.apply(&ruleset).unwrap();
-    ns.sh("nft add rule inet portguard forward accept");
-    assert!(matches!(nft.verify().unwrap(), Verification::Altered(why) if why.contains("forward")));
-
-    nft.apply(&ruleset).unwrap();
-    ns.sh("nft add element inet portguard allow_tcp { 22 }");
-    assert!(
-        matches!(nft.verify().unwrap(), Verification::Altered(why) if why.contains("allow_tcp"))
-    );
-
-    nft.apply(&ruleset).unwrap();
-    ns.sh("nft flush chain inet portguard published_forward");
-    assert!(matches!(nft.verify().unwrap(), Verification::Altered(_)));
+    // Structural changes are replaced whole.
+    for tamper in [
+        "nft delete table inet portguard",
+        "nft add chain inet portguard extra",
+        "nft add set inet portguard extra '{ type ipv4_addr; }'",
+        "nft chain inet portguard forward '{ policy accept; }'",
+    ] {
+        ns.sh(tamper);
+        assert!(
+            !nft.check(&ruleset).unwrap().is_empty(),
+            "`{tamper}` went unnoticed"
+        );
+        assert!(
+            matches!(nft.reconcile(&ruleset).unwrap(), TableOutcome::Replaced(_)),
+            "`{tamper}`"
+        );
+        assert_eq!(
+            nft.check(&ruleset).unwrap(),
+            vec![],
+            "after undoing `{tamper}`"
+        );
+    }
 
     // Rules other programs write in their own tables, with expressions we
     // do not model, do not disturb the read-back.
-    nft.apply(&ruleset).unwrap();
     ns.sh("nft add table ip other; nft add chain ip other c; nft add rule ip other c ct helper set \"ftp\" 2>/dev/null || nft add rule ip other c ct mark set 7 quota 10 mbytes");
     ns.sh("iptables-nft -A FORWARD -m conntrack --ctstate NEW -m comment --comment x -j ACCEPT");
-    assert_eq!(nft.verify().unwrap(), Verification::Intact);
+    assert_eq!(nft.reconcile(&ruleset).unwrap(), TableOutcome::Unchanged);
+}
+
+#[test]
+fn a_one_element_change_touches_only_that_element() {
+    let ns = NetNs::new("elemdiff");
+    let mut nft = nft_in(&ns);
+    let many: String = (0..2000)
+        .map(|i| format!("[[allow]]\nport = {}\n", 10000 + 2 * i))
+        .collect();
+    nft.reconcile(&ruleset(&many)).unwrap();
+    let one_more = format!("{many}[[allow]]\nport = 9000\n");
+    let outcome = nft.reconcile(&ruleset(&one_more)).unwrap();
+    let TableOutcome::Repaired(differences) = outcome else {
+        panic!("expected an in-place repair, got {outcome:?}");
+    };
+    assert!(
+        matches!(&differences[..], [Difference::Elements { missing, foreign, .. }] if missing.len() + foreign.len() <= 4),
+        "{differences:?}"
+    );
+    assert!(nft.last_stats().messages <= 4, "{:?}", nft.last_stats());
+    assert_eq!(nft.check(&ruleset(&one_more)).unwrap(), vec![]);
 }
 
 #[test]
@@ -87,7 +163,7 @@ fn remove_deletes_only_our_table() {
     let ns = NetNs::new("remove");
     let mut nft = nft_in(&ns);
     ns.sh("nft add table ip keepme");
-    nft.apply(&ruleset("")).unwrap();
+    nft.reconcile(&ruleset("")).unwrap();
     assert!(nft.remove().unwrap());
     assert!(!nft.remove().unwrap(), "second remove finds nothing");
     let listing = ns.sh("nft list tables");
@@ -106,7 +182,7 @@ fn kernel_refusals_name_the_object() {
         .push(portguard_core::ruleset::Rule::new([
             portguard_core::ruleset::Stmt::Jump("nowhere".into()),
         ]));
-    let err = nft.apply(&bad).unwrap_err().to_string();
+    let err = nft.reconcile(&bad).unwrap_err().to_string();
     assert!(
         err.contains("chain forward") && err.contains("errno"),
         "{err}"
@@ -144,12 +220,11 @@ fn monitor_overflow_is_reported_as_resync() {
 }
 
 #[test]
-fn a_locked_table_refuses_everybody_else_outlives_its_owner_and_is_taken_over() {
+fn an_owned_persistent_table_refuses_everybody_else_outlives_its_owner_and_is_adopted() {
     let ns = NetNs::new("locked");
-    let mut owner = nft_in(&ns);
-    owner.set_lock(true);
+    let mut owner = table_in(&ns, "portguard", Ownership::OwnedPersistent);
     let rules = ruleset("[[allow]]\nport = 8080\n");
-    owner.apply(&rules).unwrap();
+    owner.reconcile(&rules).unwrap();
     for tamper in [
         "nft delete table inet portguard",
         "nft add rule inet portguard forward accept",
@@ -158,7 +233,7 @@ fn a_locked_table_refuses_everybody_else_outlives_its_owner_and_is_taken_over() 
         let out = ns.run(tamper);
         assert!(
             !out.status.success(),
-            "`{tamper}` was allowed on a locked table"
+            "`{tamper}` was allowed on an owned table"
         );
         assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
     }
@@ -167,32 +242,64 @@ fn a_locked_table_refuses_everybody_else_outlives_its_owner_and_is_taken_over() 
         ns.sh("nft list tables").contains("table inet portguard"),
         "flush ruleset skips it"
     );
-    assert_eq!(owner.verify().unwrap(), Verification::Intact);
+    // What `systemctl restart nftables` does on Debian: exits 0.
+    ns.sh("printf 'flush ruleset\ntable inet filter {\n chain input { type filter hook input priority 0; }\n}\n' > /tmp/pg-flush-$$.nft && nft -f /tmp/pg-flush-$$.nft; rm -f /tmp/pg-flush-$$.nft");
+    assert!(ns.sh("nft list tables").contains("table inet portguard"));
+    assert_eq!(owner.reconcile(&rules).unwrap(), TableOutcome::Unchanged);
     // The owner may still change it, in place.
-    assert!(
+    assert!(matches!(
         owner
-            .apply(&ruleset("[[allow]]\nport = 8081\n"))
-            .unwrap()
-            .incremental
-    );
+            .reconcile(&ruleset("[[allow]]\nport = 8081\n"))
+            .unwrap(),
+        TableOutcome::Repaired(_)
+    ));
 
     // Owner gone (daemon killed): the table stays ...
     drop(owner);
     assert!(ns.sh("nft list tables").contains("table inet portguard"));
-    // ... and the next daemon takes it over with its first apply.
-    let mut next = nft_in(&ns);
-    next.set_lock(true);
-    next.apply(&rules).unwrap();
+    // ... and the next daemon adopts it with its first reconcile.
+    let mut next = table_in(&ns, "portguard", Ownership::OwnedPersistent);
+    next.reconcile(&rules).unwrap();
     assert!(
         !ns.run("nft delete table inet portguard").status.success(),
-        "locked again"
+        "owned again"
     );
     // While it is held, `portguardd --remove-rules` is refused plainly ...
-    let mut other = nft_in(&ns);
+    let mut other = table_in(&ns, "portguard", Ownership::OwnedPersistent);
     let err = other.remove().unwrap_err().to_string();
-    assert!(err.contains("locked by a running portguardd"), "{err}");
+    assert!(err.contains("owned by a running portguardd"), "{err}");
     // ... once the daemon stopped (the package's prerm), it removes it.
     drop(next);
     assert!(other.remove().unwrap());
     assert!(!ns.sh("nft list tables").contains("portguard"));
+}
+
+#[test]
+fn an_owned_table_without_persist_goes_with_its_owner_and_a_twin_copy_can_be_deleted() {
+    let ns = NetNs::new("owned");
+    let rules = ruleset("[[allow]]\nport = 8080\n");
+    let mut owned = table_in(&ns, "portguard", Ownership::Owned);
+    let mut standby = table_in(&ns, portguard_nft::STANDBY_TABLE, Ownership::Unowned);
+    owned.reconcile(&rules).unwrap();
+    standby.reconcile(&rules).unwrap();
+    assert!(!ns.run("nft delete table inet portguard").status.success());
+    ns.sh("nft delete table inet portguard_standby");
+    assert_eq!(
+        standby.check(&rules).unwrap(),
+        vec![Difference::TableMissing]
+    );
+    standby.reconcile(&rules).unwrap();
+    drop(owned);
+    let tables = ns.sh("nft list tables");
+    assert!(!tables.contains("table inet portguard\n"), "{tables}");
+    assert!(tables.contains("table inet portguard_standby"), "{tables}");
+}
+
+#[test]
+fn the_probe_finds_owned_persistent_tables_on_this_kernel_and_leaves_nothing() {
+    let ns = NetNs::new("probe");
+    let found = ns.enter(|| portguard_nft::probe_ownership().unwrap());
+    // This suite runs on Linux 6.9+ (owner and persist flags).
+    assert_eq!(found, Ownership::OwnedPersistent);
+    assert_eq!(ns.sh("nft list tables").trim(), "");
 }

@@ -38,6 +38,8 @@ impl Daemon {
             .arg(config)
             .arg("--socket")
             .arg(&socket)
+            .arg("--state-dir")
+            .arg(config.with_file_name("state"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .env_remove("NOTIFY_SOCKET")

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use clap::Parser;
 use portguard_config::DEFAULT_CONFIG_PATH;
 
+/// Default state directory, `--state-dir` (systemd's
+/// `StateDirectory=portguard`). Here rather than in lastgood.rs because this
+/// file is also compiled into the man page generator.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/portguard";
+
 #[derive(Parser)]
 #[command(
     name = "portguardd",
@@ -21,7 +26,11 @@ pub struct Args {
     /// Control socket (default: `[control] socket` from the configuration).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Delete the guard's table and exit (used when the package is removed).
+    /// Where the last good configuration is kept, for a start with a
+    /// broken file.
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "PATH")]
+    pub state_dir: PathBuf,
+    /// Delete the guard's tables and exit (used when the package is removed).
     #[arg(long)]
     pub remove_rules: bool,
 }

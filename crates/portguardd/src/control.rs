@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use portguard_core::control::{PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody};
 
-use crate::reconcile::Trigger;
+use crate::triggers::Trigger;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const LOOP_TIMEOUT: Duration = Duration::from_secs(30);

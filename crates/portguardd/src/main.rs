@@ -6,16 +6,20 @@
 //! One reconcile loop owns the desired state; triggers arrive on a channel
 //! from the nftables monitor, signals, and a periodic verify.
 
+mod backend;
 mod cli;
 mod control;
+mod guard;
+mod lastgood;
 mod notify;
 mod reconcile;
+mod status;
+mod triggers;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use cli::Args;
-use portguard_config::Config;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -28,27 +32,25 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     if args.remove_rules {
-        return match portguard_nft::Nft::open().and_then(|mut nft| nft.remove()) {
+        return match backend::remove_all() {
             Ok(existed) => {
-                tracing::info!(existed, "removed the guard's table");
+                tracing::info!(existed, "removed the guard's tables");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not remove the guard's table");
+                tracing::error!(error = %e, "could not remove the guard's tables");
                 ExitCode::FAILURE
             }
         };
     }
-    let config = match Config::load(&args.config) {
-        Ok(config) => config,
-        Err(e) => {
-            // P7: a bad configuration never starts a weaker guard.
-            eprintln!("{e}");
-            tracing::error!(error = %e, "invalid configuration; not starting");
-            return ExitCode::from(2);
-        }
+    // P7: an invalid configuration never leaves the host unguarded; `run`
+    // falls back to the last good configuration, else a closed ruleset.
+    let options = reconcile::Options {
+        config_path: args.config,
+        socket: args.socket,
+        state_dir: args.state_dir,
     };
-    match reconcile::run(args.config, config, args.socket) {
+    match reconcile::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fatal");

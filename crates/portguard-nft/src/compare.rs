@@ -1,0 +1,268 @@
+//! The one comparison between what the guard wants and what the kernel
+//! holds. The desired ruleset is encoded into the very messages the kernel
+//! would be sent and walked into the same canonical [`TableState`] a
+//! read-back gives, so both sides are compared element for element, rule
+//! for rule, flag for flag. Used after every apply and by every verify:
+//! nothing counts as applied unless this finds no difference.
+
+use std::fmt;
+
+use netlink_packet_core::Emitable;
+use netlink_packet_netfilter::nftables::RuleAttribute;
+use portguard_core::Ruleset;
+
+use crate::encode;
+use crate::readback::{self, Attrs, TableState};
+use crate::table::TableSpec;
+
+/// One way in which the kernel's table differs from the desired one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    /// The table does not exist.
+    TableMissing,
+    /// Ownership flags differ: somebody else's table, or one a previous
+    /// daemon left in another tier.
+    TableFlags {
+        want: u32,
+        have: u32,
+    },
+    ChainMissing(String),
+    /// A chain the guard does not have.
+    ChainForeign(String),
+    /// A base chain's hook, priority, type or policy.
+    ChainBase(String),
+    /// The rules of a chain differ (first differing position given).
+    Rules {
+        chain: String,
+        want: usize,
+        have: usize,
+        first: usize,
+    },
+    SetMissing(String),
+    SetForeign(String),
+    /// A set's flags, key or data type.
+    SetDefinition(String),
+    /// Elements missing from a set, and elements nobody asked for.
+    Elements {
+        set: String,
+        missing: Vec<Attrs>,
+        foreign: Vec<Attrs>,
+    },
+    /// Messages in our table the guard could not decode: foreign by
+    /// definition.
+    Undecodable(usize),
+}
+
+impl Difference {
+    /// Whether [`encode::repair_table`] can put this right without
+    /// recreating anything (base chains stay hooked).
+    pub fn in_place(&self) -> bool {
+        matches!(self, Difference::Rules { .. } | Difference::Elements { .. })
+    }
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::TableMissing => write!(f, "table missing"),
+            Difference::TableFlags { want, have } => {
+                write!(f, "table flags {have:#x}, expected {want:#x}")
+            }
+            Difference::ChainMissing(c) => write!(f, "chain {c} missing"),
+            Difference::ChainForeign(c) => write!(f, "foreign chain {c}"),
+            Difference::ChainBase(c) => write!(f, "chain {c}'s hook, type or policy changed"),
+            Difference::Rules {
+                chain,
+                want,
+                have,
+                first,
+            } => write!(
+                f,
+                "chain {chain} has {have} rules, expected {want}, first difference at rule {first}"
+            ),
+            Difference::SetMissing(s) => write!(f, "set {s} missing"),
+            Difference::SetForeign(s) => write!(f, "foreign set {s}"),
+            Difference::SetDefinition(s) => write!(f, "set {s} was redefined"),
+            Difference::Elements {
+                set,
+                missing,
+                foreign,
+            } => write!(
+                f,
+                "set {set}: {} element(s) missing, {} foreign",
+                missing.len(),
+                foreign.len()
+            ),
+            Difference::Undecodable(n) => write!(f, "{n} undecodable object(s) in the table"),
+        }
+    }
+}
+
+/// `ruleset` as table `spec` would hold it, in read-back form.
+pub(crate) fn expected_state(spec: &TableSpec, ruleset: &Ruleset) -> TableState {
+    let name = spec.name.as_str();
+    let chains = ruleset
+        .chains
+        .iter()
+        .map(|chain| {
+            let mut state = readback::chain_state(&encode::chain_msg(name, chain));
+            state.rules = chain
+                .rules
+                .iter()
+                .map(|rule| {
+                    let message = encode::rule_msg(name, &chain.name, rule);
+                    let exprs = message.attributes.iter().find_map(|a| match a {
+                        RuleAttribute::Expressions(list) => {
+                            let mut bytes = vec![0; list.as_slice().buffer_len()];
+                            list.as_slice().emit(&mut bytes);
+                            readback::raw_expressions(&bytes)
+                        }
+                        _ => None,
+                    });
+                    exprs.unwrap_or_default()
+                })
+                .collect();
+            state
+        })
+        .collect();
+    let sets = ruleset
+        .sets
+        .iter()
+        .enumerate()
+        .map(|(id, set)| {
+            let mut state = readback::set_state(&encode::set_msg(name, set, id as u32 + 1));
+            state.elements = encode::element_attributes(set)
+                .iter()
+                .map(|element| {
+                    let mut bytes = vec![0; element.buffer_len()];
+                    element.emit(&mut bytes);
+                    // Skip the list element's own header: the dump gives
+                    // each element's attributes.
+                    readback::canonical(bytes.get(4..).unwrap_or_default()).unwrap_or_default()
+                })
+                .collect();
+            state.elements.sort();
+            state
+        })
+        .collect();
+    TableState {
+        flags: spec.ownership.flags(),
+        chains,
+        sets,
+        undecodable: 0,
+    }
+}
+
+/// Every difference between `want` and `have` (`None`: no table).
+pub fn compare(want: &TableState, have: Option<&TableState>) -> Vec<Difference> {
+    let Some(have) = have else {
+        return vec![Difference::TableMissing];
+    };
+    let mut out = Vec::new();
+    // Owner and persist are ours to set; dormant or any other flag is not.
+    if have.flags != want.flags {
+        out.push(Difference::TableFlags {
+            want: want.flags,
+            have: have.flags,
+        });
+    }
+    if have.undecodable > 0 {
+        out.push(Difference::Undecodable(have.undecodable));
+    }
+    for chain in &want.chains {
+        match have.chains.iter().find(|c| c.name == chain.name) {
+            None => out.push(Difference::ChainMissing(chain.name.clone())),
+            Some(held) => {
+                if held.base != chain.base {
+                    out.push(Difference::ChainBase(chain.name.clone()));
+                }
+                if held.rules != chain.rules {
+                    let first = chain
+                        .rules
+                        .iter()
+                        .zip(&held.rules)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(chain.rules.len().min(held.rules.len()));
+                    out.push(Difference::Rules {
+                        chain: chain.name.clone(),
+                        want: chain.rules.len(),
+                        have: held.rules.len(),
+                        first,
+                    });
+                }
+            }
+        }
+    }
+    for chain in &have.chains {
+        if !want.chains.iter().any(|c| c.name == chain.name) {
+            out.push(Difference::ChainForeign(chain.name.clone()));
+        }
+    }
+    for set in &want.sets {
+        match have.sets.iter().find(|s| s.name == set.name) {
+            None => out.push(Difference::SetMissing(set.name.clone())),
+            Some(held) if held.definition != set.definition => {
+                out.push(Difference::SetDefinition(set.name.clone()))
+            }
+            Some(held) if held.elements != set.elements => {
+                let (missing, foreign) = sorted_difference(&set.elements, &held.elements);
+                out.push(Difference::Elements {
+                    set: set.name.clone(),
+                    missing,
+                    foreign,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for set in &have.sets {
+        if !want.sets.iter().any(|s| s.name == set.name) {
+            out.push(Difference::SetForeign(set.name.clone()));
+        }
+    }
+    out
+}
+
+/// Elements only in `want` and only in `have`, both sorted: one merge pass.
+fn sorted_difference(want: &[Attrs], have: &[Attrs]) -> (Vec<Attrs>, Vec<Attrs>) {
+    let (mut missing, mut foreign) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() || j < have.len() {
+        match (want.get(i), have.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                missing.push(a.clone());
+                i += 1;
+            }
+            (Some(_), Some(b)) | (None, Some(b)) => {
+                foreign.push(b.clone());
+                j += 1;
+            }
+            (Some(a), None) => {
+                missing.push(a.clone());
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (missing, foreign)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(key: u8) -> Attrs {
+        vec![(1, vec![key])]
+    }
+
+    #[test]
+    fn element_difference_names_missing_and_foreign() {
+        let (missing, foreign) = sorted_difference(&[e(1), e(3), e(5)], &[e(1), e(2), e(5), e(9)]);
+        assert_eq!(missing, vec![e(3)]);
+        assert_eq!(foreign, vec![e(2), e(9)]);
+    }
+}

@@ -1,0 +1,294 @@
+//! One of the guard's tables: [`GuardTable::reconcile`] makes the kernel
+//! hold exactly the desired ruleset and proves it did.
+
+use std::time::{Duration, Instant};
+
+use netlink_packet_netfilter::NetfilterProtoFamily;
+use netlink_packet_netfilter::nftables::{GenAttribute, GenMessage, NfTablesMessage};
+use portguard_core::Ruleset;
+
+use crate::compare::{Difference, compare, expected_state};
+use crate::encode::{self, FLAG_OWNER, FLAG_PERSIST};
+use crate::error::NftError;
+use crate::readback::{self, TableState};
+use crate::socket::NfSocket;
+
+/// Name of the standby copy, in the tiers that keep one.
+pub const STANDBY_TABLE: &str = "portguard_standby";
+
+/// Reads of a table that keep meeting concurrent changes give up after
+/// this many tries; the caller reconciles again on the next trigger.
+const CONSISTENT_READ_TRIES: usize = 8;
+/// Apply, then verify, this many times before calling it a failure (each
+/// round can only fail because somebody changed the table in between).
+const APPLY_ROUNDS: usize = 3;
+
+/// Who may change a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Anybody with CAP_NET_ADMIN; restored when changed.
+    Unowned,
+    /// Only the socket that created it, and it goes with that socket
+    /// (Linux 5.12+).
+    Owned,
+    /// Owned, and stays when the owner exits, orphaned until adopted
+    /// (Linux 6.9+).
+    OwnedPersistent,
+}
+
+impl Ownership {
+    /// `NFT_TABLE_F_*` flags the table carries.
+    pub fn flags(self) -> u32 {
+        match self {
+            Ownership::Unowned => 0,
+            Ownership::Owned => FLAG_OWNER,
+            Ownership::OwnedPersistent => FLAG_OWNER | FLAG_PERSIST,
+        }
+    }
+}
+
+/// Which table, and how it is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub name: String,
+    pub ownership: Ownership,
+}
+
+/// What [`GuardTable::reconcile`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableOutcome {
+    /// The kernel already held the desired table.
+    Unchanged,
+    /// Rules or elements were put right in place (base chains stayed
+    /// hooked); the differences that were found.
+    Repaired(Vec<Difference>),
+    /// The table was created or recreated whole.
+    Replaced(Vec<Difference>),
+}
+
+/// Timings of the last apply, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyStats {
+    /// The transaction itself (send and every acknowledgement).
+    pub commit: Duration,
+    /// Reading the table back and comparing it.
+    pub verify: Duration,
+    /// Netlink messages in the batch.
+    pub messages: usize,
+}
+
+/// A handle on one of the guard's tables in one network namespace. Owned
+/// tables belong to this handle's socket: keep the handle for as long as
+/// the daemon runs, and make every change through it.
+pub struct GuardTable {
+    sock: NfSocket,
+    spec: TableSpec,
+    /// The generation at which the kernel was last seen holding exactly
+    /// `.1`: while the generation stays, nothing can have changed.
+    verified: Option<(u32, Ruleset)>,
+    last_stats: ApplyStats,
+}
+
+impl GuardTable {
+    /// Opens a handle in the calling thread's network namespace.
+    pub fn open(spec: TableSpec) -> Result<GuardTable, NftError> {
+        Ok(GuardTable {
+            sock: NfSocket::open()?,
+            spec,
+            verified: None,
+            last_stats: ApplyStats::default(),
+        })
+    }
+
+    pub fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+
+    /// Timings of the last transaction this handle committed.
+    pub fn last_stats(&self) -> ApplyStats {
+        self.last_stats
+    }
+
+    /// Makes the kernel hold exactly `desired`, and proves it: the table
+    /// is read back (consistently, within one generation) and compared
+    /// with `desired` element for element; what differs is repaired in
+    /// place where it can be, else the table is replaced in one
+    /// transaction; then it is read and compared again. A change that
+    /// races the repair is caught by that second comparison and repaired
+    /// too. Cheap when nothing changed anywhere (one GETGEN).
+    pub fn reconcile(&mut self, desired: &Ruleset) -> Result<TableOutcome, NftError> {
+        if let Some((genid, verified)) = &self.verified
+            && verified == desired
+            && *genid == self.genid()?
+        {
+            return Ok(TableOutcome::Unchanged);
+        }
+        let want = expected_state(&self.spec, desired);
+        let mut outcome = None;
+        for _ in 0..APPLY_ROUNDS {
+            let (genid, have) = self.read_consistent()?;
+            let differences = compare(&want, have.as_ref());
+            if differences.is_empty() {
+                self.verified = Some((genid, desired.clone()));
+                return Ok(outcome.unwrap_or(TableOutcome::Unchanged));
+            }
+            self.verified = None;
+            let started = Instant::now();
+            let in_place = have.is_some() && differences.iter().all(Difference::in_place);
+            let mut batch = if in_place {
+                encode::repair_table(&self.spec, desired, &differences)
+            } else {
+                encode::replace_table(&self.spec, have.as_ref().map(|h| h.flags), desired)
+            };
+            let messages = batch.len() + 2;
+            let result = self.sock.send_batch(std::mem::take(&mut batch));
+            let result = match result {
+                // A repair the kernel refuses (a foreign element it will
+                // not delete as dumped, say) becomes a replace.
+                Err(NftError::Kernel { .. }) if in_place => self.sock.send_batch(
+                    encode::replace_table(&self.spec, have.as_ref().map(|h| h.flags), desired),
+                ),
+                other => other,
+            };
+            result.map_err(|e| self.explain_refusal(e, have.as_ref()))?;
+            self.last_stats = ApplyStats {
+                commit: started.elapsed(),
+                verify: Duration::ZERO,
+                messages,
+            };
+            outcome = Some(if in_place {
+                TableOutcome::Repaired(differences)
+            } else {
+                TableOutcome::Replaced(differences)
+            });
+        }
+        let verify_started = Instant::now();
+        let (genid, have) = self.read_consistent()?;
+        let differences = compare(&want, have.as_ref());
+        self.last_stats.verify = verify_started.elapsed();
+        if differences.is_empty() {
+            self.verified = Some((genid, desired.clone()));
+            return Ok(outcome.unwrap_or(TableOutcome::Unchanged));
+        }
+        Err(NftError::NotApplied(
+            differences.iter().map(ToString::to_string).collect(),
+        ))
+    }
+
+    /// What differs between the kernel's table and `desired`, without
+    /// changing anything.
+    pub fn check(&mut self, desired: &Ruleset) -> Result<Vec<Difference>, NftError> {
+        let (_, have) = self.read_consistent()?;
+        Ok(compare(&expected_state(&self.spec, desired), have.as_ref()))
+    }
+
+    /// The table as the kernel holds it now, if it exists.
+    pub fn read(&mut self) -> Result<Option<TableState>, NftError> {
+        Ok(self.read_consistent()?.1)
+    }
+
+    /// Deletes the table; `Ok(false)` if there was none.
+    pub fn remove(&mut self) -> Result<bool, NftError> {
+        self.verified = None;
+        let Some(state) = self.read()? else {
+            return Ok(false);
+        };
+        // An orphaned persistent table is adopted by the creation that
+        // precedes the deletion; a table owned by a running daemon is not
+        // ours to delete.
+        let flags = if state.flags & FLAG_PERSIST != 0 {
+            FLAG_OWNER | FLAG_PERSIST
+        } else {
+            state.flags
+        };
+        self.sock
+            .send_batch(encode::delete_table(&self.spec.name, flags))
+            .map_err(|e| match e.errno() {
+                Some(1) => NftError::Command(format!(
+                    "table inet {} is owned by a running portguardd; stop it first",
+                    self.spec.name
+                )),
+                _ => e,
+            })?;
+        Ok(true)
+    }
+
+    /// The ruleset generation: it changes with every committed transaction
+    /// in this network namespace, by anybody.
+    pub fn genid(&mut self) -> Result<u32, NftError> {
+        genid(&mut self.sock)
+    }
+
+    /// The table read within one generation: a read that overlapped a
+    /// commit (the generation moved, or a dump was interrupted) is
+    /// repeated, so the state returned is one the kernel really held.
+    fn read_consistent(&mut self) -> Result<(u32, Option<TableState>), NftError> {
+        for _ in 0..CONSISTENT_READ_TRIES {
+            let before = self.genid()?;
+            let state = match readback::read_table(&mut self.sock, &self.spec.name) {
+                Err(NftError::Interrupted) => continue,
+                other => other?,
+            };
+            if self.genid()? == before {
+                return Ok((before, state));
+            }
+        }
+        Err(NftError::Protocol(format!(
+            "table inet {} kept changing while it was read ({CONSISTENT_READ_TRIES} tries)",
+            self.spec.name
+        )))
+    }
+
+    fn explain_refusal(&self, e: NftError, have: Option<&TableState>) -> NftError {
+        match (e.errno(), have) {
+            (Some(1), Some(state)) if state.flags & FLAG_OWNER != 0 => NftError::Command(format!(
+                "table inet {} is owned by another process (another portguardd?); the guard \
+                 cannot change it",
+                self.spec.name
+            )),
+            (Some(95), _) if self.spec.ownership != Ownership::Unowned => {
+                NftError::Command(format!(
+                    "this kernel cannot create table inet {} {:?}: choose a weaker \
+                     [guard] protection",
+                    self.spec.name, self.spec.ownership
+                ))
+            }
+            _ => e,
+        }
+    }
+}
+
+pub(crate) fn genid(sock: &mut NfSocket) -> Result<u32, NftError> {
+    let reply = sock.request(
+        NetfilterProtoFamily::Unspec,
+        NfTablesMessage::GetGen(GenMessage { attributes: vec![] }),
+    )?;
+    match reply {
+        Some(NfTablesMessage::NewGen(GenMessage { attributes })) => attributes
+            .iter()
+            .find_map(|a| match a {
+                GenAttribute::Id(id) => Some(*id),
+                _ => None,
+            })
+            .ok_or_else(|| NftError::Protocol("NEWGEN without an id".into())),
+        other => Err(NftError::Protocol(format!(
+            "unexpected reply to GETGEN: {other:?}"
+        ))),
+    }
+}
+
+/// The strongest table ownership this kernel supports, found by creating
+/// and deleting a probe table in one transaction (nobody ever sees it).
+pub fn probe_ownership() -> Result<Ownership, NftError> {
+    let mut sock = NfSocket::open()?;
+    for ownership in [Ownership::OwnedPersistent, Ownership::Owned] {
+        let name = format!("portguard_probe_{}", std::process::id());
+        match sock.send_batch(encode::probe_table_flags(&name, ownership.flags())) {
+            Ok(()) => return Ok(ownership),
+            // EOPNOTSUPP (95) or EINVAL: the kernel does not know the flag.
+            Err(NftError::Kernel { errno: 95 | 22, .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ownership::Unowned)
+}

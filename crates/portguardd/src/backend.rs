@@ -1,0 +1,197 @@
+//! The loop reaches the kernel only through [`Backend`], so that it can be
+//! tested in-process with a fake one (see `tests` in `guard.rs`), races
+//! included, the way netavark tests its firewall drivers.
+
+use portguard_config::Protection;
+use portguard_core::Ruleset;
+use portguard_core::control::ProtectionTier;
+use portguard_nft::{
+    Conntrack, Flow, ForwardPolicy, GuardTable, Ip6Policy, NftError, Ownership, PolicyRestore,
+    STANDBY_TABLE, SweepStats, TableOutcome, TableSpec,
+};
+
+/// What the reconcile loop asks of the kernel.
+pub trait Backend {
+    /// The tier in force.
+    fn protection(&self) -> ProtectionTier;
+    /// Makes every table of the tier hold exactly `desired` and proves it.
+    /// One outcome per table, primary first.
+    fn reconcile(&mut self, desired: &Ruleset) -> Result<Vec<TableOutcome>, NftError>;
+    /// Whether the primary table exists, and its blocked-attempt counters.
+    fn blocked_packets(&mut self) -> Result<Option<u64>, NftError>;
+    fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError>;
+    fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError>;
+    /// Ends tracked connections carrying `mark` that `keep` refuses.
+    fn end_connections(
+        &mut self,
+        mark: u32,
+        keep: &dyn Fn(&Flow) -> bool,
+    ) -> Result<SweepStats, NftError>;
+}
+
+/// The tier `setting` gives on a kernel whose strongest ownership is
+/// `kernel`; an error when the setting asks for more than the kernel has.
+pub fn choose_tier(setting: Protection, kernel: Ownership) -> Result<ProtectionTier, String> {
+    let strongest = match kernel {
+        Ownership::OwnedPersistent => ProtectionTier::OwnedPersistent,
+        Ownership::Owned => ProtectionTier::OwnedStandby,
+        Ownership::Unowned => ProtectionTier::Twin,
+    };
+    let wanted = match setting {
+        Protection::Auto => return Ok(strongest),
+        Protection::OwnedPersistent => ProtectionTier::OwnedPersistent,
+        Protection::OwnedStandby => ProtectionTier::OwnedStandby,
+        Protection::Twin => ProtectionTier::Twin,
+    };
+    let rank = |t: ProtectionTier| match t {
+        ProtectionTier::Twin => 0,
+        ProtectionTier::OwnedStandby => 1,
+        ProtectionTier::OwnedPersistent => 2,
+    };
+    if rank(wanted) > rank(strongest) {
+        return Err(format!(
+            "[guard] protection = {wanted:?} needs a newer kernel (Linux 6.9+ for \
+             owned-persistent, 5.12+ for owned-standby); this one offers {strongest:?}"
+        ));
+    }
+    Ok(wanted)
+}
+
+/// The tables of a tier: the primary, and the standby copy if it has one.
+pub fn tables_of(tier: ProtectionTier) -> (TableSpec, Option<TableSpec>) {
+    let spec = |name: &str, ownership| TableSpec {
+        name: name.into(),
+        ownership,
+    };
+    let primary = portguard_core::ruleset::TABLE_NAME;
+    match tier {
+        ProtectionTier::OwnedPersistent => (spec(primary, Ownership::OwnedPersistent), None),
+        ProtectionTier::OwnedStandby => (
+            spec(primary, Ownership::Owned),
+            Some(spec(STANDBY_TABLE, Ownership::Unowned)),
+        ),
+        ProtectionTier::Twin => (
+            spec(primary, Ownership::Unowned),
+            Some(spec(STANDBY_TABLE, Ownership::Unowned)),
+        ),
+    }
+}
+
+/// The real kernel: one handle per job.
+pub struct Kernel {
+    tier: ProtectionTier,
+    primary: GuardTable,
+    standby: Option<GuardTable>,
+    /// A standby copy a previous daemon in another tier left, removed once
+    /// the primary is in place (its stale rules would refuse what is now
+    /// allowed).
+    leftover: Option<GuardTable>,
+    ip6: Ip6Policy,
+    conntrack: Conntrack,
+}
+
+impl Kernel {
+    /// Opens every handle in the calling thread's network namespace.
+    pub fn open(tier: ProtectionTier) -> Result<Kernel, NftError> {
+        let (primary, standby) = tables_of(tier);
+        let leftover = match standby {
+            Some(_) => None,
+            None => Some(GuardTable::open(TableSpec {
+                name: STANDBY_TABLE.into(),
+                ownership: Ownership::Unowned,
+            })?),
+        };
+        Ok(Kernel {
+            tier,
+            primary: GuardTable::open(primary)?,
+            standby: standby.map(GuardTable::open).transpose()?,
+            leftover,
+            ip6: Ip6Policy::open()?,
+            conntrack: Conntrack::open()?,
+        })
+    }
+}
+
+impl Backend for Kernel {
+    fn protection(&self) -> ProtectionTier {
+        self.tier
+    }
+
+    fn reconcile(&mut self, desired: &Ruleset) -> Result<Vec<TableOutcome>, NftError> {
+        // Each copy in its own transaction: while one is recreated, the
+        // other (already whole) keeps judging.
+        let mut outcomes = vec![self.primary.reconcile(desired)?];
+        if let Some(standby) = &mut self.standby {
+            outcomes.push(standby.reconcile(desired)?);
+        }
+        if let Some(mut leftover) = self.leftover.take()
+            && let Err(e) = leftover.remove()
+        {
+            tracing::warn!(error = %e, "could not remove a standby table left by another tier");
+        }
+        Ok(outcomes)
+    }
+
+    fn blocked_packets(&mut self) -> Result<Option<u64>, NftError> {
+        Ok(self.primary.read()?.map(|t| t.blocked_packets()))
+    }
+
+    fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
+        self.ip6.forward_policy()
+    }
+
+    fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {
+        self.ip6.restore()
+    }
+
+    fn end_connections(
+        &mut self,
+        mark: u32,
+        keep: &dyn Fn(&Flow) -> bool,
+    ) -> Result<SweepStats, NftError> {
+        self.conntrack.end_connections(mark, keep)
+    }
+}
+
+/// Deletes every table the guard may have left, in any tier (the package's
+/// postrm). `Ok(true)` if there was one.
+pub fn remove_all() -> Result<bool, NftError> {
+    let mut removed = false;
+    for name in [portguard_core::ruleset::TABLE_NAME, STANDBY_TABLE] {
+        let mut table = GuardTable::open(TableSpec {
+            name: name.into(),
+            ownership: Ownership::Unowned,
+        })?;
+        removed |= table.remove()?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_the_strongest_tier_and_a_weaker_one_may_be_chosen() {
+        use ProtectionTier::*;
+        assert_eq!(
+            choose_tier(Protection::Auto, Ownership::OwnedPersistent),
+            Ok(OwnedPersistent)
+        );
+        assert_eq!(
+            choose_tier(Protection::Auto, Ownership::Owned),
+            Ok(OwnedStandby)
+        );
+        assert_eq!(choose_tier(Protection::Auto, Ownership::Unowned), Ok(Twin));
+        assert_eq!(
+            choose_tier(Protection::Twin, Ownership::OwnedPersistent),
+            Ok(Twin)
+        );
+        assert_eq!(
+            choose_tier(Protection::OwnedStandby, Ownership::OwnedPersistent),
+            Ok(OwnedStandby)
+        );
+        assert!(choose_tier(Protection::OwnedPersistent, Ownership::Owned).is_err());
+        assert!(choose_tier(Protection::OwnedStandby, Ownership::Unowned).is_err());
+    }
+}

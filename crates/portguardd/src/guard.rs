@@ -1,0 +1,533 @@
+//! The guard's state and the one operation that decides what the kernel
+//! holds: [`Guard::reconcile`]. Everything that changes the desired state
+//! (a configuration, a Docker snapshot) goes through it; so do restores
+//! after tampering and the periodic verify.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use portguard_config::Config;
+use portguard_core::control::{
+    ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome, rfc3339,
+};
+use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
+use portguard_core::{L4Proto, Ruleset, Snapshot, plan};
+use portguard_docker::DockerUpdate;
+use portguard_nft::TableOutcome;
+
+use crate::backend::Backend;
+use crate::{lastgood, notify};
+
+/// What one reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel already held exactly the desired ruleset.
+    Unchanged,
+    /// A new desired ruleset was applied (configuration or Docker).
+    Applied,
+    /// The kernel had been changed by somebody else; put right.
+    Restored(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Unchanged => write!(f, "unchanged"),
+            Outcome::Applied => write!(f, "applied"),
+            Outcome::Restored(what) => write!(f, "restored ({what})"),
+            Outcome::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
+pub struct Guard<B> {
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub config: Config,
+    pub config_source: ConfigSource,
+    pub config_error: Option<String>,
+    pub snapshot: Snapshot,
+    pub backend: B,
+    pub docker: DockerStatus,
+    /// The ruleset the kernel was last proven to hold.
+    pub applied: Option<Ruleset>,
+    pub verified_at: Option<SystemTime>,
+    pub last_reconcile: Option<ReconcileRecord>,
+    pub restores: u64,
+    pub last_restore_ms: Option<f64>,
+    pub ip6_restores: u64,
+    pub ended_connections: u64,
+}
+
+impl<B: Backend> Guard<B> {
+    pub fn new(
+        config_path: PathBuf,
+        state_dir: PathBuf,
+        config: Config,
+        config_source: ConfigSource,
+        backend: B,
+        docker: DockerStatus,
+    ) -> Guard<B> {
+        Guard {
+            config_path,
+            state_dir,
+            config,
+            config_source,
+            config_error: None,
+            snapshot: Snapshot::default(),
+            backend,
+            docker,
+            applied: None,
+            verified_at: None,
+            last_reconcile: None,
+            restores: 0,
+            last_restore_ms: None,
+            ip6_restores: 0,
+            ended_connections: 0,
+        }
+    }
+
+    pub fn desired(&self) -> Ruleset {
+        plan(&self.config, &self.snapshot)
+    }
+
+    /// Makes the kernel hold exactly the desired ruleset and proves it.
+    /// `since` is when the reason arose (a change notification), for the
+    /// restore latency.
+    pub fn reconcile(&mut self, reason: &str, since: Instant) -> Outcome {
+        let started = Instant::now();
+        let desired = self.desired();
+        let outcome = match self.backend.reconcile(&desired) {
+            Err(e) => Outcome::Failed(e.to_string()),
+            Ok(tables) => {
+                let changed = self.applied.as_ref() != Some(&desired);
+                let repaired: Vec<String> = tables
+                    .iter()
+                    .filter_map(|t| match t {
+                        TableOutcome::Unchanged => None,
+                        TableOutcome::Repaired(d) | TableOutcome::Replaced(d) => Some(
+                            d.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ),
+                    })
+                    .collect();
+                let previous = self.applied.replace(desired);
+                self.verified_at = Some(SystemTime::now());
+                if changed {
+                    if let Some(previous) = previous {
+                        self.end_unadmitted(reason, &previous);
+                    }
+                    Outcome::Applied
+                } else if repaired.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    self.restores += 1;
+                    let ms = since.elapsed().as_secs_f64() * 1000.0;
+                    self.last_restore_ms = Some(ms);
+                    tracing::warn!(
+                        reason,
+                        restores = self.restores,
+                        restore_ms = %format!("{ms:.2}"),
+                        found = %repaired.join("; "),
+                        "guard table restored: somebody else had changed it"
+                    );
+                    Outcome::Restored(repaired.join("; "))
+                }
+            }
+        };
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &outcome {
+            Outcome::Failed(error) => {
+                tracing::error!(reason, error, "reconcile failed; the next trigger retries")
+            }
+            Outcome::Unchanged => tracing::debug!(reason, "reconcile: unchanged"),
+            _ => {
+                tracing::info!(reason, duration_ms = %format!("{duration_ms:.2}"), %outcome, "reconcile")
+            }
+        }
+        self.last_reconcile = Some(ReconcileRecord {
+            trigger: reason.to_string(),
+            at: rfc3339(SystemTime::now()),
+            duration_ms,
+            outcome: outcome.to_string(),
+        });
+        outcome
+    }
+
+    /// P10: connections admitted under `previous` that the new ruleset no
+    /// longer admits are ended (only ever after the new ruleset is in).
+    fn end_unadmitted(&mut self, reason: &str, previous: &Ruleset) {
+        if self.applied.as_ref().map(|r| &r.sets) == Some(&previous.sets) {
+            return;
+        }
+        let config = &self.config;
+        let snapshot = &self.snapshot;
+        let keep = |flow: &portguard_nft::Flow| {
+            let proto = match flow.proto {
+                6 => L4Proto::Tcp,
+                17 => L4Proto::Udp,
+                _ => return true,
+            };
+            config.allow.iter().any(|entry| {
+                entry_admits(
+                    entry,
+                    snapshot,
+                    flow.original_dport,
+                    proto,
+                    Some(flow.source),
+                )
+            })
+        };
+        match self.backend.end_connections(CT_MARK_ADMITTED, &keep) {
+            Ok(stats) if stats.ended > 0 => {
+                self.ended_connections += stats.ended as u64;
+                tracing::info!(
+                    reason,
+                    ended = stats.ended,
+                    examined = stats.examined,
+                    "ended connections the allowlist no longer admits"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not end connections the allowlist no longer admits")
+            }
+        }
+    }
+
+    pub fn restore_ip6_policy(&mut self, why: &str) {
+        if !self.config.ipv6.restore_forward_policy {
+            return;
+        }
+        match self.backend.restore_ip6_forward_policy() {
+            Ok(restored) => {
+                for r in restored {
+                    self.ip6_restores += 1;
+                    tracing::warn!(why, backend = ?r.backend, "IPv6 FORWARD policy was drop; set it back to accept");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not restore the IPv6 FORWARD policy"),
+        }
+    }
+
+    /// Puts a newly read configuration in force, or refuses it and keeps
+    /// the one in force (P7). Never reports what did not happen.
+    pub fn reload(&mut self, loaded: Result<Config, String>) -> ReloadOutcome {
+        let refuse = |guard: &mut Self, error: String| {
+            tracing::error!(error, "configuration refused; the one in force stays");
+            guard.config_error = Some(error.clone());
+            ReloadOutcome {
+                applied: false,
+                error: Some(error),
+            }
+        };
+        let config = match loaded {
+            Ok(config) => config,
+            Err(error) => return refuse(self, error),
+        };
+        if let Some(error) = needs_restart(&self.config, &config) {
+            return refuse(self, error);
+        }
+        let previous = std::mem::replace(&mut self.config, config);
+        match self.reconcile("reload", Instant::now()) {
+            Outcome::Failed(error) => {
+                self.config = previous;
+                self.reconcile("reload rollback", Instant::now());
+                refuse(
+                    self,
+                    format!("the new configuration could not be applied: {error}"),
+                )
+            }
+            _ => {
+                self.config_source = ConfigSource::Files;
+                self.config_error = None;
+                self.keep_last_good();
+                tracing::info!("configuration reloaded");
+                ReloadOutcome {
+                    applied: true,
+                    error: None,
+                }
+            }
+        }
+    }
+
+    /// Keeps the configuration in force as the last good one, if it came
+    /// from the files (a fallback is never written over the real thing).
+    pub fn keep_last_good(&self) {
+        if self.config_source != ConfigSource::Files {
+            return;
+        }
+        if let Err(e) = lastgood::save(&self.state_dir, &self.config) {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "could not keep the last good configuration"
+            );
+        }
+    }
+
+    pub fn on_docker(&mut self, update: DockerUpdate) {
+        let snapshot = match update {
+            DockerUpdate::Connected { snapshot, engine } => {
+                self.docker.connected = true;
+                self.docker.engine = Some(engine);
+                self.docker.error = None;
+                Some(snapshot)
+            }
+            DockerUpdate::Snapshot(snapshot) => Some(snapshot),
+            // P8: protection stays as it was while Docker is away.
+            DockerUpdate::Disconnected { error } => {
+                self.docker.connected = false;
+                self.docker.error = Some(error);
+                None
+            }
+        };
+        if let Some(snapshot) = snapshot {
+            self.snapshot = snapshot;
+            self.reconcile("docker", Instant::now());
+        }
+    }
+
+    pub fn notify_status(&self) {
+        let text = format!(
+            "{} mode, {:?} protection, {} allow entries, {} published ports, Docker {}, {} restores{}",
+            match self.config.guard.mode {
+                portguard_config::Mode::Enforce => "enforcing",
+                portguard_config::Mode::Audit => "audit",
+            },
+            self.backend.protection(),
+            self.config.allow.len(),
+            self.snapshot.published.len(),
+            if self.docker.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            self.restores,
+            if self.config_error.is_some() {
+                ", configuration error (see guardctl status)"
+            } else {
+                ""
+            },
+        );
+        notify::notify(&format!("STATUS={text}\n"));
+    }
+}
+
+/// Settings a running daemon cannot change (the sockets it listens on and
+/// connects to, the tier of its tables): a reload that changes them is
+/// refused with the reason, rather than reported applied while ignored.
+pub fn needs_restart(old: &Config, new: &Config) -> Option<String> {
+    let mut changed = Vec::new();
+    if old.control.socket != new.control.socket {
+        changed.push("[control] socket");
+    }
+    if old.control.group != new.control.group {
+        changed.push("[control] group");
+    }
+    if old.docker.socket != new.docker.socket {
+        changed.push("[docker] socket");
+    }
+    if old.guard.protection != new.guard.protection {
+        changed.push("[guard] protection");
+    }
+    (!changed.is_empty()).then(|| {
+        format!(
+            "{} changed: that takes a restart (systemctl restart portguard); nothing was changed",
+            changed.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use portguard_core::control::ProtectionTier;
+    use portguard_nft::{
+        Difference, Flow, ForwardPolicy, NftError, PolicyRestore, SweepStats, TableOutcome,
+    };
+
+    /// A kernel in memory: what each table holds, and tampering.
+    #[derive(Default)]
+    struct FakeKernel {
+        tables: Vec<Option<Ruleset>>,
+        fail_next: Option<String>,
+        /// Tampering that happens right after the next commit: the race.
+        tamper_after_commit: Option<Ruleset>,
+        commits: usize,
+    }
+
+    impl Backend for FakeKernel {
+        fn protection(&self) -> ProtectionTier {
+            ProtectionTier::Twin
+        }
+
+        fn reconcile(&mut self, desired: &Ruleset) -> Result<Vec<TableOutcome>, NftError> {
+            if let Some(e) = self.fail_next.take() {
+                return Err(NftError::Command(e));
+            }
+            if self.tables.is_empty() {
+                self.tables = vec![None, None];
+            }
+            let mut outcomes = Vec::new();
+            for index in 0..self.tables.len() {
+                // Like the real one: compare, repair, compare again.
+                let mut outcome = TableOutcome::Unchanged;
+                while self.tables[index].as_ref() != Some(desired) {
+                    let found = match &self.tables[index] {
+                        None => Difference::TableMissing,
+                        Some(_) => Difference::ChainForeign("x".into()),
+                    };
+                    self.tables[index] = Some(desired.clone());
+                    self.commits += 1;
+                    if let Some(tampered) = self.tamper_after_commit.take() {
+                        self.tables[index] = Some(tampered);
+                    }
+                    outcome = TableOutcome::Replaced(vec![found]);
+                }
+                outcomes.push(outcome);
+            }
+            Ok(outcomes)
+        }
+
+        fn blocked_packets(&mut self) -> Result<Option<u64>, NftError> {
+            Ok(self.tables.first().and_then(|t| t.as_ref()).map(|_| 0))
+        }
+
+        fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
+            Ok(ForwardPolicy::Accept)
+        }
+
+        fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {
+            Ok(Vec::new())
+        }
+
+        fn end_connections(
+            &mut self,
+            _mark: u32,
+            _keep: &dyn Fn(&Flow) -> bool,
+        ) -> Result<SweepStats, NftError> {
+            Ok(SweepStats::default())
+        }
+    }
+
+    fn guard(config: &str) -> (Guard<FakeKernel>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = Guard::new(
+            dir.path().join("portguard.toml"),
+            dir.path().join("state"),
+            Config::from_toml_str(config).unwrap(),
+            ConfigSource::Files,
+            FakeKernel::default(),
+            DockerStatus {
+                connected: false,
+                socket: String::new(),
+                engine: None,
+                error: None,
+            },
+        );
+        (guard, dir)
+    }
+
+    #[test]
+    fn a_deleted_table_is_restored_and_counted() {
+        let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
+        assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
+        guard.backend.tables[0] = None;
+        assert!(matches!(
+            guard.reconcile("netfilter change", Instant::now()),
+            Outcome::Restored(_)
+        ));
+        assert_eq!(guard.restores, 1);
+        assert_eq!(guard.backend.tables[0], Some(guard.desired()));
+        assert_eq!(
+            guard.reconcile("verify", Instant::now()),
+            Outcome::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_change_racing_the_restore_is_not_kept() {
+        let (mut guard, _dir) = guard("[[allow]]\nport = 1111\n");
+        guard.reconcile("start", Instant::now());
+        let mut tampered = guard.desired();
+        tampered.sets.clear();
+        guard.backend.tables[1] = None;
+        guard.backend.tamper_after_commit = Some(tampered);
+        guard.reconcile("netfilter change", Instant::now());
+        let desired = guard.desired();
+        assert!(
+            guard
+                .backend
+                .tables
+                .iter()
+                .all(|t| t.as_ref() == Some(&desired))
+        );
+    }
+
+    #[test]
+    fn a_failed_reconcile_is_reported_and_the_next_one_retries() {
+        let (mut guard, _dir) = guard("");
+        guard.backend.fail_next = Some("kernel said no".into());
+        assert!(
+            matches!(guard.reconcile("start", Instant::now()), Outcome::Failed(e) if e.contains("kernel said no"))
+        );
+        assert!(
+            guard
+                .last_reconcile
+                .as_ref()
+                .unwrap()
+                .outcome
+                .starts_with("failed")
+        );
+        assert_eq!(guard.reconcile("retry", Instant::now()), Outcome::Applied);
+    }
+
+    #[test]
+    fn a_refused_reload_keeps_the_ruleset_in_force_and_says_why() {
+        let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
+        guard.reconcile("start", Instant::now());
+        let before = guard.backend.tables.clone();
+        let outcome = guard.reload(Err("portguard.toml:3:8: bad".into()));
+        assert!(!outcome.applied);
+        assert_eq!(
+            guard.config_error.as_deref(),
+            Some("portguard.toml:3:8: bad")
+        );
+        assert_eq!(guard.backend.tables, before);
+        // Settings that take a restart are refused, not silently ignored.
+        let moved = Config::from_toml_str("[control]\nsocket = \"/run/elsewhere.sock\"\n").unwrap();
+        let outcome = guard.reload(Ok(moved));
+        assert!(!outcome.applied);
+        assert!(outcome.error.unwrap().contains("[control] socket"));
+        // A good one is applied, kept as the last good, and clears the error.
+        let good = Config::from_toml_str("[[allow]]\nport = 9090\n").unwrap();
+        assert!(guard.reload(Ok(good.clone())).applied);
+        assert_eq!(guard.config_error, None);
+        assert_eq!(
+            guard.backend.tables[0],
+            Some(plan(&good, &Snapshot::default()))
+        );
+        assert_eq!(
+            lastgood::load(&guard.state_dir).unwrap().allow.len(),
+            1,
+            "kept as the last good configuration"
+        );
+    }
+
+    #[test]
+    fn a_failed_apply_on_reload_rolls_back() {
+        let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
+        guard.reconcile("start", Instant::now());
+        guard.backend.fail_next = Some("EINVAL".into());
+        let outcome = guard.reload(Ok(
+            Config::from_toml_str("[[allow]]\nport = 9090\n").unwrap()
+        ));
+        assert!(!outcome.applied);
+        assert_eq!(guard.config.allow.len(), 1);
+        assert_eq!(guard.backend.tables[0], Some(guard.desired()));
+    }
+}

@@ -1,0 +1,216 @@
+//! The last good configuration, kept in the state directory after every
+//! successful apply, so that a boot (or restart) with a broken file still
+//! installs the protection the administrator last had (P7). It is written
+//! as one TOML document the ordinary parser reads back; entries then name
+//! this file as their origin, which is the truth.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use portguard_config::{AllowTarget, Config};
+use toml::{Table, Value};
+
+const FILE_NAME: &str = "last-good.toml";
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+/// Writes `config` atomically (temporary file, fsync, rename), mode 0600.
+pub fn save(state_dir: &Path, config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let text = to_toml(config);
+    let target = path(state_dir);
+    let temporary = state_dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &target)
+        .with_context(|| format!("renaming into {}", target.display()))?;
+    Ok(())
+}
+
+/// The kept configuration, if there is one that parses.
+pub fn load(state_dir: &Path) -> Option<Config> {
+    let file = path(state_dir);
+    if !file.exists() {
+        return None;
+    }
+    match Config::load(&file) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            tracing::error!(error = %e, "the kept last good configuration is unreadable too");
+            None
+        }
+    }
+}
+
+/// `config` as a TOML document that [`Config::load`] reads back equal
+/// (but for the entries' origins).
+pub fn to_toml(config: &Config) -> String {
+    let mut doc = Table::new();
+    let mut guard = Table::new();
+    guard.insert("mode".into(), value(&config.guard.mode));
+    guard.insert("scope".into(), value(&config.guard.scope));
+    guard.insert(
+        "trusted_interfaces".into(),
+        Value::Array(
+            config
+                .guard
+                .trusted_interfaces
+                .iter()
+                .map(|n| Value::String(n.as_str().into()))
+                .collect(),
+        ),
+    );
+    if let Some(external) = &config.guard.external_interfaces {
+        guard.insert(
+            "external_interfaces".into(),
+            Value::Array(
+                external
+                    .iter()
+                    .map(|n| Value::String(n.as_str().into()))
+                    .collect(),
+            ),
+        );
+    }
+    guard.insert(
+        "log_blocked".into(),
+        Value::Boolean(config.guard.log_blocked),
+    );
+    guard.insert("protection".into(), value(&config.guard.protection));
+    doc.insert("guard".into(), Value::Table(guard));
+    let mut ipv6 = Table::new();
+    ipv6.insert(
+        "restore_forward_policy".into(),
+        Value::Boolean(config.ipv6.restore_forward_policy),
+    );
+    doc.insert("ipv6".into(), Value::Table(ipv6));
+    let mut docker = Table::new();
+    docker.insert(
+        "socket".into(),
+        Value::String(config.docker.socket.display().to_string()),
+    );
+    doc.insert("docker".into(), Value::Table(docker));
+    let mut control = Table::new();
+    control.insert(
+        "socket".into(),
+        Value::String(config.control.socket.display().to_string()),
+    );
+    if let Some(group) = &config.control.group {
+        control.insert("group".into(), Value::String(group.clone()));
+    }
+    doc.insert("control".into(), Value::Table(control));
+    let allow = config
+        .allow
+        .iter()
+        .map(|entry| {
+            let mut t = Table::new();
+            match &entry.target {
+                AllowTarget::Ports(range) => {
+                    t.insert("port".into(), Value::String(range.to_string()))
+                }
+                AllowTarget::Container(name) => {
+                    t.insert("container".into(), Value::String(name.clone()))
+                }
+            };
+            t.insert("proto".into(), value(&entry.proto));
+            if !entry.from.is_empty() {
+                t.insert(
+                    "from".into(),
+                    Value::Array(
+                        entry
+                            .from
+                            .iter()
+                            .map(|c| Value::String(c.to_string()))
+                            .collect(),
+                    ),
+                );
+            }
+            if let Some(comment) = &entry.comment {
+                t.insert("comment".into(), Value::String(comment.clone()));
+            }
+            Value::Table(t)
+        })
+        .collect();
+    doc.insert("allow".into(), Value::Array(allow));
+    format!(
+        "# Written by portguardd: the last configuration it applied successfully.\n\
+         # Used only when the files in /etc/portguard are invalid at start.\n{}",
+        toml::to_string(&doc).unwrap_or_default()
+    )
+}
+
+/// A serializable value (the config's enums) as a TOML value.
+fn value<T: serde::Serialize>(v: &T) -> Value {
+    Value::try_from(v).unwrap_or(Value::String(String::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const FULL: &str = r#"
+[guard]
+mode = "audit"
+scope = "all"
+trusted_interfaces = ["wg0", "tun*"]
+external_interfaces = ["eth0"]
+log_blocked = false
+protection = "twin"
+[ipv6]
+restore_forward_policy = false
+[docker]
+socket = "/run/other-docker.sock"
+[control]
+socket = "/run/pg.sock"
+group = "adm"
+[[allow]]
+port = 8086
+comment = "Telegraf \"quoted\""
+[[allow]]
+port = "40000-40100"
+proto = "both"
+from = ["203.0.113.0/24", "2001:db8::/32"]
+[[allow]]
+container = "shop/web"
+"#;
+
+    fn without_origins(mut config: Config) -> Config {
+        for entry in &mut config.allow {
+            entry.origin.file = PathBuf::new();
+            entry.origin.line = 0;
+        }
+        config
+    }
+
+    #[test]
+    fn what_is_kept_reads_back_as_the_same_configuration() {
+        for text in ["", FULL] {
+            let config = Config::from_toml_str(text).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            save(dir.path(), &config).unwrap();
+            let back = load(dir.path()).unwrap();
+            assert_eq!(without_origins(back), without_origins(config), "{text}");
+        }
+    }
+
+    #[test]
+    fn nothing_kept_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).is_none());
+    }
+}
