@@ -517,6 +517,23 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
     // systemctl reload goes through guardctl reload.
     c.sh("systemctl reload portguard.service");
 
+    // `[control] group`: the daemon gives the socket that group (it keeps
+    // CAP_CHOWN for this), and a member who is not root can ask.
+    let restart = c.exec(
+        "printf '[control]\\ngroup = \"adm\"\\n' > /etc/portguard/conf.d/50-group.toml \
+         && systemctl restart portguard.service",
+    );
+    assert!(
+        restart.status.success(),
+        "restart with [control] group failed:\n{}",
+        c.sh("journalctl -u portguard --no-pager -o cat | tail -8")
+    );
+    assert_eq!(
+        c.sh("stat -c '%G %a' /run/portguard/control.sock").trim(),
+        "adm 660"
+    );
+    c.sh("useradd -M -G adm pgadmin && setpriv --reuid pgadmin --regid pgadmin --init-groups guardctl status");
+
     // A host still on legacy ip6tables, where Docker set the IPv6 FORWARD
     // policy to drop: the sandboxed daemon restores it at start through
     // ip6tables-legacy (CAP_NET_RAW, AF_INET6, /run/xtables.lock).
