@@ -579,13 +579,27 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
     );
 
     // A reboot: the unit is enabled and the guard is up, in a fresh
-    // network namespace, without anybody starting it.
+    // network namespace, without anybody starting it; and a stand-in for
+    // Docker, started at boot, finds it already active (READY, so the
+    // table is installed) when it starts.
+    c.sh(
+        "printf '%s\\n' '[Unit]' 'Description=stand-in for Docker' '[Service]' \
+         'Type=oneshot' 'RemainAfterExit=yes' \
+         'ExecStart=/bin/sh -c \"systemctl is-active portguard.service > /run/guard-when-docker-started\"' \
+         '[Install]' 'WantedBy=multi-user.target' > /etc/systemd/system/docker.service \
+         && systemctl daemon-reload && systemctl enable docker.service",
+    );
     c.reboot();
     assert_eq!(
         c.sh("systemctl is-active portguard.service").trim(),
         "active"
     );
     assert!(c.guarded(), "no guard table after a reboot");
+    assert_eq!(
+        c.sh("cat /run/guard-when-docker-started").trim(),
+        "active",
+        "Docker started before the guard was ready"
+    );
 
     // Remove: daemon stopped, table gone, no daemon log on the terminal,
     // the configuration kept. Purge: configuration and state gone.
