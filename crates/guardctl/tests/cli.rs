@@ -30,7 +30,7 @@ fn plan_of_the_shipped_example_has_our_priority_and_pre_dnat_match() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("table inet portguard {"), "{text}");
     assert!(
-        text.contains("type filter hook forward priority filter - 1; policy accept;"),
+        text.contains("type filter hook forward priority filter - 1; policy drop;"),
         "{text}"
     );
     assert!(
