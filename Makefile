@@ -1,6 +1,7 @@
 # portguard: the two commands of the quick start, and a few helpers.
 #   sudo make demo   build, and show the guard closing a published port
 #   sudo make test   unit, golden, kernel (netns) and end-to-end tests
+#   sudo make deb    target/deb/portguard_<version>_<arch>.deb (debhelper)
 .PHONY: demo test deps build bench deb
 
 deps:

@@ -1,83 +1,17 @@
 //! `guardctl`: validate and preview portguard's configuration, and ask the
 //! running daemon what is exposed.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
 mod client;
 
-use clap::{Parser, Subcommand};
-use portguard_config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET};
+use clap::Parser;
+use cli::{Cli, Command};
+use portguard_config::Config;
 use portguard_core::L4Proto;
 use portguard_core::control::{RequestBody, ResponseBody, printable};
 use portguard_core::{Snapshot, plan, render};
-
-#[derive(Parser)]
-#[command(
-    name = "guardctl",
-    version,
-    about = "Control and inspect portguard, the firewall guard for Docker's published ports",
-    long_about = "Control and inspect portguard, the firewall guard for Docker's published ports.\n\n\
-        `check` and `plan` work offline on a configuration file; the other commands ask the \
-        running portguardd over its control socket.",
-    after_help = "Examples:\n  guardctl check                      validate /etc/portguard/portguard.toml and drop-ins\n  \
-        guardctl plan --config ./pg.toml    print the nft ruleset that configuration gives"
-)]
-struct Cli {
-    /// Control socket of the running daemon.
-    #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET, value_name = "PATH")]
-    socket: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate the configuration (main file and conf.d drop-ins); exit 0 if
-    /// valid, 1 with `file:line:column: message` if not.
-    Check {
-        /// Main configuration file; drop-ins are read from conf.d beside it.
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_name = "PATH")]
-        config: PathBuf,
-    },
-    /// Guard state (enforcing or audit, ruleset installed and verified, last
-    /// reconcile, restores, Docker connection, IPv6 forward policy), then
-    /// every published port with its verdict.
-    Status {
-        /// Machine-readable output (documented in docs/guardctl.md).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Every published port: host address, host port, protocol, container,
-    /// container port and verdict (allowed by which entry, blocked,
-    /// local-only, host-network).
-    Ports {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Why a published host port is open or closed, e.g. `explain 8080`,
-    /// `explain 5353/udp --from 203.0.113.7`.
-    Explain {
-        /// PORT, PORT/tcp or PORT/udp (the host port, as published).
-        target: String,
-        /// Source address of the connection to judge.
-        #[arg(long, value_name = "ADDR")]
-        from: Option<std::net::IpAddr>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Ask the daemon to re-read its configuration. A bad file is refused
-    /// and the last good ruleset stays in force.
-    Reload,
-    /// Print, in nft syntax, the ruleset the daemon would install. Touches
-    /// nothing. Offline, no container is known, so `container = ...`
-    /// entries open nothing yet and the published-port sets are empty.
-    Plan {
-        /// Main configuration file; drop-ins are read from conf.d beside it.
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_name = "PATH")]
-        config: PathBuf,
-    },
-}
 
 /// Exit code when the daemon is not running (as `systemctl status` does).
 const EXIT_NOT_RUNNING: u8 = 3;

@@ -11,8 +11,6 @@ use anyhow::Context as _;
 use portguard_config::{AllowTarget, Config};
 use toml::{Table, Value};
 
-/// Default state directory (systemd's `StateDirectory=portguard`).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/portguard";
 const FILE_NAME: &str = "last-good.toml";
 
 pub fn path(state_dir: &Path) -> PathBuf {

@@ -7,6 +7,7 @@
 //! from the nftables monitor, signals, and a periodic verify.
 
 mod backend;
+mod cli;
 mod control;
 mod guard;
 mod lastgood;
@@ -15,35 +16,10 @@ mod reconcile;
 mod status;
 mod triggers;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use portguard_config::DEFAULT_CONFIG_PATH;
-
-#[derive(Parser)]
-#[command(
-    name = "portguardd",
-    version,
-    about = "Keep Docker's published ports closed to the outside unless allowlisted",
-    long_about = "Runs in the foreground (systemd Type=notify-reload), logs to stderr, reloads on SIGHUP, \
-        and leaves its nftables table in place when it stops."
-)]
-struct Args {
-    /// Main configuration file; drop-ins are read from conf.d beside it.
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_name = "PATH")]
-    config: PathBuf,
-    /// Control socket (default: `[control] socket` from the configuration).
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Where the last good configuration is kept, for a start with a
-    /// broken file.
-    #[arg(long, default_value = lastgood::DEFAULT_STATE_DIR, value_name = "PATH")]
-    state_dir: PathBuf,
-    /// Delete the guard's tables and exit (used when the package is removed).
-    #[arg(long)]
-    remove_rules: bool,
-}
+use cli::Args;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

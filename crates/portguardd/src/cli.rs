@@ -1,0 +1,36 @@
+//! portguardd's command line, in a module of its own so that the man page
+//! (crates/portguard-manpages) is generated from the same definitions.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use portguard_config::DEFAULT_CONFIG_PATH;
+
+/// Default state directory, `--state-dir` (systemd's
+/// `StateDirectory=portguard`). Here rather than in lastgood.rs because this
+/// file is also compiled into the man page generator.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/portguard";
+
+#[derive(Parser)]
+#[command(
+    name = "portguardd",
+    version,
+    about = "Keep Docker's published ports closed to the outside unless allowlisted",
+    long_about = "Runs in the foreground (systemd Type=notify), logs to stderr (the journal, under systemd), reloads on SIGHUP, \
+        and leaves its nftables table in place when it stops."
+)]
+pub struct Args {
+    /// Main configuration file; drop-ins are read from conf.d beside it.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH, value_name = "PATH")]
+    pub config: PathBuf,
+    /// Control socket (default: `[control] socket` from the configuration).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Where the last good configuration is kept, for a start with a
+    /// broken file.
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "PATH")]
+    pub state_dir: PathBuf,
+    /// Delete the guard's tables and exit (used when the package is removed).
+    #[arg(long)]
+    pub remove_rules: bool,
+}
