@@ -280,6 +280,25 @@ fn raw_elements(payload: &[u8]) -> Option<Vec<Attrs>> {
 
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
+/// Dumps `request` (inet family) and keeps what `ours` makes of each
+/// decoded reply; replies the library cannot decode are counted in
+/// `undecodable` (foreign objects in our table, by definition).
+fn dump_ours<T>(
+    sock: &mut NfSocket,
+    request: NfTablesMessage,
+    ours: impl Fn(NfTablesMessage) -> Option<T>,
+    undecodable: &mut usize,
+) -> Result<Vec<T>, NftError> {
+    let mut out = Vec::new();
+    for raw in sock.dump_nft(NetfilterProtoFamily::Inet, request)? {
+        match decode_nft(&raw) {
+            Some(message) => out.extend(ours(message)),
+            None => *undecodable += 1,
+        }
+    }
+    Ok(out)
+}
+
 /// Dumps table `inet NAME`. `Ok(None)` when it does not exist. The dumps
 /// are several requests: the caller checks the generation around them
 /// (see [`crate::table::GuardTable`]).
@@ -306,21 +325,24 @@ pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<Table
         sets: Vec::new(),
         undecodable: 0,
     };
-    let ours_chain = |a: &ChainAttribute| matches!(a, ChainAttribute::Table(t) if t == name);
-    for raw in sock.dump_nft(
-        inet,
+    state.chains = dump_ours(
+        sock,
         NfTablesMessage::GetChain(ChainMessage {
             attributes: vec![ChainAttribute::Table(name.into())],
         }),
-    )? {
-        match decode_nft(&raw) {
-            Some(NfTablesMessage::NewChain(chain)) if chain.attributes.iter().any(ours_chain) => {
-                state.chains.push(chain_state(&chain))
+        |message| match message {
+            NfTablesMessage::NewChain(chain)
+                if chain
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, ChainAttribute::Table(t) if t == name)) =>
+            {
+                Some(chain_state(&chain))
             }
-            Some(_) => {}
-            None => state.undecodable += 1,
-        }
-    }
+            _ => None,
+        },
+        &mut state.undecodable,
+    )?;
     for raw in sock.dump_nft(
         inet,
         NfTablesMessage::GetRule(RuleMessage {
@@ -339,21 +361,24 @@ pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<Table
             None => state.undecodable += 1,
         }
     }
-    let ours_set = |a: &SetAttribute| matches!(a, SetAttribute::Table(t) if t == name);
-    for raw in sock.dump_nft(
-        inet,
+    state.sets = dump_ours(
+        sock,
         NfTablesMessage::GetSet(SetMessage {
             attributes: vec![SetAttribute::Table(name.into())],
         }),
-    )? {
-        match decode_nft(&raw) {
-            Some(NfTablesMessage::NewSet(set)) if set.attributes.iter().any(ours_set) => {
-                state.sets.push(set_state(&set))
+        |message| match message {
+            NfTablesMessage::NewSet(set)
+                if set
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, SetAttribute::Table(t) if t == name)) =>
+            {
+                Some(set_state(&set))
             }
-            Some(_) => {}
-            None => state.undecodable += 1,
-        }
-    }
+            _ => None,
+        },
+        &mut state.undecodable,
+    )?;
     for set in &mut state.sets {
         for raw in sock.dump_nft(
             inet,
