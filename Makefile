@@ -2,7 +2,9 @@
 #   sudo make demo   build, and show the guard closing a published port
 #   sudo make test   unit, golden, kernel (netns) and end-to-end tests
 #   sudo make deb    target/deb/portguard_<version>_<arch>.deb (debhelper)
-.PHONY: demo test deps build bench deb
+#   sudo make e2e ENGINE=29       the end-to-end suite against one engine (20|26|28|29)
+#   sudo make test-engines        the end-to-end suite against 26, 28 and 29
+.PHONY: demo test deps build bench deb e2e test-engines
 
 deps:
 	./scripts/install-deps
@@ -12,6 +14,25 @@ build: deps
 
 test: deps
 	cargo test --workspace --no-fail-fast
+
+# Engines other than the installed 20.10 are unpacked once, by
+# ../shared/engines/prepare.sh, into target/engines/NN (see
+# crates/portguard-testkit/src/engine.rs).
+ENGINE ?= 20
+ENGINES ?= 26 28 29
+
+e2e: deps
+	@echo "== e2e suite on engine $(ENGINE) =="
+	PORTGUARD_ENGINE=$(ENGINE) cargo test -p portguard-e2e --no-fail-fast
+
+# Every engine runs even if one fails; the exit status says whether any did.
+test-engines: deps
+	@failed=""; for e in $(ENGINES); do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory e2e ENGINE=$$e || failed="$$failed $$e"; \
+	  echo "== engine $$e: $$(( $$(date +%s) - start )) s =="; \
+	done; \
+	[ -z "$$failed" ] || { echo "e2e failed on engine(s):$$failed" >&2; exit 1; }
 
 demo: build
 	./scripts/demo

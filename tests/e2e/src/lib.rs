@@ -36,7 +36,12 @@ pub struct Env {
 impl Env {
     /// Lab and dockerd; no guard yet.
     pub fn new() -> Env {
-        let lab = docker_lab();
+        Env::on(docker_lab())
+    }
+
+    /// Dockerd on a lab the test has prepared (e.g. a host firewall set up
+    /// before Docker starts, as on a real host); no guard yet.
+    pub fn on(lab: DockerLab) -> Env {
         let dockerd = Dockerd::start(&lab.host);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("portguard.toml");

@@ -1,0 +1,160 @@
+//! ufw beside Docker: "ufw says deny, Docker's port is open anyway".
+//!
+//! ufw runs inside the test's host namespace only, so it writes that
+//! namespace's iptables rules. Its state (/etc/ufw, /etc/default/ufw,
+//! /lib/ufw) would still be the machine's files, so every ufw call runs in
+//! a private mount namespace with a per-test copy of them bind-mounted in
+//! their place: the machine's ufw configuration is never edited.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use portguard_e2e::{DockerLab, Env, NetNs, docker_lab, tcp_server};
+
+/// ufw confined to one network namespace and a private copy of its state.
+struct Ufw {
+    ns_path: String,
+    state: tempfile::TempDir,
+}
+
+impl Ufw {
+    /// A copy of the machine's (untouched, package-default) ufw state for
+    /// `ns`. The copy's sysctl file is emptied and its module list cleared:
+    /// ufw would otherwise load kernel modules and set sysctls, and module
+    /// loading is not confined to a namespace.
+    fn new(ns: &NetNs) -> Ufw {
+        assert!(
+            Path::new("/usr/sbin/ufw").exists(),
+            "ufw is installed (scripts/install-deps)"
+        );
+        let state = tempfile::tempdir().unwrap();
+        let s = state.path().display();
+        portguard_testkit::sh(&format!(
+            "cp -a /etc/ufw {s}/etc-ufw && cp -a /lib/ufw {s}/lib-ufw && cp /etc/default/ufw {s}/default-ufw \
+             && : >{s}/etc-ufw/sysctl.conf \
+             && sed -i 's/^IPT_MODULES=.*/IPT_MODULES=\"\"/' {s}/default-ufw"
+        ));
+        Ufw {
+            ns_path: ns.path(),
+            state,
+        }
+    }
+
+    /// Runs `ufw ARGS` in the namespace on the private state; returns stdout.
+    fn run(&self, args: &str) -> String {
+        let s = self.state.path().display();
+        let script = format!(
+            "mount --bind {s}/etc-ufw /etc/ufw && mount --bind {s}/lib-ufw /lib/ufw \
+             && mount --bind {s}/default-ufw /etc/default/ufw && ufw {args}"
+        );
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+            .arg(&script)
+            .output()
+            .expect("nsenter/unshare");
+        assert!(
+            out.status.success(),
+            "ufw {args}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The lab with ufw enabled on the host before Docker starts, as on a real
+/// host: `default deny incoming`, ssh (22) allowed, telnet (23) denied, and
+/// listeners on both so ufw's own rules can be checked.
+fn ufw_host() -> (DockerLab, Ufw) {
+    let lab = docker_lab();
+    let ufw = Ufw::new(&lab.host);
+    ufw.run("default deny incoming");
+    ufw.run("allow 22/tcp");
+    ufw.run("deny 23/tcp");
+    ufw.run("--force enable");
+    assert!(
+        ufw.run("status").contains("Status: active"),
+        "ufw is active in the host namespace"
+    );
+    tcp_server(&lab.host, 22, "ssh\n");
+    tcp_server(&lab.host, 23, "telnet\n");
+    (lab, ufw)
+}
+
+/// ufw's rules for the host's own services: 22 open, 23 closed, both
+/// address families.
+fn assert_ufw_host_rules_hold(env: &Env, when: &str) {
+    for (addr, family) in [("10.77.0.1", "IPv4"), ("[fd00:77::1]", "IPv6")] {
+        assert!(
+            env.open_from_wan(&format!("{addr}:22")),
+            "{when}: ufw allows 22/tcp to the host, {family}"
+        );
+        assert!(
+            !env.open_from_wan(&format!("{addr}:23")),
+            "{when}: ufw denies 23/tcp to the host, {family}"
+        );
+    }
+}
+
+#[test]
+fn ufw_default_deny_incoming_without_the_guard_a_published_port_bypasses_it() {
+    let (lab, _ufw) = ufw_host();
+    let env = Env::on(lab);
+    env.web("db", &["27017:80"], "");
+    assert_ufw_host_rules_hold(&env, "ufw on, Docker running");
+    // Docker's DNAT forwards around ufw's INPUT rules; on Docker 29's
+    // nftables backend ufw's FORWARD policy of drop (its own base chain,
+    // where a drop is final) happens to close it instead.
+    let bypass = env.open_from_wan("10.77.0.1:27017");
+    if portguard_testkit::engine().nftables_backend() {
+        assert!(
+            !bypass,
+            "Docker 29 (nftables): ufw's forward drop closes published ports"
+        );
+    } else {
+        assert!(
+            bypass,
+            "the hole: ufw says deny incoming, Docker's published port is open anyway"
+        );
+    }
+}
+
+#[test]
+fn ufw_with_the_guard_unlisted_closed_listed_open_across_ufw_reload_and_reenable() {
+    let (lab, ufw) = ufw_host();
+    let mut env = Env::on(lab);
+    env.start_guard("[[allow]]\nport = 8080\n");
+    env.web("web", &["8080:80"], "");
+    env.web("db", &["27017:80"], "");
+    assert_eq!(env.verdict(8080), "allowed");
+    assert_eq!(env.verdict(27017), "blocked");
+    let check = |when: &str| {
+        assert!(
+            !env.open_from_wan("10.77.0.1:27017"),
+            "{when}: unlisted port, IPv4"
+        );
+        assert!(
+            !env.open_from_wan("[fd00:77::1]:27017"),
+            "{when}: unlisted port, IPv6"
+        );
+        // Docker 29 (nftables) leaves ufw's FORWARD chain alone, and its
+        // policy of drop is final: the listed port needs `ufw route allow`
+        // too. Docker 20.10-28 jump to their own chains ahead of ufw's.
+        let listed_open = !portguard_testkit::engine().nftables_backend();
+        assert_eq!(
+            env.open_from_wan("10.77.0.1:8080"),
+            listed_open,
+            "{when}: allowlisted port, IPv4 (open unless ufw's forward drop closes it)"
+        );
+        assert_ufw_host_rules_hold(&env, when);
+    };
+    check("ufw on, guard on");
+    ufw.run("reload");
+    check("after ufw reload");
+    ufw.run("disable");
+    ufw.run("--force enable");
+    check("after ufw disable && ufw enable");
+}
