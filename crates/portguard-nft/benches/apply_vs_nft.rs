@@ -113,6 +113,8 @@ fn main() {
         }
     });
     println!("netlink: the transaction only (send and every acknowledgement, ApplyStats.commit),");
-    println!("  without the read-back that proves it; nft -f: the whole process (start, parse, commit).");
+    println!(
+        "  without the read-back that proves it; nft -f: the whole process (start, parse, commit)."
+    );
     println!("full: the table created whole; 1 elem: one allow_tcp element replaced by another.");
 }

@@ -146,10 +146,14 @@ fn connection_rate(lab: &Lab, threads: u64, seconds: u64) -> (f64, u64) {
                             s.set_read_timeout(Some(Duration::from_secs(1)))?;
                             buf.clear();
                             s.read_to_end(&mut buf)?;
-                            setsockopt(&s, sockopt::Linger, &nix::libc::linger {
-                                l_onoff: 1,
-                                l_linger: 0,
-                            })?;
+                            setsockopt(
+                                &s,
+                                sockopt::Linger,
+                                &nix::libc::linger {
+                                    l_onoff: 1,
+                                    l_linger: 0,
+                                },
+                            )?;
                             Ok(buf.as_slice() == b"web\n")
                         })
                         .unwrap_or(false);
@@ -170,8 +174,16 @@ fn connection_rate(lab: &Lab, threads: u64, seconds: u64) -> (f64, u64) {
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    let seconds = if quick { 1 } else { env_num("PG_BENCH_SECONDS", 3) };
-    let rounds = if quick { 1 } else { env_num("PG_BENCH_ROUNDS", 3) };
+    let seconds = if quick {
+        1
+    } else {
+        env_num("PG_BENCH_SECONDS", 3)
+    };
+    let rounds = if quick {
+        1
+    } else {
+        env_num("PG_BENCH_ROUNDS", 3)
+    };
     let threads = env_num("PG_BENCH_THREADS", 2);
     let lab = lab();
     lab.host.sh(&format!(
@@ -193,7 +205,10 @@ fn main() {
         .host
         .enter(move || TcpStream::connect_timeout(&iperf, Duration::from_millis(200)).is_ok())
     {
-        assert!(up.elapsed() < Duration::from_secs(5), "iperf3 server did not start");
+        assert!(
+            up.elapsed() < Duration::from_secs(5),
+            "iperf3 server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let scratch = Scratch::new("packet");
@@ -257,6 +272,11 @@ fn main() {
     for (k, variant) in variants.iter().enumerate() {
         let t: Vec<String> = tput[k].iter().map(|v| format!("{:.2}", v / 1e9)).collect();
         let r: Vec<String> = rate[k].iter().map(|v| format!("{v:.0}")).collect();
-        println!("  {:<28} {} | {}", variant.label(), t.join(" "), r.join(" "));
+        println!(
+            "  {:<28} {} | {}",
+            variant.label(),
+            t.join(" "),
+            r.join(" ")
+        );
     }
 }
