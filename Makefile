@@ -2,6 +2,7 @@
 #   sudo make demo   build, and show the guard closing a published port
 #   sudo make test   unit, golden, kernel (netns) and end-to-end tests
 #   sudo make deb    target/deb/portguard_<version>_<arch>.deb (debhelper)
+#   sudo make bench  every benchmark, printing tables (docs/performance.md)
 #   sudo make e2e ENGINE=29       the end-to-end suite against one engine (20|26|28|29)
 #   sudo make test-engines        the end-to-end suite against 26, 28 and 29
 .PHONY: demo test deps build bench deb e2e test-engines
@@ -37,8 +38,15 @@ test-engines: deps
 demo: build
 	./scripts/demo
 
+# Every benchmark, one after the other, in release mode; each prints its
+# tables (median and p99, ratios from one run) and the machine's load.
 bench: deps
-	cargo bench --workspace
+	cargo build --release -p portguardd -p guardctl
+	cargo bench -p portguard-config --bench parse
+	cargo bench -p portguard-nft --bench apply
+	cargo bench -p portguard-nft --bench apply_vs_nft
+	cargo bench -p portguard-nft --bench packet
+	cargo bench -p portguard-nft --bench exposure
 
 deb: deps
 	./packaging/build-deb

@@ -11,11 +11,12 @@ use portguard_nft::{GuardTable, Ownership, TableOutcome, TableSpec};
 use portguard_testkit::NetNs;
 
 /// `n` allow entries on non-adjacent ports (so nothing merges), with
-/// `shift` moving every other one so that two rulesets differ everywhere.
+/// `shift` moving the last one, so that two rulesets differ in exactly one
+/// element (the "one-element" column measures what it says).
 fn ruleset(n: usize, shift: u16) -> Ruleset {
     let mut toml = String::new();
     for i in 0..n {
-        let port = 1000 + 3 * i as u32 + u32::from(if i % 2 == 0 { shift } else { 0 });
+        let port = 1000 + 3 * i as u32 + u32::from(if i == n - 1 { shift } else { 0 });
         toml.push_str(&format!("[[allow]]\nport = {port}\n"));
     }
     plan(&Config::from_toml_str(&toml).unwrap(), &Snapshot::default())

@@ -1,0 +1,173 @@
+//! Apply costs through netlink (`GuardTable::reconcile`) next to `nft -f`
+//! of the same ruleset (the text `guardctl plan` prints), measured in the
+//! same run, in a throwaway network namespace, for 10, 1,000 and 10,000
+//! allow entries: a full install, and a change of exactly one element.
+//! Prints median and p99; asserts nothing about time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Scratch, allow_toml, load, median_p99, ms, ruleset_of};
+use portguard_core::ruleset::Element;
+use portguard_core::{Ruleset, render};
+use portguard_nft::{GuardTable, Ownership, TableOutcome, TableSpec};
+use portguard_testkit::NetNs;
+
+/// Runs `nft -f FILE` in the calling thread's namespace; its wall time,
+/// process start and ruleset parsing included (what an administrator pays).
+fn nft_f(file: &std::path::Path) -> Duration {
+    let started = Instant::now();
+    let out = Command::new("nft").arg("-f").arg(file).output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "nft -f {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let ns = NetNs::new("bapply");
+    let scratch = Scratch::new("apply");
+    let dir = scratch.path().to_path_buf();
+    println!("apply: GuardTable (netlink) vs nft -f of the same ruleset; ms, median / p99");
+    println!("({})", load());
+    println!(
+        "{:>8} {:>6} | {:>19} {:>19} | {:>19} {:>19}",
+        "entries", "rounds", "full: netlink", "full: nft -f", "1 elem: netlink", "1 elem: nft -f"
+    );
+    ns.enter(move || {
+        let mut table = GuardTable::open(TableSpec {
+            name: "portguard".into(),
+            ownership: Ownership::Unowned,
+        })
+        .unwrap();
+        for n in [10usize, 1_000, 10_000] {
+            let rounds = match (quick, n) {
+                (true, _) => 1,
+                (_, 10) => 101,
+                (_, 1_000) => 31,
+                _ => 11,
+            };
+            let (a, b) = (
+                ruleset_of(&allow_toml(n, 8080, false)),
+                ruleset_of(&allow_toml(n, 8080, true)),
+            );
+            let full_file = dir.join(format!("full-{n}.nft"));
+            std::fs::write(&full_file, render(&a)).unwrap();
+            // The same one-element change as an nft script: one element
+            // out, one in, one transaction.
+            let (old, new) = (10_000 + 3 * (n as u32 - 1), 9_001);
+            let change_file = dir.join(format!("change-{n}.nft"));
+            let back_file = dir.join(format!("back-{n}.nft"));
+            std::fs::write(
+                &change_file,
+                format!(
+                    "delete element inet portguard allow_tcp {{ {old} }}\nadd element inet portguard allow_tcp {{ {new} }}\n"
+                ),
+            )
+            .unwrap();
+            std::fs::write(
+                &back_file,
+                format!(
+                    "delete element inet portguard allow_tcp {{ {new} }}\nadd element inet portguard allow_tcp {{ {old} }}\n"
+                ),
+            )
+            .unwrap();
+            let (mut full, mut full_nft, mut one, mut one_nft) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                table.remove().unwrap();
+                let outcome = table.reconcile(&a).unwrap();
+                assert!(matches!(outcome, TableOutcome::Replaced(_)), "{outcome:?}");
+                full.push(table.last_stats().commit);
+                let outcome = table.reconcile(&b).unwrap();
+                assert!(matches!(outcome, TableOutcome::Repaired(_)), "{outcome:?}");
+                one.push(table.last_stats().commit);
+
+                table.remove().unwrap();
+                full_nft.push(nft_f(&full_file));
+                // nft -f built exactly what reconcile would have.
+                assert_eq!(table.reconcile(&a).unwrap(), TableOutcome::Unchanged);
+                one_nft.push(nft_f(&change_file));
+                assert_eq!(table.reconcile(&b).unwrap(), TableOutcome::Unchanged);
+                nft_f(&back_file);
+            }
+            let cell = |s: Vec<Duration>| {
+                let (m, p) = median_p99(s);
+                format!("{:>9} / {:>7}", ms(m), ms(p))
+            };
+            println!(
+                "{n:>8} {rounds:>6} | {:>19} {:>19} | {:>19} {:>19}",
+                cell(full),
+                cell(full_nft),
+                cell(one),
+                cell(one_nft)
+            );
+        }
+    });
+    hash_control(&ns);
+    println!("netlink: the transaction only (send and every acknowledgement, ApplyStats.commit),");
+    println!(
+        "  without the read-back that proves it; nft -f: the whole process (start, parse, commit)."
+    );
+    println!("full: the table created whole; 1 elem: one allow_tcp element replaced by another.");
+}
+
+/// The 10-entry ruleset with `n` interface names in `docker_bridges`.
+fn with_bridges(n: usize, last: &str) -> Ruleset {
+    let mut ruleset = ruleset_of(&allow_toml(10, 8080, false));
+    let set = ruleset
+        .sets
+        .iter_mut()
+        .find(|s| s.name == "docker_bridges")
+        .unwrap();
+    set.elements = (0..n - 1)
+        .map(|i| Element::Ifname(format!("br-{i:08x}")))
+        .chain([Element::Ifname(last.into())])
+        .collect();
+    ruleset
+}
+
+/// A control for where the time of a large set goes: 10,000 elements in
+/// the guard's one hash set (`docker_bridges`, `type ifname`, no interval
+/// flag) through the same encoder and transaction, next to 10,000 ports
+/// in the interval set `allow_tcp` above.
+fn hash_control(ns: &NetNs) {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rounds = if quick { 1 } else { 11 };
+    let n = 10_000;
+    let (a, b) = (with_bridges(n, "docker0"), with_bridges(n, "docker1"));
+    let (full, one) = ns.enter(move || {
+        let mut table = GuardTable::open(TableSpec {
+            name: "portguard".into(),
+            ownership: Ownership::Unowned,
+        })
+        .unwrap();
+        let (mut full, mut one) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            table.remove().unwrap();
+            table.reconcile(&a).unwrap();
+            full.push(table.last_stats().commit);
+            let outcome = table.reconcile(&b).unwrap();
+            assert!(matches!(outcome, TableOutcome::Repaired(_)), "{outcome:?}");
+            one.push(table.last_stats().commit);
+        }
+        table.remove().unwrap();
+        (median_p99(full), median_p99(one))
+    });
+    println!(
+        "control, {n} elements in a hash set (docker_bridges, type ifname), netlink: full {} / {}, 1 elem {} / {}",
+        ms(full.0),
+        ms(full.1),
+        ms(one.0),
+        ms(one.1)
+    );
+}

@@ -1,0 +1,282 @@
+//! Per-packet cost (issue 11, item 3): forwarded TCP throughput (iperf3)
+//! and the new-connection rate (a connect / read / close loop on N threads
+//! for a fixed time) from an outside namespace, through a DNAT'ed published
+//! port, to a "container" namespace behind a bridge (testkit's `lab()`),
+//! for: no guard; the guard with 10 and with 10,000 allow entries (applied
+//! through GuardTable); and a linear list of 10,000 `tcp dport N accept`
+//! rules in a chain of its own at the same hook, written with `nft -f`.
+//! Rounds are interleaved (every variant once per round), medians of the
+//! rounds, ratios against "no guard" from this run. Prints; asserts only
+//! that each variant really filters (an unlisted port stays closed).
+//!
+//! PG_BENCH_SECONDS (default 3) sets each measurement's duration,
+//! PG_BENCH_ROUNDS (default 3) the rounds, PG_BENCH_THREADS (default 2)
+//! the client threads.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Scratch, allow_toml, load, median_f64, ruleset_of};
+use nix::sys::socket::{setsockopt, sockopt};
+use portguard_nft::{GuardTable, Ownership, TableSpec};
+use portguard_testkit::{Lab, lab, tcp_probe};
+
+/// Published port of the lab's `web` (greets and closes): the rate target.
+const WEB: &str = "10.99.0.1:8080";
+/// Published port of the lab's `db`, allowed by no variant.
+const DB: &str = "10.99.0.1:8081";
+/// Published port this benchmark adds for iperf3 in the container.
+const IPERF_PORT: u16 = 8090;
+const IPERF_INNER: u16 = 5201;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    NoGuard,
+    Guard(usize),
+    Linear(usize),
+}
+
+impl Variant {
+    fn label(self) -> String {
+        match self {
+            Variant::NoGuard => "no guard".into(),
+            Variant::Guard(n) => format!("portguard, {n} entries"),
+            Variant::Linear(n) => format!("linear list, {n} rules"),
+        }
+    }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A hand-written allowlist as DOCKER-USER chains and ufw-docker keep
+/// one: established traffic first, then one rule per allowed (container)
+/// port, the ports in use last, then new connections dropped.
+fn linear_ruleset(n: usize) -> String {
+    let mut s = String::from(
+        "table inet linear {\n chain forward {\n  type filter hook forward priority filter - 1; policy accept;\n  ct state established,related accept\n",
+    );
+    for i in 0..n - 2 {
+        s.push_str(&format!("  tcp dport {} accept\n", 10_000 + 3 * i));
+    }
+    s.push_str(&format!(
+        "  tcp dport 80 accept\n  tcp dport {IPERF_INNER} accept\n  oifname \"docker0\" ct state new drop\n }}\n}}\n"
+    ));
+    s
+}
+
+/// Brings the host's filtering to `variant`, leaving nothing of the others.
+fn configure(lab: &Lab, table: &mut Option<GuardTable>, variant: Variant, linear_file: &str) {
+    lab.host
+        .sh("nft delete table inet linear 2>/dev/null; conntrack -F 2>/dev/null; true");
+    if let Some(t) = table.as_mut() {
+        t.remove().unwrap();
+    }
+    match variant {
+        Variant::NoGuard => {}
+        Variant::Guard(n) => {
+            // 8080 (web) and 8090 (iperf3) allowed, n - 2 other ports.
+            let mut toml = allow_toml(n - 1, 8080, false);
+            toml.push_str(&format!("[[allow]]\nport = {IPERF_PORT}\n"));
+            let ruleset = ruleset_of(&toml);
+            // The handle's socket lives in the host namespace it was
+            // opened in, whichever thread calls.
+            table.as_mut().unwrap().reconcile(&ruleset).unwrap();
+        }
+        Variant::Linear(_) => {
+            lab.host.sh(&format!("nft -f {linear_file}"));
+        }
+    }
+    let open = |target: &str| {
+        tcp_probe(
+            &lab.wan,
+            target.parse().unwrap(),
+            Duration::from_millis(500),
+        )
+    };
+    assert!(open(WEB), "{}: the web port answers", variant.label());
+    assert_eq!(
+        open(DB),
+        variant == Variant::NoGuard,
+        "{}: the unlisted port is closed exactly when something filters",
+        variant.label()
+    );
+}
+
+/// iperf3 from `wan` to the published iperf port; received bits per second.
+fn throughput(lab: &Lab, seconds: u64) -> f64 {
+    let out = lab.wan.sh(&format!(
+        "iperf3 -c 10.99.0.1 -p {IPERF_PORT} -t {seconds} -J"
+    ));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("iperf3 gave no result: {out}"))
+}
+
+/// New connections per second: `threads` loops in `wan`, each connecting,
+/// reading the greeting to its end and closing with a reset (no TIME_WAIT
+/// to run out of ports with), for `seconds`. Failed attempts are counted
+/// apart and not in the rate.
+fn connection_rate(lab: &Lab, threads: u64, seconds: u64) -> (f64, u64) {
+    let target: SocketAddr = WEB.parse().unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (done, failed) = (done.clone(), failed.clone());
+            lab.wan.spawn(move || {
+                let mut buf = Vec::with_capacity(16);
+                while Instant::now() < deadline {
+                    let ok = TcpStream::connect_timeout(&target, Duration::from_secs(1))
+                        .and_then(|mut s| {
+                            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                            buf.clear();
+                            s.read_to_end(&mut buf)?;
+                            setsockopt(
+                                &s,
+                                sockopt::Linger,
+                                &nix::libc::linger {
+                                    l_onoff: 1,
+                                    l_linger: 0,
+                                },
+                            )?;
+                            Ok(buf.as_slice() == b"web\n")
+                        })
+                        .unwrap_or(false);
+                    if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    (
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let seconds = if quick {
+        1
+    } else {
+        env_num("PG_BENCH_SECONDS", 3)
+    };
+    let rounds = if quick {
+        1
+    } else {
+        env_num("PG_BENCH_ROUNDS", 3)
+    };
+    let threads = env_num("PG_BENCH_THREADS", 2);
+    let lab = lab();
+    lab.host.sh(&format!(
+        "nft add rule ip nat pre tcp dport {IPERF_PORT} dnat to 172.30.0.2:{IPERF_INNER}"
+    ));
+    // Short conntrack timeouts for closed connections, so a run's
+    // leftovers cannot fill the table for the next (per namespace).
+    lab.host.sh(
+        "sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_close=1 net.netfilter.nf_conntrack_tcp_timeout_time_wait=1",
+    );
+    lab.wan
+        .sh("sysctl -qw net.ipv4.ip_local_port_range='1024 65000'");
+    lab.ctr
+        .sh(&format!("iperf3 -s -D -p {IPERF_INNER} >/dev/null"));
+    // iperf3 daemonizes; wait for its listener.
+    let iperf: SocketAddr = format!("172.30.0.2:{IPERF_INNER}").parse().unwrap();
+    let up = Instant::now();
+    while !lab
+        .host
+        .enter(move || TcpStream::connect_timeout(&iperf, Duration::from_millis(200)).is_ok())
+    {
+        assert!(
+            up.elapsed() < Duration::from_secs(5),
+            "iperf3 server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let scratch = Scratch::new("packet");
+    let linear_file = scratch.path().join("linear.nft");
+    std::fs::write(&linear_file, linear_ruleset(10_000)).unwrap();
+    let linear_file = linear_file.display().to_string();
+    let mut table = Some(
+        lab.host
+            .enter(|| {
+                GuardTable::open(TableSpec {
+                    name: "portguard".into(),
+                    ownership: Ownership::Unowned,
+                })
+            })
+            .unwrap(),
+    );
+
+    let variants = [
+        Variant::NoGuard,
+        Variant::Guard(10),
+        Variant::Guard(10_000),
+        Variant::Linear(10_000),
+    ];
+    let mut tput: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut rate: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut failures = vec![0u64; variants.len()];
+    let load_before = load();
+    for _ in 0..rounds {
+        for (k, &variant) in variants.iter().enumerate() {
+            configure(&lab, &mut table, variant, &linear_file);
+            tput[k].push(throughput(&lab, seconds));
+            let (r, failed) = connection_rate(&lab, threads, seconds);
+            rate[k].push(r);
+            failures[k] += failed;
+        }
+    }
+    configure(&lab, &mut table, Variant::NoGuard, &linear_file);
+    println!(
+        "per-packet cost: {rounds} interleaved rounds of {seconds} s each, medians; {threads} client threads"
+    );
+    println!("(before: {load_before}; after: {})", load());
+    println!(
+        "{:<28} {:>12} {:>8} {:>14} {:>8} {:>8}",
+        "variant", "Gbit/s", "ratio", "new conn/s", "ratio", "failed"
+    );
+    let base_t = median_f64(tput[0].clone());
+    let base_r = median_f64(rate[0].clone());
+    for (k, variant) in variants.iter().enumerate() {
+        let (t, r) = (median_f64(tput[k].clone()), median_f64(rate[k].clone()));
+        println!(
+            "{:<28} {:>12.2} {:>8.3} {:>14.0} {:>8.3} {:>8}",
+            variant.label(),
+            t / 1e9,
+            t / base_t,
+            r,
+            r / base_r,
+            failures[k]
+        );
+    }
+    println!("each round's figures (Gbit/s | conn/s):");
+    for (k, variant) in variants.iter().enumerate() {
+        let t: Vec<String> = tput[k].iter().map(|v| format!("{:.2}", v / 1e9)).collect();
+        let r: Vec<String> = rate[k].iter().map(|v| format!("{v:.0}")).collect();
+        println!(
+            "  {:<28} {} | {}",
+            variant.label(),
+            t.join(" "),
+            r.join(" ")
+        );
+    }
+}
