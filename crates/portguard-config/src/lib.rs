@@ -143,8 +143,9 @@ pub struct GuardConfig {
     /// * `"twin"` (any kernel): two unowned copies, so that deleting one
     ///   leaves the other in force while the daemon restores it.
     ///
-    /// Choosing a tier the kernel cannot provide is an error at start;
-    /// choosing a weaker one than `auto` would is allowed.
+    /// A tier the kernel cannot provide is logged as an error at start,
+    /// and the strongest tier the kernel has guards instead; a weaker one
+    /// than `auto` would pick may be chosen. A reload cannot change it.
     ///
     /// ```
     /// use portguard_config::{Config, Protection};
