@@ -18,19 +18,15 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Scratch, allow_toml, load, median_p99, ms};
 use portguard_nft::{Monitor, MonitorEvent};
 use portguard_testkit::daemon::{Daemon, wait_notify, write_config};
-use portguard_testkit::{NetNs, lab, tcp_probe};
+use portguard_testkit::{NetNs, Prober, lab, tcp_probe};
 
 const PRIMARY: &str = "portguard";
 const STANDBY: &str = "portguard_standby";
@@ -91,68 +87,6 @@ fn monitor(ns: &NetNs) -> Receiver<(Instant, portguard_nft::Change)> {
         }
     });
     rx
-}
-
-/// Knocks on `target` from `ns`: 25 staggered threads, one attempt each
-/// per 50 ms (so one every 2 ms), 50 ms to complete. A completed
-/// handshake is exposure: the SYN passed the guard.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    attempts: Arc<AtomicUsize>,
-    connected: Arc<AtomicUsize>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Prober {
-    const THREADS: u32 = 25;
-    const PERIOD: Duration = Duration::from_millis(50);
-
-    fn start(ns: &NetNs, target: SocketAddr) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let connected = Arc::new(AtomicUsize::new(0));
-        let threads = (0..Self::THREADS)
-            .map(|k| {
-                let (stop, attempts, connected) =
-                    (stop.clone(), attempts.clone(), connected.clone());
-                ns.spawn(move || {
-                    std::thread::sleep(Self::PERIOD / Self::THREADS * k);
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        attempts.fetch_add(1, Ordering::Relaxed);
-                        if TcpStream::connect_timeout(&target, Self::PERIOD).is_ok() {
-                            connected.fetch_add(1, Ordering::Relaxed);
-                        }
-                        std::thread::sleep(Self::PERIOD.saturating_sub(started.elapsed()));
-                    }
-                })
-            })
-            .collect();
-        Prober {
-            stop,
-            attempts,
-            connected,
-            threads,
-        }
-    }
-
-    /// Stops; returns (attempts, connected).
-    fn finish(mut self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            thread.join().unwrap();
-        }
-        (
-            self.attempts.load(Ordering::Relaxed),
-            self.connected.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Restore latencies: for each commit by `nft` touching a table, the time

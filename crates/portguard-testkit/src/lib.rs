@@ -8,8 +8,10 @@
 
 pub mod daemon;
 pub mod engine;
+mod prober;
 
 pub use engine::{Engine, engine};
+pub use prober::Prober;
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -16,16 +16,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use portguard_e2e::{Daemon, Env, NetNs, sa, tcp_probe, until, wait_notify};
+use portguard_testkit::Prober;
 
 const PRIMARY: &str = "portguard";
 const STANDBY: &str = "portguard_standby";
@@ -107,72 +107,6 @@ fn every<T: Send + 'static>(
             })
             .collect()
     })
-}
-
-/// Connection attempts from an outside namespace to one target: one new
-/// attempt every ~2 ms, each given 50 ms to complete. A dropped SYN costs
-/// the whole timeout, so the attempts are spread over staggered threads,
-/// each starting one attempt per [`Prober::PERIOD`].
-struct Prober {
-    stop: Arc<AtomicBool>,
-    attempts: Arc<AtomicUsize>,
-    connected: Arc<AtomicUsize>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Prober {
-    const THREADS: u32 = 25;
-    const PERIOD: Duration = Duration::from_millis(50);
-    const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
-
-    fn start(ns: &NetNs, target: SocketAddr) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let connected = Arc::new(AtomicUsize::new(0));
-        let threads = (0..Self::THREADS)
-            .map(|k| {
-                let (stop, attempts, connected) =
-                    (stop.clone(), attempts.clone(), connected.clone());
-                ns.spawn(move || {
-                    std::thread::sleep(Self::PERIOD / Self::THREADS * k);
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        attempts.fetch_add(1, Ordering::Relaxed);
-                        // A completed handshake is exposure: the SYN passed the guard.
-                        if TcpStream::connect_timeout(&target, Self::CONNECT_TIMEOUT).is_ok() {
-                            connected.fetch_add(1, Ordering::Relaxed);
-                        }
-                        std::thread::sleep(Self::PERIOD.saturating_sub(started.elapsed()));
-                    }
-                })
-            })
-            .collect();
-        Prober {
-            stop,
-            attempts,
-            connected,
-            threads,
-        }
-    }
-
-    /// Stops probing; returns (attempts, connected).
-    fn finish(mut self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            thread.join().expect("prober thread");
-        }
-        (
-            self.attempts.load(Ordering::Relaxed),
-            self.connected.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        // Also on a failing test: no thread keeps knocking.
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// A Docker host guarded in `tier`: `web` publishes 8080 (allowed), `db`
