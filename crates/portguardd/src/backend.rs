@@ -126,7 +126,8 @@ impl Backend for Kernel {
         match &mut self.standby {
             None => outcomes.push(self.primary.reconcile(desired)?),
             Some(standby) => {
-                let standby_first = self.primary.exists()? && !standby.exists()?;
+                // Usually the standby exists: one request decides.
+                let standby_first = !standby.exists()? && self.primary.exists()?;
                 if standby_first {
                     let standby_outcome = standby.reconcile(desired)?;
                     outcomes.push(self.primary.reconcile(desired)?);
