@@ -14,7 +14,8 @@
 //! * `published_*`: allow entries match the original (pre-DNAT)
 //!   destination port in per-protocol interval sets (and the source
 //!   address via concatenated sets); anything else that is new is logged
-//!   (rate-limited) and dropped, or only counted in audit mode.
+//!   (rate-limited), reported to the daemon over nflog (rate-limited, see
+//!   [`NFLOG_GROUP`]) and dropped, or only counted in audit mode.
 
 use std::collections::BTreeSet;
 
@@ -70,6 +71,20 @@ pub const LOG_PREFIX_AUDIT: &str = "portguard audit: ";
 pub const CT_MARK_ADMITTED: u32 = 0x0100_0000;
 /// Log lines per minute at most (a burst of 5 first).
 pub const LOG_RATE_PER_MINUTE: u32 = 10;
+/// The nflog group blocked attempts are sent to; portguardd binds it (one
+/// listener per group and network namespace) for `guardctl blocked`.
+/// Chosen away from the small numbers ulogd and hand-written rules use.
+pub const NFLOG_GROUP: u16 = 7427;
+/// Blocked attempts reported to the daemon per second and judge chain at
+/// most, after a burst of [`NFLOG_BURST`]: enough to see every attempt of
+/// ordinary scanning, while a flood costs the daemon a few hundred small
+/// messages a second however fast it comes (the kernel's counter still
+/// counts every packet).
+pub const NFLOG_RATE_PER_SECOND: u32 = 250;
+pub const NFLOG_BURST: u32 = 500;
+/// Bytes of each reported packet: the IPv4 header with options (60) or the
+/// IPv6 header (40), plus the ports. Nothing of the payload.
+pub const NFLOG_SNAPLEN: u32 = 80;
 
 /// Builds the ruleset the kernel should hold.
 pub fn plan(config: &Config, snapshot: &Snapshot) -> Ruleset {
@@ -345,19 +360,29 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
     }
     let audit = config.guard.mode == Mode::Audit;
     if config.guard.log_blocked {
-        let prefix = if audit {
-            LOG_PREFIX_AUDIT
-        } else {
-            LOG_PREFIX_BLOCKED
-        };
         rules.push(Rule::new([
             Stmt::CtState(CtStates::NEW),
             Stmt::LimitPerMinute(LOG_RATE_PER_MINUTE),
             Stmt::Log {
-                prefix: prefix.into(),
+                prefix: log_prefix(audit).into(),
             },
         ]));
     }
+    // Whatever `log_blocked` says (it is about the kernel log), blocked
+    // attempts also go to the daemon over nflog, for `guardctl blocked`;
+    // the prefix tells it whether they were blocked or only audited.
+    rules.push(Rule::new([
+        Stmt::CtState(CtStates::NEW),
+        Stmt::LimitPerSecond {
+            rate: NFLOG_RATE_PER_SECOND,
+            burst: NFLOG_BURST,
+        },
+        Stmt::Nflog {
+            prefix: log_prefix(audit).into(),
+            group: NFLOG_GROUP,
+            snaplen: NFLOG_SNAPLEN,
+        },
+    ]));
     let mut verdict = vec![Stmt::CtState(CtStates::NEW), Stmt::Counter];
     if !audit {
         verdict.push(Stmt::Drop);
@@ -367,6 +392,16 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
         name: name.into(),
         base: None,
         rules,
+    }
+}
+
+/// The log prefix of a blocked attempt, or in audit mode of one that
+/// would have been blocked.
+fn log_prefix(audit: bool) -> &'static str {
+    if audit {
+        LOG_PREFIX_AUDIT
+    } else {
+        LOG_PREFIX_BLOCKED
     }
 }
 

@@ -161,6 +161,16 @@ pub fn render_rule(rule: &Rule) -> String {
             }
             Stmt::LimitPerMinute(rate) => format!("limit rate {rate}/minute"),
             Stmt::Log { prefix } => format!("log prefix \"{prefix}\" level info"),
+            // nft leaves out the default burst (5 packets) when it lists.
+            Stmt::LimitPerSecond { rate, burst: 5 } => format!("limit rate {rate}/second"),
+            Stmt::LimitPerSecond { rate, burst } => {
+                format!("limit rate {rate}/second burst {burst} packets")
+            }
+            Stmt::Nflog {
+                prefix,
+                group,
+                snaplen,
+            } => format!("log prefix \"{prefix}\" group {group} snaplen {snaplen}"),
             Stmt::CtMarkOr(bits) => format!("ct mark set ct mark | {bits:#010x}"),
             Stmt::Counter => "counter".into(),
             Stmt::Accept => "accept".into(),

@@ -175,6 +175,19 @@ pub enum Stmt {
     Log {
         prefix: String,
     },
+    /// `limit rate N/second burst B packets`: the rest of the rule runs at
+    /// most N times a second, after a burst of B.
+    LimitPerSecond {
+        rate: u32,
+        burst: u32,
+    },
+    /// `log prefix "..." group N snaplen S`: the packet's first S bytes go
+    /// to nflog group N (netlink, read by the daemon), not to the kernel log.
+    Nflog {
+        prefix: String,
+        group: u16,
+        snaplen: u32,
+    },
     /// `ct mark set ct mark | BITS`: tags the connection (see
     /// [`crate::plan::CT_MARK_ADMITTED`]).
     CtMarkOr(u32),

@@ -52,7 +52,9 @@ const NFTA_LIMIT_BURST: u16 = 3;
 const NFTA_LIMIT_TYPE: u16 = 4;
 const NFTA_LIMIT_FLAGS: u16 = 5;
 const LIMIT_BURST: u32 = 5;
+const NFTA_LOG_GROUP: u16 = 1;
 const NFTA_LOG_PREFIX: u16 = 2;
+const NFTA_LOG_SNAPLEN: u16 = 3;
 const NFTA_LOG_LEVEL: u16 = 5;
 const LOG_LEVEL_INFO: u32 = 6;
 const NFTA_COUNTER_BYTES: u16 = 1;
@@ -597,6 +599,13 @@ fn saddr_ct_dport(nfproto: u8, set: &str, out: &mut Vec<Expressions>) {
     out.push(lookup(set, false));
 }
 
+/// `text` as the kernel's NUL-terminated string attribute.
+fn c_text(text: &str) -> Vec<u8> {
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.push(0);
+    bytes
+}
+
 fn stmt_exprs(stmt: &Stmt, out: &mut Vec<Expressions>) {
     match stmt {
         Stmt::CtState(CtStates {
@@ -663,17 +672,37 @@ fn stmt_exprs(stmt: &Stmt, out: &mut Vec<Expressions>) {
                 u32_be(NFTA_LIMIT_FLAGS, 0),
             ],
         )),
-        Stmt::Log { prefix } => {
-            let mut text = prefix.as_bytes().to_vec();
-            text.push(0);
-            out.push(raw(
-                "log",
-                vec![
-                    DefaultNla::new(NFTA_LOG_PREFIX, text),
-                    u32_be(NFTA_LOG_LEVEL, LOG_LEVEL_INFO),
-                ],
-            ));
-        }
+        Stmt::LimitPerSecond { rate, burst } => out.push(raw(
+            "limit",
+            vec![
+                u64_be(NFTA_LIMIT_RATE, u64::from(*rate)),
+                u64_be(NFTA_LIMIT_UNIT, 1),
+                u32_be(NFTA_LIMIT_BURST, *burst),
+                u32_be(NFTA_LIMIT_TYPE, 0),
+                u32_be(NFTA_LIMIT_FLAGS, 0),
+            ],
+        )),
+        Stmt::Log { prefix } => out.push(raw(
+            "log",
+            vec![
+                DefaultNla::new(NFTA_LOG_PREFIX, c_text(prefix)),
+                u32_be(NFTA_LOG_LEVEL, LOG_LEVEL_INFO),
+            ],
+        )),
+        // No queue threshold: the kernel dumps one only when it is not 0,
+        // and the read-back must compare equal.
+        Stmt::Nflog {
+            prefix,
+            group,
+            snaplen,
+        } => out.push(raw(
+            "log",
+            vec![
+                DefaultNla::new(NFTA_LOG_GROUP, group.to_be_bytes().to_vec()),
+                DefaultNla::new(NFTA_LOG_PREFIX, c_text(prefix)),
+                u32_be(NFTA_LOG_SNAPLEN, *snaplen),
+            ],
+        )),
         Stmt::CtMarkOr(bits) => {
             out.push(ct_load(NFT_CT_MARK, Register::Reg1, false));
             out.push(Expressions::Bitwise(vec![
