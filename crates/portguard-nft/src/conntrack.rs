@@ -108,7 +108,7 @@ fn nla_kind(nla: &DefaultNla) -> u16 {
     nla.kind() & NLA_TYPE_MASK
 }
 
-fn flow_of(tuple: &[Tuple]) -> Option<Flow> {
+pub(crate) fn flow_of(tuple: &[Tuple]) -> Option<Flow> {
     let (mut source, mut proto, mut dport) = (None, None, None);
     for part in tuple {
         match part {

@@ -8,7 +8,8 @@
 //! * [`Ip6Policy`]: undoes Docker's IPv6 FORWARD drop (P6), with a bounded
 //!   iptables-legacy fallback;
 //! * [`Conntrack`]: ends connections the allowlist no longer admits (P10);
-//! * [`Monitor`]: every ruleset change, with the process behind it.
+//! * [`Monitor`]: every ruleset change, with the process behind it;
+//! * [`Nflog`]: blocked attempts as the judge chains report them.
 //!
 //! [`probe_ownership`] finds the strongest table protection the kernel
 //! offers. All calls are blocking and act in the network namespace of the
@@ -20,6 +21,7 @@ mod encode;
 mod error;
 mod ip6;
 mod monitor;
+mod nflog;
 mod readback;
 mod socket;
 mod table;
@@ -29,6 +31,7 @@ pub use conntrack::{Conntrack, Flow, SweepStats};
 pub use error::NftError;
 pub use ip6::{ForwardPolicy, Ip6Backend, Ip6Policy, PolicyRestore};
 pub use monitor::{Change, Monitor, MonitorEvent};
+pub use nflog::{Attempt, Nflog, Reports};
 pub use readback::TableState;
 pub use table::{
     ApplyStats, GuardTable, Ownership, STANDBY_TABLE, TableOutcome, TableSpec, probe_ownership,

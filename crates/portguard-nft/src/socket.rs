@@ -71,6 +71,12 @@ impl NfSocket {
         Ok(socket)
     }
 
+    /// The next datagram the kernel sends unasked (nflog reports, say),
+    /// bounded by the receive timeout (then `WouldBlock`).
+    pub(crate) fn receive(&mut self) -> std::io::Result<Vec<u8>> {
+        self.socket.recv_from_full().map(|(data, _)| data)
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq

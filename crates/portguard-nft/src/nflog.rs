@@ -1,0 +1,295 @@
+//! Blocked attempts as the kernel reports them over nflog: the judge
+//! chains' `log group N` rule (see [`portguard_core::plan::NFLOG_GROUP`])
+//! sends the headers of each blocked new connection, rate-limited in the
+//! kernel, to whoever bound the group. [`Nflog`] binds it and turns each
+//! report into an [`Attempt`]: source, protocol and *host* port.
+//!
+//! On the forward path the packet is already DNATed, so its destination
+//! port is the container's. The host port is the connection's original
+//! destination port, which the kernel attaches when asked
+//! (`NFULNL_CFG_F_CONNTRACK`, attribute `NFULA_CT`); the original tuple
+//! also carries the source. Without conntrack data (a kernel built without
+//! the nfnetlink glue) the packet's own headers are read instead: right on
+//! the input path, the container port on the forward path.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_core::{NLA_TYPE_MASK, NetlinkPayload, Nla, NlasIterator, Parseable};
+use netlink_packet_netfilter::conntrack::ConntrackAttribute;
+use netlink_packet_netfilter::nflog::{
+    ConfigCmd, ConfigFlags, ConfigMode, ConfigNla, PacketNla, Timeout, ULogMessage,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+use portguard_core::L4Proto;
+use portguard_core::plan::{LOG_PREFIX_AUDIT, LOG_PREFIX_BLOCKED, NFLOG_SNAPLEN};
+
+use crate::conntrack::flow_of;
+use crate::error::NftError;
+use crate::socket::{NfSocket, split_messages};
+
+/// `NFULA_CT` (nfnetlink_log.h): the packet's conntrack entry, as
+/// ctnetlink attributes. netlink-packet-netfilter 0.4.0 has no type for it.
+const NFULA_CT: u16 = 18;
+const EOPNOTSUPP: i32 = nix::errno::Errno::EOPNOTSUPP as i32;
+/// Reports the kernel gathers into one datagram before sending, and how
+/// long it waits for them: one read per burst instead of one per packet.
+const QUEUE_THRESHOLD: u32 = 64;
+const FLUSH_TIMEOUT_HUNDREDTHS: u32 = 10;
+/// The kernel's buffer for one datagram of reports.
+const DATAGRAM_BYTES: u32 = 32 * 1024;
+
+/// One blocked (or, in audit mode, would-be-blocked) new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub source: IpAddr,
+    pub proto: L4Proto,
+    /// The host port, as published (before DNAT).
+    pub port: u16,
+    /// Reported by the audit-mode rule: it would have been blocked.
+    pub audit: bool,
+}
+
+/// What one read brought.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reports {
+    pub attempts: Vec<Attempt>,
+    /// Reports that were not ours or could not be read (another prefix, no
+    /// TCP/UDP header, a truncated packet).
+    pub unreadable: usize,
+    /// The socket overflowed: the kernel dropped reports (how many it does
+    /// not say).
+    pub overflowed: bool,
+}
+
+/// A bound nflog group in the network namespace it was opened in.
+pub struct Nflog {
+    sock: NfSocket,
+    /// Whether the kernel attaches conntrack data (original ports).
+    pub conntrack: bool,
+}
+
+fn config(group: u16, nlas: Vec<ConfigNla>) -> NetfilterMessage {
+    NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, group),
+        ULogMessage::Config(nlas),
+    )
+}
+
+impl Nflog {
+    /// Binds `group` (only one listener per group and namespace: EBUSY if
+    /// taken) with headers-only copies and conntrack data where the kernel
+    /// has it.
+    pub fn bind(group: u16) -> Result<Nflog, NftError> {
+        let mut sock = NfSocket::open()?;
+        let refused = sock.send_acked(vec![config(group, vec![ConfigNla::Cmd(ConfigCmd::Bind)])])?;
+        if let Some((_, errno)) = refused.first() {
+            return Err(NftError::Kernel {
+                what: format!("binding nflog group {group}"),
+                errno: *errno,
+            });
+        }
+        let settings = vec![
+            ConfigNla::Mode(ConfigMode::new_packet(NFLOG_SNAPLEN)),
+            ConfigNla::QThresh(QUEUE_THRESHOLD),
+            ConfigNla::Timeout(Timeout::new(FLUSH_TIMEOUT_HUNDREDTHS)),
+            ConfigNla::NlBufSiz(DATAGRAM_BYTES),
+        ];
+        let refused = sock.send_acked(vec![config(group, settings)])?;
+        if let Some((_, errno)) = refused.first() {
+            return Err(NftError::Kernel {
+                what: format!("configuring nflog group {group}"),
+                errno: *errno,
+            });
+        }
+        let refused = sock.send_acked(vec![config(
+            group,
+            vec![ConfigNla::Flags(ConfigFlags::CONNTRACK)],
+        )])?;
+        let conntrack = match refused.first() {
+            None => true,
+            Some((_, errno)) if *errno == EOPNOTSUPP => false,
+            Some((_, errno)) => {
+                return Err(NftError::Kernel {
+                    what: format!("asking for conntrack data on nflog group {group}"),
+                    errno: *errno,
+                });
+            }
+        };
+        Ok(Nflog { sock, conntrack })
+    }
+
+    /// Blocks until the kernel sends reports (or the socket's receive
+    /// timeout passes: then nothing).
+    pub fn next(&mut self) -> Result<Reports, NftError> {
+        let data = match self.sock.receive() {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Reports::default()),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+                return Ok(Reports {
+                    overflowed: true,
+                    ..Reports::default()
+                });
+            }
+            Err(source) => {
+                return Err(NftError::Io {
+                    what: "receive nflog reports",
+                    source,
+                });
+            }
+        };
+        let (messages, bad) = split_messages(&data);
+        let mut reports = Reports {
+            unreadable: bad,
+            ..Reports::default()
+        };
+        for message in messages {
+            let NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
+                ..
+            }) = message.payload
+            else {
+                continue;
+            };
+            match parse_report(&nlas) {
+                Some(attempt) => reports.attempts.push(attempt),
+                None => reports.unreadable += 1,
+            }
+        }
+        Ok(reports)
+    }
+}
+
+/// One report's attempt; `None` unless it carries one of our prefixes and
+/// a TCP or UDP connection.
+pub fn parse_report(nlas: &[PacketNla]) -> Option<Attempt> {
+    let (mut audit, mut payload, mut ct) = (None, None, None);
+    for nla in nlas {
+        match nla {
+            PacketNla::Prefix(prefix) => {
+                audit = match prefix.to_bytes() {
+                    p if p == LOG_PREFIX_BLOCKED.as_bytes() => Some(false),
+                    p if p == LOG_PREFIX_AUDIT.as_bytes() => Some(true),
+                    _ => None,
+                }
+            }
+            PacketNla::Payload(bytes) => payload = Some(bytes.as_slice()),
+            PacketNla::Other(nla) if nla.kind() & NLA_TYPE_MASK == NFULA_CT => {
+                let mut value = vec![0; nla.value_len()];
+                nla.emit_value(&mut value);
+                ct = Some(value);
+            }
+            _ => {}
+        }
+    }
+    let audit = audit?;
+    let (source, proto, port) = match ct.as_deref().and_then(original_flow) {
+        Some(flow) => flow,
+        None => packet_flow(payload?)?,
+    };
+    Some(Attempt {
+        source,
+        proto,
+        port,
+        audit,
+    })
+}
+
+fn l4proto(number: u8) -> Option<L4Proto> {
+    L4Proto::ALL.into_iter().find(|p| p.number() == number)
+}
+
+/// Source, protocol and original destination port of the conntrack entry
+/// in an `NFULA_CT` attribute.
+fn original_flow(ct: &[u8]) -> Option<(IpAddr, L4Proto, u16)> {
+    for nla in NlasIterator::new(ct) {
+        let Ok(buf) = nla else { return None };
+        if let Ok(ConntrackAttribute::CtaTupleOrig(tuple)) = ConntrackAttribute::parse(&buf) {
+            let flow = flow_of(&tuple)?;
+            return Some((flow.source, l4proto(flow.proto)?, flow.original_dport));
+        }
+    }
+    None
+}
+
+/// Source, protocol and destination port from the packet's own headers.
+pub fn packet_flow(packet: &[u8]) -> Option<(IpAddr, L4Proto, u16)> {
+    let (source, proto, transport) = match packet.first()? >> 4 {
+        4 => {
+            let header_len = usize::from(packet[0] & 0x0f) * 4;
+            let source: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            (
+                IpAddr::V4(Ipv4Addr::from(source)),
+                *packet.get(9)?,
+                packet.get(header_len.max(20)..)?,
+            )
+        }
+        6 => {
+            let source: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            (
+                IpAddr::V6(Ipv6Addr::from(source)),
+                *packet.get(6)?,
+                packet.get(40..)?,
+            )
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes([*transport.get(2)?, *transport.get(3)?]);
+    Some((source, l4proto(proto)?, port))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::ffi::CString;
+
+    fn udp_v4(source: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend(source);
+        p.extend([10, 99, 0, 1]);
+        p.extend([0x30, 0x39]);
+        p.extend(dport.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn packet_headers_give_source_protocol_and_port() {
+        assert_eq!(
+            packet_flow(&udp_v4([198, 18, 0, 7], 5353)),
+            Some(("198.18.0.7".parse().unwrap(), L4Proto::Udp, 5353))
+        );
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        v6.extend("fd00:99::2".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend("fd00:99::1".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend([0x30, 0x39, 0x1f, 0x90]);
+        assert_eq!(
+            packet_flow(&v6),
+            Some(("fd00:99::2".parse().unwrap(), L4Proto::Tcp, 8080))
+        );
+        // ICMP, truncated headers, garbage: no attempt, no panic.
+        let mut icmp = udp_v4([1, 2, 3, 4], 1);
+        icmp[9] = 1;
+        assert_eq!(packet_flow(&icmp), None);
+        assert_eq!(packet_flow(&udp_v4([1, 2, 3, 4], 1)[..21]), None);
+        assert_eq!(packet_flow(&[]), None);
+        assert_eq!(packet_flow(&[0x4f; 30]), None);
+    }
+
+    #[test]
+    fn only_our_prefixes_count() {
+        let report = |prefix: &str| {
+            parse_report(&[
+                PacketNla::Prefix(CString::new(prefix).unwrap()),
+                PacketNla::Payload(udp_v4([203, 0, 113, 9], 8081)),
+            ])
+        };
+        let blocked = report(LOG_PREFIX_BLOCKED).unwrap();
+        assert_eq!(blocked.port, 8081);
+        assert!(!blocked.audit);
+        assert!(report(LOG_PREFIX_AUDIT).unwrap().audit);
+        assert_eq!(report("somebody else: "), None);
+    }
+}
