@@ -35,6 +35,8 @@ pub enum RequestBody {
         from: Option<IpAddr>,
     },
     Reload,
+    /// Blocked attempts per host port in the last hour.
+    Blocked,
 }
 
 /// A response: `{"version":1,"ok":true,"status":{...}}` and so on.
@@ -53,7 +55,57 @@ pub enum ResponseBody {
     Ports(Vec<PortReport>),
     Explain(Explanation),
     Reload(ReloadOutcome),
+    Blocked(BlockedReport),
     Error(String),
+}
+
+/// `guardctl blocked --json`: new connections the judge chains blocked (or,
+/// in audit mode, would have blocked) in the last hour, per host port, as
+/// the kernel reported them to the daemon over nflog. The kernel reports at
+/// most `report_limit_per_second` a second per judge chain; beyond that
+/// (a flood) the numbers are a sample, and `blocked_packets` in `status`
+/// is the exact count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedReport {
+    /// Audit mode: these attempts were let through, and would have been
+    /// blocked in enforce mode.
+    pub audit: bool,
+    /// Minutes covered: 60, or fewer since the daemon started.
+    pub window_minutes: u32,
+    /// Whether the daemon receives reports; `error` says why not.
+    pub listening: bool,
+    pub error: Option<String>,
+    pub report_limit_per_second: u32,
+    /// Most attempts first.
+    pub ports: Vec<BlockedPort>,
+    /// Attempts at ports beyond the number the daemon keeps apart, in the
+    /// last hour.
+    pub untracked_attempts: u64,
+    /// Reports lost since the start because the daemon could not keep up
+    /// (its queue was full, or the kernel's socket buffer overflowed).
+    pub lost_reports: u64,
+}
+
+/// Blocked attempts at one host port in the last hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedPort {
+    /// The host port, as published (before DNAT).
+    pub port: u16,
+    pub proto: L4Proto,
+    pub attempts: u64,
+    /// Distinct source addresses (an estimate, within a few percent).
+    pub distinct_sources: u64,
+    /// The sources with the most attempts, most first. Counts may be
+    /// overestimated by at most `top_sources_error` (a bounded heavy-hitter
+    /// summary); with few sources they are exact.
+    pub top_sources: Vec<SourceAttempts>,
+    pub top_sources_error: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceAttempts {
+    pub source: IpAddr,
+    pub attempts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +167,10 @@ pub struct Status {
     pub blocked_packets: u64,
     /// Live connections ended because the allowlist stopped admitting them.
     pub ended_connections: u64,
+    /// The three host ports with the most blocked attempts in the last
+    /// hour, each with its top three sources (see [`BlockedReport`]).
+    #[serde(default)]
+    pub blocked_last_hour: Vec<BlockedPort>,
     pub config: ConfigStatus,
     pub published: Vec<PortReport>,
 }
@@ -325,6 +381,12 @@ mod tests {
         ] {
             assert_eq!(parse_request(line).unwrap().body, RequestBody::Status);
         }
+        assert_eq!(
+            parse_request(b"{\"version\":1,\"request\":\"blocked\"}")
+                .unwrap()
+                .body,
+            RequestBody::Blocked
+        );
         let explain = parse_request(
             b"{\"version\":1,\"request\":\"explain\",\"port\":1,\"proto\":\"udp\",\"from\":\"::1\"}",
         )
@@ -356,6 +418,7 @@ mod tests {
             b"\"status\"",
             b"\"ports\"",
             b"\"reload\"",
+            b"\"blocked\"",
             b"\"explain\"",
             b"\"port\":",
             b"65535",

@@ -83,7 +83,8 @@ impl Nflog {
     /// has it.
     pub fn bind(group: u16) -> Result<Nflog, NftError> {
         let mut sock = NfSocket::open()?;
-        let refused = sock.send_acked(vec![config(group, vec![ConfigNla::Cmd(ConfigCmd::Bind)])])?;
+        let refused =
+            sock.send_acked(vec![config(group, vec![ConfigNla::Cmd(ConfigCmd::Bind)])])?;
         if let Some((_, errno)) = refused.first() {
             return Err(NftError::Kernel {
                 what: format!("binding nflog group {group}"),

@@ -7,6 +7,7 @@
 //! from the nftables monitor, signals, and a periodic verify.
 
 mod backend;
+mod blocked;
 mod cli;
 mod control;
 mod guard;

@@ -14,6 +14,7 @@ use portguard_core::control::{ConfigSource, DockerStatus, RequestBody, ResponseB
 use portguard_core::verdict::{explain, port_reports};
 
 use crate::backend::{Backend, Kernel, choose_tier};
+use crate::blocked::{self, Blocked};
 use crate::guard::Guard;
 use crate::triggers::{Pending, ReplyTo, Trigger};
 use crate::{control, lastgood, notify, status, triggers};
@@ -108,6 +109,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     guard.keep_last_good();
     guard.restore_ip6_policy("start");
     tracing::info!(protection = ?tier, "guard table installed");
+    // The judge chains' nflog rule is in place: follow what it reports.
+    let blocked = blocked::spawn();
     control::spawn(&control_socket, control_group.as_deref(), tx.clone())?;
     {
         let tx = tx.clone();
@@ -118,7 +121,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     guard.notify_status();
     notify::notify("READY=1\n");
     tracing::info!(control = %control_socket.display(), "guard ready");
-    event_loop(&mut guard, &rx, &tx)?;
+    event_loop(&mut guard, &rx, &tx, &blocked)?;
     notify::notify("STOPPING=1\n");
     let _ = std::fs::remove_file(&control_socket);
     tracing::info!("stopping; the guard table stays in place");
@@ -138,6 +141,7 @@ fn event_loop<B: Backend>(
     guard: &mut Guard<B>,
     rx: &Receiver<Trigger>,
     tx: &Sender<Trigger>,
+    blocked: &Blocked,
 ) -> anyhow::Result<()> {
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let tick = watchdog.map_or(VERIFY_INTERVAL, |w| w.min(VERIFY_INTERVAL));
@@ -178,8 +182,13 @@ fn event_loop<B: Backend>(
                     continue;
                 }
                 RequestBody::Status => {
-                    control::ok(ResponseBody::Status(Box::new(status::status(guard))))
+                    let mut status = status::status(guard);
+                    status.blocked_last_hour = blocked.top_three();
+                    control::ok(ResponseBody::Status(Box::new(status)))
                 }
+                RequestBody::Blocked => control::ok(ResponseBody::Blocked(
+                    blocked.report(guard.config.guard.mode == portguard_config::Mode::Audit),
+                )),
                 RequestBody::Ports => control::ok(ResponseBody::Ports(port_reports(
                     &guard.config,
                     &guard.snapshot,

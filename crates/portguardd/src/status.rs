@@ -39,6 +39,8 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         ipv6_policy_restores: guard.ip6_restores,
         blocked_packets: blocked.unwrap_or(0),
         ended_connections: guard.ended_connections,
+        // Filled in by the loop, which holds the blocked-attempts summary.
+        blocked_last_hour: Vec::new(),
         config: ConfigStatus {
             path: guard.config_path.display().to_string(),
             in_force: guard.config_source,
