@@ -61,6 +61,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Blocked new connections in the last hour, per host port: attempts,
+    /// distinct sources and the top sources (reported by the kernel, at
+    /// most 250 a second per judge chain; a flood is sampled).
+    Blocked {
+        /// Machine-readable output (documented in docs/guardctl.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the daemon to re-read its configuration. A bad file is refused
     /// and the last good ruleset stays in force.
     Reload,

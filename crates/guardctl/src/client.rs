@@ -94,7 +94,11 @@ impl Style {
 }
 
 /// An aligned table; the last column is free text.
-fn table(headers: &[&str], rows: &[Vec<String>], painted_last: Option<&[String]>) -> String {
+pub(crate) fn table(
+    headers: &[&str],
+    rows: &[Vec<String>],
+    painted_last: Option<&[String]>,
+) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -241,6 +245,9 @@ pub fn print_status(status: &Status) {
         "blocked:   {} new connection packets",
         status.blocked_packets
     );
+    for line in crate::blocked::status_lines(&status.blocked_last_hour) {
+        println!("{line}");
+    }
     let protection = match status.protection {
         ProtectionTier::OwnedPersistent => {
             "owned-persistent (the kernel refuses changes by anybody else)"

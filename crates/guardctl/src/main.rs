@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+mod blocked;
 mod cli;
 mod client;
 
@@ -128,6 +129,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_json(&explanation)?;
             } else {
                 client::print_explanation(&format!("{port}/{proto}"), &explanation);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Blocked { json } => {
+            let ResponseBody::Blocked(report) = client::ask(socket, RequestBody::Blocked)? else {
+                anyhow::bail!("unexpected answer to blocked");
+            };
+            if json {
+                print_json(&report)?;
+            } else {
+                blocked::print_blocked(&report);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -12,8 +12,8 @@ use std::process::Command;
 
 use portguard_core::L4Proto;
 use portguard_core::control::{
-    ConfigStatus, DockerStatus, PROTOCOL_VERSION, ReconcileRecord, Response, ResponseBody,
-    RulesetStatus, Status,
+    BlockedPort, BlockedReport, ConfigStatus, DockerStatus, PROTOCOL_VERSION, ReconcileRecord,
+    Response, ResponseBody, RulesetStatus, SourceAttempts, Status,
 };
 use portguard_core::verdict::{Explanation, PortReport, Verdict};
 
@@ -90,6 +90,7 @@ fn status() -> Status {
         ipv6_policy_restores: 0,
         blocked_packets: 0,
         ended_connections: 0,
+        blocked_last_hour: vec![],
         config: ConfigStatus {
             path: "/etc/portguard/portguard.toml".into(),
             in_force: portguard_core::control::ConfigSource::Files,
@@ -171,4 +172,77 @@ fn control_characters_from_docker_and_the_daemon_are_printed_escaped() {
     let ports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ports[0]["container"], EVIL);
     assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+}
+
+fn blocked_port(port: u16, attempts: u64, error: u64) -> BlockedPort {
+    BlockedPort {
+        port,
+        proto: L4Proto::Udp,
+        attempts,
+        distinct_sources: 3,
+        top_sources: vec![
+            SourceAttempts {
+                source: "203.0.113.9".parse().unwrap(),
+                attempts: attempts - 2,
+            },
+            SourceAttempts {
+                source: "2001:db8::7".parse().unwrap(),
+                attempts: 1,
+            },
+        ],
+        top_sources_error: error,
+    }
+}
+
+#[test]
+fn blocked_prints_a_table_and_status_the_top_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let report = BlockedReport {
+        audit: false,
+        window_minutes: 60,
+        listening: false,
+        error: Some(EVIL.into()),
+        report_limit_per_second: 250,
+        ports: vec![blocked_port(5353, 1200, 4), blocked_port(8081, 12, 0)],
+        untracked_attempts: 0,
+        lost_reports: 2,
+    };
+    let out = guardctl_against(&socket, ResponseBody::Blocked(report.clone()), &["blocked"]);
+    assert!(out.status.success());
+    assert_escaped(&out, "blocked");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let expected = [
+        "Blocked new connections in the last 60 minutes, as the kernel reported them (at most 250 a second per chain):",
+        &format!("not following blocked attempts: {SHOWN}"),
+        "PORT      ATTEMPTS  SOURCES  TOP SOURCES",
+        "5353/udp  1200      3        203.0.113.9 (1198 ±4), 2001:db8::7 (1 ±4)",
+        "8081/udp  12        3        203.0.113.9 (10), 2001:db8::7 (1)",
+        "2 reports lost since the start: the daemon could not keep up",
+    ];
+    assert_eq!(shown.lines().collect::<Vec<_>>(), expected, "{shown}");
+
+    let out = guardctl_against(
+        &socket,
+        ResponseBody::Blocked(report),
+        &["blocked", "--json"],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ports"][0]["port"], 5353);
+    assert_eq!(json["ports"][0]["top_sources"][0]["source"], "203.0.113.9");
+
+    let mut with_blocked = status();
+    with_blocked.blocked_last_hour = vec![blocked_port(5353, 1200, 4)];
+    let out = guardctl_against(
+        &socket,
+        ResponseBody::Status(Box::new(with_blocked)),
+        &["status"],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(
+            "  last hour: 5353/udp 1200 attempts from 3 sources (most: 203.0.113.9 (1198 ±4), 2001:db8::7 (1 ±4))"
+        ),
+        "{shown}"
+    );
 }

@@ -1,0 +1,94 @@
+//! `guardctl blocked`, and the blocked-attempt lines of `guardctl status`.
+
+use portguard_core::control::{BlockedPort, BlockedReport, printable};
+
+use crate::client::table;
+
+/// `8081/tcp`
+fn port_name(p: &BlockedPort) -> String {
+    format!("{}/{}", p.port, p.proto)
+}
+
+/// `203.0.113.9 (120), 198.51.100.4 (3)`; `±E` when the counts are
+/// estimates.
+fn sources(p: &BlockedPort) -> String {
+    let error = if p.top_sources_error > 0 {
+        format!(" ±{}", p.top_sources_error)
+    } else {
+        String::new()
+    };
+    p.top_sources
+        .iter()
+        .map(|s| format!("{} ({}{error})", s.source, s.attempts))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+pub fn print_blocked(report: &BlockedReport) {
+    let what = if report.audit {
+        "New connections that would have been blocked (audit mode)"
+    } else {
+        "Blocked new connections"
+    };
+    println!(
+        "{what} in the last {}, as the kernel reported them (at most {} a second per chain):",
+        plural(u64::from(report.window_minutes), "minute", "minutes"),
+        report.report_limit_per_second
+    );
+    if let Some(error) = &report.error {
+        println!("not following blocked attempts: {}", printable(error));
+    }
+    if report.ports.is_empty() {
+        println!("none.");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .ports
+            .iter()
+            .map(|p| {
+                vec![
+                    port_name(p),
+                    p.attempts.to_string(),
+                    p.distinct_sources.to_string(),
+                    sources(p),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["PORT", "ATTEMPTS", "SOURCES", "TOP SOURCES"], &rows, None)
+        );
+    }
+    if report.untracked_attempts > 0 {
+        println!(
+            "{} at further ports (the daemon keeps {} ports apart)",
+            plural(report.untracked_attempts, "attempt", "attempts"),
+            report.ports.len()
+        );
+    }
+    if report.lost_reports > 0 {
+        println!(
+            "{} lost since the start: the daemon could not keep up",
+            plural(report.lost_reports, "report", "reports")
+        );
+    }
+}
+
+/// `guardctl status`'s lines for the last hour's top three ports.
+pub fn status_lines(ports: &[BlockedPort]) -> Vec<String> {
+    ports
+        .iter()
+        .map(|p| {
+            format!(
+                "  last hour: {} {} from {} (most: {})",
+                port_name(p),
+                plural(p.attempts, "attempt", "attempts"),
+                plural(p.distinct_sources, "source", "sources"),
+                sources(p)
+            )
+        })
+        .collect()
+}
