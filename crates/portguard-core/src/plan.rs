@@ -75,8 +75,8 @@ pub const LOG_RATE_PER_MINUTE: u32 = 10;
 /// listener per group and network namespace) for `guardctl blocked`.
 /// Chosen away from the small numbers ulogd and hand-written rules use.
 pub const NFLOG_GROUP: u16 = 7427;
-/// Blocked attempts reported to the daemon per second and judge chain at
-/// most, after a burst of [`NFLOG_BURST`]: enough to see every attempt of
+/// Blocked attempts reported to the daemon per second, protocol and judge
+/// chain at most, after a burst of [`NFLOG_BURST`]: enough to see every attempt of
 /// ordinary scanning, while a flood costs the daemon a few hundred small
 /// messages a second however fast it comes (the kernel's counter still
 /// counts every packet).
@@ -371,18 +371,36 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
     // Whatever `log_blocked` says (it is about the kernel log), blocked
     // attempts also go to the daemon over nflog, for `guardctl blocked`;
     // the prefix tells it whether they were blocked or only audited.
-    rules.push(Rule::new([
-        Stmt::CtState(CtStates::NEW),
-        Stmt::LimitPerSecond {
+    let report = |stmts: &[Stmt]| {
+        let mut rule = vec![Stmt::CtState(CtStates::NEW)];
+        rule.extend_from_slice(stmts);
+        rule.push(Stmt::LimitPerSecond {
             rate: NFLOG_RATE_PER_SECOND,
             burst: NFLOG_BURST,
-        },
-        Stmt::Nflog {
-            prefix: log_prefix(audit).into(),
-            group: NFLOG_GROUP,
-            snaplen: NFLOG_SNAPLEN,
-        },
-    ]));
+        });
+        Rule::new(rule)
+    };
+    let nflog = Stmt::Nflog {
+        prefix: log_prefix(audit).into(),
+        group: NFLOG_GROUP,
+        snaplen: NFLOG_SNAPLEN,
+    };
+    if audit {
+        // The packet goes on: it is reported as it is.
+        let mut rule = report(&[]);
+        rule.stmts.push(nflog);
+        rules.push(rule);
+    } else {
+        // The packet is dropped by the next rule, so its copy may carry
+        // the host port in place of the container's (see
+        // `Stmt::DportSetCtOriginal`).
+        for proto in L4Proto::ALL {
+            let mut rule = report(&[Stmt::L4Proto(proto)]);
+            rule.stmts
+                .extend([Stmt::DportSetCtOriginal(proto), nflog.clone()]);
+            rules.push(rule);
+        }
+    }
     let mut verdict = vec![Stmt::CtState(CtStates::NEW), Stmt::Counter];
     if !audit {
         verdict.push(Stmt::Drop);

@@ -166,6 +166,9 @@ pub fn render_rule(rule: &Rule) -> String {
             Stmt::LimitPerSecond { rate, burst } => {
                 format!("limit rate {rate}/second burst {burst} packets")
             }
+            Stmt::DportSetCtOriginal(proto) => {
+                format!("{proto} dport set ct original proto-dst")
+            }
             Stmt::Nflog {
                 prefix,
                 group,

@@ -181,6 +181,11 @@ pub enum Stmt {
         rate: u32,
         burst: u32,
     },
+    /// `tcp dport set ct original proto-dst` (after an `L4Proto`): puts the
+    /// host port back into a packet about to be dropped, so that its nflog
+    /// copy carries the port as published, not the container's (kernels
+    /// without nfnetlink's conntrack glue send no conntrack data).
+    DportSetCtOriginal(L4Proto),
     /// `log prefix "..." group N snaplen S`: the packet's first S bytes go
     /// to nflog group N (netlink, read by the daemon), not to the kernel log.
     Nflog {

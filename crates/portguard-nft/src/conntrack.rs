@@ -12,7 +12,7 @@ use netlink_packet_netfilter::conntrack::{
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
 use crate::error::NftError;
-use crate::socket::{NfSocket, decode_conntrack};
+use crate::socket::{Expect, NfSocket, Outgoing, decode_conntrack};
 
 // netlink-packet-netfilter 0.4.0 has no typed attribute for these two
 // (include/uapi/linux/netfilter/nfnetlink_conntrack.h), so they travel as
@@ -193,6 +193,62 @@ impl Conntrack {
         }
         stats.ended = requested - failed.len();
         Ok(stats)
+    }
+
+    /// The connection whose replies go from `replier` to `peer` (so for a
+    /// packet seen after DNAT: from its destination back to its source),
+    /// by its original direction; `None` when no such connection is
+    /// tracked (a dropped packet's never is).
+    pub fn by_reply(
+        &mut self,
+        proto: u8,
+        replier: (IpAddr, u16),
+        peer: (IpAddr, u16),
+    ) -> Result<Option<Flow>, NftError> {
+        let family = match replier.0 {
+            IpAddr::V4(_) => NetfilterProtoFamily::IPv4,
+            IpAddr::V6(_) => NetfilterProtoFamily::IPv6,
+        };
+        let tuple = vec![
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress(replier.0),
+                IPTuple::DestinationAddress(peer.0),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(proto.into()),
+                ProtoTuple::SourcePort(replier.1),
+                ProtoTuple::DestinationPort(peer.1),
+            ]),
+        ];
+        let request = conntrack_message(
+            family,
+            ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleReply(tuple)]),
+        );
+        let answer = self
+            .sock
+            .transact(vec![Outgoing {
+                message: request,
+                flags: 0,
+                expect: Expect::Ack,
+            }])?
+            .pop()
+            .unwrap_or_default();
+        match answer.errno {
+            None => {}
+            Some(ENOENT) => return Ok(None),
+            Some(errno) => {
+                return Err(NftError::Kernel {
+                    what: "looking up a conntrack entry".into(),
+                    errno,
+                });
+            }
+        }
+        Ok(answer
+            .replies
+            .iter()
+            .filter_map(|raw| decode_conntrack(raw))
+            .find_map(parse_entry)
+            .map(|entry| entry.flow))
     }
 }
 

@@ -8,12 +8,13 @@ use netlink_packet_core::{
 };
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
-    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, HookNumber,
-    Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator,
-    Payload, Register, RuleAttribute, RuleMessage, SetAttribute, SetDescription,
-    SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage, SetFlags, SetMessage,
-    TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
+    Bitwise, ChainAttribute, ChainMessage, ChecksumFlags, ChecksumType, Cmp, DataAttribute,
+    Expressions, Hook, HookNumber, Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey,
+    NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute,
+    SetDescription, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage,
+    SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
 };
+use portguard_core::L4Proto;
 use portguard_core::ruleset::{
     BaseChain, Chain, CtStates, Element, Hook as ChainHook, IfMatch, Policy, Rule, Ruleset, Set,
     SetKey, Stmt,
@@ -672,6 +673,24 @@ fn stmt_exprs(stmt: &Stmt, out: &mut Vec<Expressions>) {
                 u32_be(NFTA_LIMIT_FLAGS, 0),
             ],
         )),
+        Stmt::DportSetCtOriginal(proto) => {
+            out.push(ct_load(NFT_CT_PROTO_DST, Register::Reg1, true));
+            // As nft writes it: the port at transport header + 2, the
+            // checksum fixed up at its place in the TCP or UDP header.
+            let checksum_at = match proto {
+                L4Proto::Tcp => 16,
+                L4Proto::Udp => 6,
+            };
+            out.push(Expressions::Payload(vec![
+                Payload::SourceRegister(Register::Reg1),
+                Payload::Base(NFT_PAYLOAD_TRANSPORT_HEADER),
+                Payload::Offset(2),
+                Payload::Len(2),
+                Payload::CsumType(ChecksumType::Inet),
+                Payload::CsumOffset(checksum_at),
+                Payload::CsumFlags(ChecksumFlags::empty()),
+            ]));
+        }
         Stmt::LimitPerSecond { rate, burst } => out.push(raw(
             "limit",
             vec![

@@ -6,11 +6,17 @@
 //!
 //! On the forward path the packet is already DNATed, so its destination
 //! port is the container's. The host port is the connection's original
-//! destination port, which the kernel attaches when asked
-//! (`NFULNL_CFG_F_CONNTRACK`, attribute `NFULA_CT`); the original tuple
-//! also carries the source. Without conntrack data (a kernel built without
-//! the nfnetlink glue) the packet's own headers are read instead: right on
-//! the input path, the container port on the forward path.
+//! destination port, found in this order:
+//! 1. the conntrack data the kernel attaches when asked
+//!    (`NFULNL_CFG_F_CONNTRACK`, attribute `NFULA_CT`), on kernels built
+//!    with nfnetlink's conntrack glue (Debian's are);
+//! 2. in enforce mode, the packet itself: the rule puts the original port
+//!    back into the packet before it reports it (it is dropped next; see
+//!    `Stmt::DportSetCtOriginal`);
+//! 3. in audit mode the packet goes on untouched and its connection is
+//!    tracked: looked up by its reply direction;
+//! 4. else the packet's destination port (the container's, on the forward
+//!    path; the host's on the input path, where there is no DNAT).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -25,7 +31,7 @@ use netlink_packet_netfilter::{
 use portguard_core::L4Proto;
 use portguard_core::plan::{LOG_PREFIX_AUDIT, LOG_PREFIX_BLOCKED, NFLOG_SNAPLEN};
 
-use crate::conntrack::flow_of;
+use crate::conntrack::{Conntrack, flow_of};
 use crate::error::NftError;
 use crate::socket::{NfSocket, split_messages};
 
@@ -68,6 +74,8 @@ pub struct Nflog {
     sock: NfSocket,
     /// Whether the kernel attaches conntrack data (original ports).
     pub conntrack: bool,
+    /// For audit reports without conntrack data.
+    lookups: Conntrack,
 }
 
 fn config(group: u16, nlas: Vec<ConfigNla>) -> NetfilterMessage {
@@ -118,7 +126,11 @@ impl Nflog {
                 });
             }
         };
-        Ok(Nflog { sock, conntrack })
+        Ok(Nflog {
+            sock,
+            conntrack,
+            lookups: Conntrack::open()?,
+        })
     }
 
     /// Blocks until the kernel sends reports (or the socket's receive
@@ -154,7 +166,10 @@ impl Nflog {
                 continue;
             };
             match parse_report(&nlas) {
-                Some(attempt) => reports.attempts.push(attempt),
+                Some(Report::Resolved(attempt)) => reports.attempts.push(attempt),
+                Some(Report::Packet(headers, audit)) => {
+                    reports.attempts.push(self.resolve(headers, audit));
+                }
                 None => reports.unreadable += 1,
             }
         }
@@ -162,9 +177,44 @@ impl Nflog {
     }
 }
 
-/// One report's attempt; `None` unless it carries one of our prefixes and
-/// a TCP or UDP connection.
-pub fn parse_report(nlas: &[PacketNla]) -> Option<Attempt> {
+impl Nflog {
+    /// The attempt of a report without conntrack data (see the module
+    /// documentation for the order).
+    fn resolve(&mut self, headers: Headers, audit: bool) -> Attempt {
+        let attempt = |port| Attempt {
+            source: headers.source,
+            proto: headers.proto,
+            port,
+            audit,
+        };
+        if !audit {
+            return attempt(headers.dport);
+        }
+        match self.lookups.by_reply(
+            headers.proto.number(),
+            (headers.dest, headers.dport),
+            (headers.source, headers.sport),
+        ) {
+            Ok(Some(flow)) => attempt(flow.original_dport),
+            Ok(None) => attempt(headers.dport),
+            Err(e) => {
+                tracing::debug!(error = %e, "conntrack lookup for an audit report failed");
+                attempt(headers.dport)
+            }
+        }
+    }
+}
+
+/// What a report says: the attempt, or only the packet's headers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Report {
+    Resolved(Attempt),
+    Packet(Headers, bool),
+}
+
+/// One report; `None` unless it carries one of our prefixes and a TCP or
+/// UDP connection.
+pub fn parse_report(nlas: &[PacketNla]) -> Option<Report> {
     let (mut audit, mut payload, mut ct) = (None, None, None);
     for nla in nlas {
         match nla {
@@ -185,15 +235,14 @@ pub fn parse_report(nlas: &[PacketNla]) -> Option<Attempt> {
         }
     }
     let audit = audit?;
-    let (source, proto, port) = match ct.as_deref().and_then(original_flow) {
-        Some(flow) => flow,
-        None => packet_flow(payload?)?,
-    };
-    Some(Attempt {
-        source,
-        proto,
-        port,
-        audit,
+    Some(match ct.as_deref().and_then(original_flow) {
+        Some((source, proto, port)) => Report::Resolved(Attempt {
+            source,
+            proto,
+            port,
+            audit,
+        }),
+        None => Report::Packet(packet_headers(payload?)?, audit),
     })
 }
 
@@ -214,30 +263,56 @@ fn original_flow(ct: &[u8]) -> Option<(IpAddr, L4Proto, u16)> {
     None
 }
 
-/// Source, protocol and destination port from the packet's own headers.
-pub fn packet_flow(packet: &[u8]) -> Option<(IpAddr, L4Proto, u16)> {
-    let (source, proto, transport) = match packet.first()? >> 4 {
+/// A packet's addresses, protocol and ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headers {
+    pub source: IpAddr,
+    pub dest: IpAddr,
+    pub proto: L4Proto,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The headers of a TCP or UDP packet (IPv4 or IPv6 without extension
+/// headers).
+pub fn packet_headers(packet: &[u8]) -> Option<Headers> {
+    let (source, dest, proto, transport) = match packet.first()? >> 4 {
         4 => {
             let header_len = usize::from(packet[0] & 0x0f) * 4;
             let source: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            let dest: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
             (
                 IpAddr::V4(Ipv4Addr::from(source)),
+                IpAddr::V4(Ipv4Addr::from(dest)),
                 *packet.get(9)?,
                 packet.get(header_len.max(20)..)?,
             )
         }
         6 => {
             let source: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            let dest: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
             (
                 IpAddr::V6(Ipv6Addr::from(source)),
+                IpAddr::V6(Ipv6Addr::from(dest)),
                 *packet.get(6)?,
                 packet.get(40..)?,
             )
         }
         _ => return None,
     };
-    let port = u16::from_be_bytes([*transport.get(2)?, *transport.get(3)?]);
-    Some((source, l4proto(proto)?, port))
+    let port = |at: usize| {
+        Some(u16::from_be_bytes([
+            *transport.get(at)?,
+            *transport.get(at + 1)?,
+        ]))
+    };
+    Some(Headers {
+        source,
+        dest,
+        proto: l4proto(proto)?,
+        sport: port(0)?,
+        dport: port(2)?,
+    })
 }
 
 #[cfg(test)]
@@ -259,24 +334,29 @@ mod tests {
     #[test]
     fn packet_headers_give_source_protocol_and_port() {
         assert_eq!(
-            packet_flow(&udp_v4([198, 18, 0, 7], 5353)),
-            Some(("198.18.0.7".parse().unwrap(), L4Proto::Udp, 5353))
+            packet_headers(&udp_v4([198, 18, 0, 7], 5353)),
+            Some(Headers {
+                source: "198.18.0.7".parse().unwrap(),
+                dest: "10.99.0.1".parse().unwrap(),
+                proto: L4Proto::Udp,
+                sport: 12345,
+                dport: 5353
+            })
         );
         let mut v6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
         v6.extend("fd00:99::2".parse::<Ipv6Addr>().unwrap().octets());
         v6.extend("fd00:99::1".parse::<Ipv6Addr>().unwrap().octets());
         v6.extend([0x30, 0x39, 0x1f, 0x90]);
-        assert_eq!(
-            packet_flow(&v6),
-            Some(("fd00:99::2".parse().unwrap(), L4Proto::Tcp, 8080))
-        );
+        let tcp = packet_headers(&v6).unwrap();
+        assert_eq!(tcp.source, "fd00:99::2".parse::<IpAddr>().unwrap());
+        assert_eq!((tcp.proto, tcp.dport), (L4Proto::Tcp, 8080));
         // ICMP, truncated headers, garbage: no attempt, no panic.
         let mut icmp = udp_v4([1, 2, 3, 4], 1);
         icmp[9] = 1;
-        assert_eq!(packet_flow(&icmp), None);
-        assert_eq!(packet_flow(&udp_v4([1, 2, 3, 4], 1)[..21]), None);
-        assert_eq!(packet_flow(&[]), None);
-        assert_eq!(packet_flow(&[0x4f; 30]), None);
+        assert_eq!(packet_headers(&icmp), None);
+        assert_eq!(packet_headers(&udp_v4([1, 2, 3, 4], 1)[..21]), None);
+        assert_eq!(packet_headers(&[]), None);
+        assert_eq!(packet_headers(&[0x4f; 30]), None);
     }
 
     #[test]
@@ -287,10 +367,14 @@ mod tests {
                 PacketNla::Payload(udp_v4([203, 0, 113, 9], 8081)),
             ])
         };
-        let blocked = report(LOG_PREFIX_BLOCKED).unwrap();
-        assert_eq!(blocked.port, 8081);
-        assert!(!blocked.audit);
-        assert!(report(LOG_PREFIX_AUDIT).unwrap().audit);
+        let Some(Report::Packet(headers, false)) = report(LOG_PREFIX_BLOCKED) else {
+            panic!("a blocked report");
+        };
+        assert_eq!(headers.dport, 8081);
+        assert!(matches!(
+            report(LOG_PREFIX_AUDIT),
+            Some(Report::Packet(_, true))
+        ));
         assert_eq!(report("somebody else: "), None);
     }
 }
