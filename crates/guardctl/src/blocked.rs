@@ -9,17 +9,13 @@ fn port_name(p: &BlockedPort) -> String {
     format!("{}/{}", p.port, p.proto)
 }
 
-/// `203.0.113.9 (120), 198.51.100.4 (3)`; `±E` when the counts are
-/// estimates.
+/// `203.0.113.9 (120), 198.51.100.4 (3)`; `(≥120)` when the counts are
+/// lower bounds.
 fn sources(p: &BlockedPort) -> String {
-    let error = if p.top_sources_error > 0 {
-        format!(" ±{}", p.top_sources_error)
-    } else {
-        String::new()
-    };
+    let at_least = if p.top_sources_error > 0 { "≥" } else { "" };
     p.top_sources
         .iter()
-        .map(|s| format!("{} ({}{error})", s.source, s.attempts))
+        .map(|s| format!("{} ({at_least}{})", s.source, s.attempts))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -35,7 +31,7 @@ pub fn print_blocked(report: &BlockedReport) {
         "Blocked new connections"
     };
     println!(
-        "{what} in the last {}, as the kernel reported them (at most {} a second per chain):",
+        "{what} in the last {}, as the kernel reported them (at most {} a second per protocol and chain):",
         plural(u64::from(report.window_minutes), "minute", "minutes"),
         report.report_limit_per_second
     );

@@ -63,7 +63,7 @@ pub enum Command {
     },
     /// Blocked new connections in the last hour, per host port: attempts,
     /// distinct sources and the top sources (reported by the kernel, at
-    /// most 250 a second per judge chain; a flood is sampled).
+    /// most 250 a second per protocol and judge chain; a flood is sampled).
     Blocked {
         /// Machine-readable output (documented in docs/guardctl.md).
         #[arg(long)]

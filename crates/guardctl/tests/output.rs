@@ -213,10 +213,10 @@ fn blocked_prints_a_table_and_status_the_top_ports() {
     assert_escaped(&out, "blocked");
     let shown = String::from_utf8_lossy(&out.stdout);
     let expected = [
-        "Blocked new connections in the last 60 minutes, as the kernel reported them (at most 250 a second per chain):",
+        "Blocked new connections in the last 60 minutes, as the kernel reported them (at most 250 a second per protocol and chain):",
         &format!("not following blocked attempts: {SHOWN}"),
         "PORT      ATTEMPTS  SOURCES  TOP SOURCES",
-        "5353/udp  1200      3        203.0.113.9 (1198 ±4), 2001:db8::7 (1 ±4)",
+        "5353/udp  1200      3        203.0.113.9 (≥1198), 2001:db8::7 (≥1)",
         "8081/udp  12        3        203.0.113.9 (10), 2001:db8::7 (1)",
         "2 reports lost since the start: the daemon could not keep up",
     ];
@@ -241,7 +241,7 @@ fn blocked_prints_a_table_and_status_the_top_ports() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
         shown.contains(
-            "  last hour: 5353/udp 1200 attempts from 3 sources (most: 203.0.113.9 (1198 ±4), 2001:db8::7 (1 ±4))"
+            "  last hour: 5353/udp 1200 attempts from 3 sources (most: 203.0.113.9 (≥1198), 2001:db8::7 (≥1))"
         ),
         "{shown}"
     );

@@ -62,9 +62,9 @@ pub enum ResponseBody {
 /// `guardctl blocked --json`: new connections the judge chains blocked (or,
 /// in audit mode, would have blocked) in the last hour, per host port, as
 /// the kernel reported them to the daemon over nflog. The kernel reports at
-/// most `report_limit_per_second` a second per judge chain; beyond that
-/// (a flood) the numbers are a sample, and `blocked_packets` in `status`
-/// is the exact count.
+/// most `report_limit_per_second` a second per protocol and judge chain;
+/// beyond that (a flood) the numbers are a sample, and `blocked_packets`
+/// in `status` is the exact count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockedReport {
     /// Audit mode: these attempts were let through, and would have been
@@ -95,9 +95,10 @@ pub struct BlockedPort {
     pub attempts: u64,
     /// Distinct source addresses (an estimate, within a few percent).
     pub distinct_sources: u64,
-    /// The sources with the most attempts, most first. Counts may be
-    /// overestimated by at most `top_sources_error` (a bounded heavy-hitter
-    /// summary); with few sources they are exact.
+    /// The sources with the most attempts, most first. Each count is what
+    /// the source surely made; it may have made up to `top_sources_error`
+    /// more (a bounded heavy-hitter summary). With few sources (up to 16 a
+    /// minute) counts are exact and the error is 0.
     pub top_sources: Vec<SourceAttempts>,
     pub top_sources_error: u64,
 }

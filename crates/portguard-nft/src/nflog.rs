@@ -360,6 +360,42 @@ mod tests {
     }
 
     #[test]
+    fn conntrack_data_gives_the_original_port() {
+        use netlink_packet_core::{DefaultNla, Emitable};
+        use netlink_packet_netfilter::conntrack::{IPTuple, ProtoTuple, Tuple};
+        // What a kernel with the conntrack glue attaches to a DNATed UDP
+        // packet: the original tuple names the host port, 5353.
+        let original = ConntrackAttribute::CtaTupleOrig(vec![
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress("203.0.113.9".parse().unwrap()),
+                IPTuple::DestinationAddress("10.99.0.1".parse().unwrap()),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(17.into()),
+                ProtoTuple::SourcePort(40000),
+                ProtoTuple::DestinationPort(5353),
+            ]),
+        ]);
+        let mut ct = vec![0; original.buffer_len()];
+        original.emit(&mut ct);
+        let report = parse_report(&[
+            PacketNla::Prefix(CString::new(LOG_PREFIX_BLOCKED).unwrap()),
+            // The packet after DNAT: the container's port, 53.
+            PacketNla::Payload(udp_v4([203, 0, 113, 9], 53)),
+            PacketNla::Other(DefaultNla::new(NFULA_CT, ct)),
+        ]);
+        assert_eq!(
+            report,
+            Some(Report::Resolved(Attempt {
+                source: "203.0.113.9".parse().unwrap(),
+                proto: L4Proto::Udp,
+                port: 5353,
+                audit: false,
+            }))
+        );
+    }
+
+    #[test]
     fn only_our_prefixes_count() {
         let report = |prefix: &str| {
             parse_report(&[

@@ -139,11 +139,15 @@ impl PortStats {
         let mut error = 0;
         for m in self.in_window(now) {
             distinct.merge(&m.distinct);
-            for &(source, count, _) in &m.top.counters {
-                *counts.entry(source).or_default() += count;
+            // What each source surely had: its count less what it may have
+            // inherited with the counter. Ranking by that keeps sources
+            // that only took over a counter (a flood's random ones) from
+            // being named.
+            for &(source, count, over) in &m.top.counters {
+                *counts.entry(source).or_default() += count - over;
             }
-            // A source's count in this minute is off by at most this much,
-            // whether it kept a counter (overestimated) or lost it.
+            // A source may have had this much more in this minute, whether
+            // it kept a counter or lost it.
             error += m.top.floor(TOP_K);
         }
         let mut top_sources: Vec<SourceAttempts> = counts
@@ -475,8 +479,9 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Whatever the stream: attempts add up, every named source's count
-        /// is within the stated error of the truth, and a source ahead of
-        /// every other by more than twice the error is named first.
+        /// is a lower bound within the stated error of the truth, and a
+        /// source ahead of every other by more than the error is named
+        /// first.
         #[test]
         fn top_sources_are_right_within_the_stated_error(
             noise in prop::collection::vec((0u32..3000, 0u64..3), 0..3000),
@@ -504,11 +509,11 @@ mod tests {
             let error = port.top_sources_error;
             for named in &port.top_sources {
                 let real = truth[&named.source];
-                prop_assert!(named.attempts.abs_diff(real) <= error, "{named:?} real {real} error {error}");
+                prop_assert!(named.attempts <= real && real <= named.attempts + error, "{named:?} real {real} error {error}");
             }
             let heavy_true = truth[&heavy];
             let other_max = truth.iter().filter(|(k, _)| **k != heavy).map(|(_, v)| *v).max().unwrap_or(0);
-            if heavy_true > other_max + 2 * error {
+            if heavy_true > other_max + error {
                 prop_assert_eq!(port.top_sources[0].source, heavy);
             }
             let distinct = truth.len() as f64;

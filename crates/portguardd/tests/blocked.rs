@@ -258,6 +258,10 @@ fn a_flood_from_random_sources_keeps_memory_bounded_and_the_top_source_right() {
         udp["attempts"].as_u64().unwrap() >= 500,
         "the kernel reported at least its burst: {udp}"
     );
+    println!(
+        "{}",
+        String::from_utf8_lossy(&daemon.guardctl(&["blocked"]).stdout)
+    );
     assert_eq!(udp["top_sources"][0]["source"], attacker.to_string());
     assert!(
         peak < 20_000,
