@@ -135,7 +135,7 @@ impl Nflog {
 
     /// Blocks until the kernel sends reports (or the socket's receive
     /// timeout passes: then nothing).
-    pub fn next(&mut self) -> Result<Reports, NftError> {
+    pub fn next_reports(&mut self) -> Result<Reports, NftError> {
         let data = match self.sock.receive() {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Reports::default()),

@@ -331,7 +331,7 @@ pub fn spawn() -> Arc<Blocked> {
         .name("nflog".into())
         .spawn(move || {
             loop {
-                let reports = match nflog.next() {
+                let reports = match nflog.next_reports() {
                     Ok(reports) => reports,
                     Err(e) => {
                         tracing::error!(error = %e, "nflog reader failed; blocked attempts are no longer followed");
