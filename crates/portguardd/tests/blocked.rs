@@ -88,16 +88,18 @@ fn blocked_counts_attempts_per_host_port_and_names_the_top_source() {
     for (source, count) in sent {
         udp_from(&lab, source, count);
     }
-    // TCP to 8081 (DNATed to the container's port 81): blocked, and
-    // reported under the host port.
-    assert!(!tcp_probe(
-        &lab.wan,
-        "10.99.0.1:8081".parse::<SocketAddr>().unwrap(),
-        Duration::from_millis(300)
-    ));
+    // TCP to 8081 over IPv4 and IPv6 (DNATed to the container's port
+    // 81): blocked, and reported under the host port.
+    for target in ["10.99.0.1:8081", "[fd00:99::1]:8081"] {
+        assert!(!tcp_probe(
+            &lab.wan,
+            target.parse::<SocketAddr>().unwrap(),
+            Duration::from_millis(300)
+        ));
+    }
     let report = blocked_until(&daemon, "guardctl blocked counts every datagram", |r| {
         port_entry(r, 5353, "udp").is_some_and(|p| p["attempts"] == 26)
-            && port_entry(r, 8081, "tcp").is_some()
+            && port_entry(r, 8081, "tcp").is_some_and(|p| p["distinct_sources"] == 2)
     });
     println!("{report:#}");
     assert_eq!(report["listening"], true);
@@ -107,7 +109,13 @@ fn blocked_counts_attempts_per_host_port_and_names_the_top_source() {
     assert_eq!(udp["top_sources"][0]["source"], "10.99.0.13");
     assert_eq!(udp["top_sources"][0]["attempts"], 20);
     let tcp = port_entry(&report, 8081, "tcp").unwrap();
-    assert_eq!(tcp["top_sources"][0]["source"], "10.99.0.2");
+    let tcp_sources: Vec<&Value> = tcp["top_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["source"])
+        .collect();
+    assert_eq!(tcp_sources, ["10.99.0.2", "fd00:99::2"], "{tcp}");
     assert!(
         port_entry(&report, 53, "udp").is_none() && port_entry(&report, 81, "tcp").is_none(),
         "container ports are never reported: {report}"
@@ -141,6 +149,45 @@ fn blocked_counts_attempts_per_host_port_and_names_the_top_source() {
         text.contains("last hour: 5353/udp 26 attempts from 4 sources (most: 10.99.0.13 (20)"),
         "{text}"
     );
+}
+
+#[test]
+fn a_group_held_by_another_program_is_reported_and_protection_stays() {
+    let lab = lab();
+    // Somebody else binds the group first (the kernel allows one listener).
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = lab.host.spawn(move || {
+        let nflog = portguard_nft::Nflog::bind(portguard_core::plan::NFLOG_GROUP).unwrap();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        drop(nflog);
+    });
+    held_rx.recv().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(&lab, dir.path(), "");
+    let report = daemon.guardctl_json(&["blocked"]);
+    assert_eq!(report["listening"], false, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot follow nflog group 7427"),
+        "{report}"
+    );
+    assert!(!tcp_probe(
+        &lab.wan,
+        "10.99.0.1:8081".parse::<SocketAddr>().unwrap(),
+        Duration::from_millis(300)
+    ));
+    let out = daemon.guardctl(&["blocked"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not following blocked attempts: cannot follow nflog group 7427"),
+        "{text}"
+    );
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
 }
 
 #[test]
