@@ -247,6 +247,12 @@ fn a_flood_from_random_sources_keeps_memory_bounded_and_the_top_source_right() {
     let daemon = start(&lab, dir.path(), "");
     let pid = daemon.child.id();
     // nsenter execs portguardd in place: the child's pid is the daemon's.
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
+        "portguardd"
+    );
     let before = vm_kib(pid, "VmRSS:");
     let attacker = Ipv4Addr::new(203, 0, 113, 77);
     let started = std::time::Instant::now();
