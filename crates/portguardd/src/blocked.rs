@@ -173,14 +173,22 @@ pub struct Summary {
     ports: HashMap<(L4Proto, u16), PortStats>,
     /// Attempts at ports beyond [`MAX_PORTS`], per minute: (minute, count).
     untracked: VecDeque<(u64, u64)>,
+    /// The minute quiet ports were last looked for: once a minute is
+    /// enough (a port goes quiet a minute at a time), and a scan of many
+    /// ports then costs no walk over every bucket per attempt.
+    pruned_at: Option<u64>,
 }
 
 impl Summary {
     pub fn record(&mut self, attempt: &Attempt, now: u64) {
         let key = (attempt.proto, attempt.port);
-        if !self.ports.contains_key(&key) && self.ports.len() >= MAX_PORTS {
+        if !self.ports.contains_key(&key)
+            && self.ports.len() >= MAX_PORTS
+            && self.pruned_at != Some(now)
+        {
             // Make room from ports quiet for the whole window, if any.
             self.ports.retain(|_, stats| stats.attempts(now) > 0);
+            self.pruned_at = Some(now);
         }
         if self.ports.contains_key(&key) || self.ports.len() < MAX_PORTS {
             self.ports
