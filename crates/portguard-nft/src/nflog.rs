@@ -85,19 +85,29 @@ fn config(group: u16, nlas: Vec<ConfigNla>) -> NetfilterMessage {
     )
 }
 
+/// Sends one configuration message for `group`; the kernel's errno if it
+/// refused it.
+fn configure(
+    sock: &mut NfSocket,
+    group: u16,
+    nlas: Vec<ConfigNla>,
+) -> Result<Option<i32>, NftError> {
+    let refused = sock.send_acked(vec![config(group, nlas)])?;
+    Ok(refused.first().map(|(_, errno)| *errno))
+}
+
 impl Nflog {
     /// Binds `group` (only one listener per group and namespace: EBUSY if
     /// taken) with headers-only copies and conntrack data where the kernel
     /// has it.
     pub fn bind(group: u16) -> Result<Nflog, NftError> {
         let mut sock = NfSocket::open()?;
-        let refused =
-            sock.send_acked(vec![config(group, vec![ConfigNla::Cmd(ConfigCmd::Bind)])])?;
-        if let Some((_, errno)) = refused.first() {
-            return Err(NftError::Kernel {
-                what: format!("binding nflog group {group}"),
-                errno: *errno,
-            });
+        let refused = |what: &str, errno: i32| NftError::Kernel {
+            what: format!("{what} nflog group {group}"),
+            errno,
+        };
+        if let Some(errno) = configure(&mut sock, group, vec![ConfigNla::Cmd(ConfigCmd::Bind)])? {
+            return Err(refused("binding", errno));
         }
         let settings = vec![
             ConfigNla::Mode(ConfigMode::new_packet(NFLOG_SNAPLEN)),
@@ -105,26 +115,14 @@ impl Nflog {
             ConfigNla::Timeout(Timeout::new(FLUSH_TIMEOUT_HUNDREDTHS)),
             ConfigNla::NlBufSiz(DATAGRAM_BYTES),
         ];
-        let refused = sock.send_acked(vec![config(group, settings)])?;
-        if let Some((_, errno)) = refused.first() {
-            return Err(NftError::Kernel {
-                what: format!("configuring nflog group {group}"),
-                errno: *errno,
-            });
+        if let Some(errno) = configure(&mut sock, group, settings)? {
+            return Err(refused("configuring", errno));
         }
-        let refused = sock.send_acked(vec![config(
-            group,
-            vec![ConfigNla::Flags(ConfigFlags::CONNTRACK)],
-        )])?;
-        let conntrack = match refused.first() {
+        let flags = vec![ConfigNla::Flags(ConfigFlags::CONNTRACK)];
+        let conntrack = match configure(&mut sock, group, flags)? {
             None => true,
-            Some((_, errno)) if *errno == EOPNOTSUPP => false,
-            Some((_, errno)) => {
-                return Err(NftError::Kernel {
-                    what: format!("asking for conntrack data on nflog group {group}"),
-                    errno: *errno,
-                });
-            }
+            Some(EOPNOTSUPP) => false,
+            Some(errno) => return Err(refused("asking for conntrack data on", errno)),
         };
         Ok(Nflog {
             sock,

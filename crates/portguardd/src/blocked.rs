@@ -42,6 +42,8 @@ pub const WINDOW_MINUTES: u64 = 60;
 pub const MAX_PORTS: usize = 64;
 /// Space-Saving counters per port and minute.
 pub const TOP_K: usize = 16;
+/// Top sources per port in `guardctl blocked`.
+const SOURCES_SHOWN: usize = 5;
 /// Attempts waiting between the nflog reader and the summary. The kernel
 /// sends at most a few hundred a second, so this only fills when the
 /// machine is starved; then attempts are dropped and counted.
@@ -281,7 +283,10 @@ impl Blocked {
     pub fn report(&self, audit: bool) -> BlockedReport {
         let now = self.minute();
         let (ports, untracked_attempts) = match self.summary.lock() {
-            Ok(summary) => (summary.ports(now, 5), summary.untracked_attempts(now)),
+            Ok(summary) => (
+                summary.ports(now, SOURCES_SHOWN),
+                summary.untracked_attempts(now),
+            ),
             Err(_) => (Vec::new(), 0),
         };
         let error = self.error.lock().ok().and_then(|e| e.clone());
@@ -349,6 +354,12 @@ pub fn spawn() -> Arc<Blocked> {
                 };
                 if reports.overflowed {
                     reader.lost.fetch_add(1, Ordering::Relaxed);
+                }
+                if reports.unreadable > 0 {
+                    tracing::debug!(
+                        unreadable = reports.unreadable,
+                        "nflog reports that are not ours or carry no TCP/UDP port"
+                    );
                 }
                 for attempt in reports.attempts {
                     match tx.try_send(attempt) {
