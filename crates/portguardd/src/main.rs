@@ -11,6 +11,7 @@ mod cli;
 mod control;
 mod guard;
 mod lastgood;
+mod nf_tables;
 mod notify;
 mod reconcile;
 mod status;

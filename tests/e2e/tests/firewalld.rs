@@ -303,3 +303,36 @@ fn p1_p5_firewalld_nftables_bypass_closed_by_the_guard_through_firewalld_reload_
     assert_eq!(status["ruleset"]["installed"], true, "{status}");
     eprintln!("whole test: {:.1}s", total.elapsed().as_secs_f64());
 }
+
+/// A kernel without nfnetlink, as far as portguardd can tell: the unit's
+/// system call filter answers every `socket()` with EPROTONOSUPPORT, what
+/// the kernel answers for `NETLINK_NETFILTER` when nfnetlink is missing
+/// (modules cannot be unloaded from the running kernel for a test). The
+/// packaged daemon exits at start with a sentence naming the module and how
+/// to load it. (The mapping of every such answer is unit-tested in
+/// crates/portguardd/src/nf_tables.rs.)
+#[test]
+fn portguardd_on_a_kernel_without_nfnetlink_exits_naming_nf_tables_and_modprobe() {
+    let tar = rootfs(ROOTFS, ROOTFS_PACKAGES);
+    let c = Booted::new("nonft", &tar, debs(), NSPAWN_ARGS);
+    let deb = c.sh("ls /debs/*.deb");
+    c.sh(&format!(
+        "apt-get install -y -q {} >/dev/null 2>&1",
+        deb.trim()
+    ));
+    let out = c.exec(
+        "systemd-run --quiet --wait --pipe --collect \
+         -p SystemCallFilter=~socket -p SystemCallErrorNumber=EPROTONOSUPPORT \
+         /usr/sbin/portguardd --socket /run/pgnonft/control.sock --state-dir /run/pgnonft 2>&1",
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    eprintln!("portguardd without nfnetlink:\n{log}");
+    assert!(!out.status.success(), "portguardd started anyway:\n{log}");
+    assert!(log.contains("has no nfnetlink"), "{log}");
+    assert!(log.contains("modprobe nf_tables"), "{log}");
+    // The installed unit, on the same kernel with nf_tables, is unaffected.
+    assert_eq!(
+        c.sh("systemctl is-active portguard.service").trim(),
+        "active"
+    );
+}
