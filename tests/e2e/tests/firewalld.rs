@@ -169,6 +169,23 @@ fn probed_during(wan: &NetNs, during: impl FnOnce()) -> (usize, usize) {
     (a4 + a6, c4 + c6)
 }
 
+/// Runs `command` in the container while `wan` knocks on the unlisted
+/// port; not one connection gets through, and afterwards the guard's
+/// verdicts are as before.
+fn stays_closed_during(c: &Booted, wan: &NetNs, command: &str) {
+    let started = Instant::now();
+    let (attempts, connected) = probed_during(wan, || {
+        c.sh(command);
+    });
+    eprintln!(
+        "{command}: {:.1}s, {attempts} attempts on {UNLISTED} (v4+v6), {connected} got through",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(attempts > 200, "only {attempts} attempts");
+    assert_eq!(connected, 0, "connections got through during {command}");
+    assert_guarded(wan, &format!("after {command}"));
+}
+
 /// The guard's verdicts from outside: listed open and unlisted closed, over
 /// IPv4 and IPv6.
 fn assert_guarded(wan: &NetNs, when: &str) {
@@ -260,39 +277,15 @@ fn p1_p5_firewalld_nftables_bypass_closed_by_the_guard_through_firewalld_reload_
     eprintln!("guardctl ports:\n{}", c.sh("guardctl ports"));
 
     // firewall-cmd --reload: firewalld rebuilds its table, Docker re-adds
-    // its zone; the unlisted port never answers meanwhile.
-    let started = Instant::now();
-    let (attempts, connected) = probed_during(&wan, || {
-        c.sh("firewall-cmd --reload");
-    });
-    eprintln!(
-        "firewall-cmd --reload: {:.1}s, {attempts} attempts on {UNLISTED} (v4+v6), {connected} got through",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(attempts > 200, "only {attempts} attempts");
-    assert_eq!(
-        connected, 0,
-        "connections got through during firewall-cmd --reload"
-    );
-    assert_guarded(&wan, "after firewall-cmd --reload");
-
-    // systemctl restart firewalld: its table is deleted at stop and
-    // written again at start.
-    let started = Instant::now();
-    let (attempts, connected) = probed_during(&wan, || {
-        c.sh("systemctl restart firewalld.service");
-    });
-    eprintln!(
-        "systemctl restart firewalld: {:.1}s, {attempts} attempts on {UNLISTED} (v4+v6), {connected} got through",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(attempts > 200, "only {attempts} attempts");
-    assert_eq!(
-        connected, 0,
-        "connections got through during systemctl restart firewalld"
-    );
+    // its zone. systemctl restart firewalld: its table is deleted at stop
+    // and written again at start.
+    for command in [
+        "firewall-cmd --reload",
+        "systemctl restart firewalld.service",
+    ] {
+        stays_closed_during(&c, &wan, command);
+    }
     assert_eq!(c.sh("firewall-cmd --state").trim(), "running");
-    assert_guarded(&wan, "after systemctl restart firewalld");
 
     let status = c.sh("guardctl status --json");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
