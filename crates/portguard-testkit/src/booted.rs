@@ -76,6 +76,7 @@ pub struct Booted {
     cgroups: Vec<PathBuf>,
     nspawn: Option<Child>,
     leader: u32,
+    boots: usize,
     nspawn_args: Vec<String>,
 }
 
@@ -102,6 +103,7 @@ impl Booted {
             cgroups,
             nspawn: None,
             leader: 0,
+            boots: 0,
             nspawn_args: nspawn_args.iter().map(|a| a.to_string()).collect(),
         };
         let root = booted.dir.join("root");
@@ -145,12 +147,20 @@ impl Booted {
         self.dir.join("root")
     }
 
+    /// A host directory of this container's own (its root is below it),
+    /// removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn boot(&mut self) {
         let started = Instant::now();
+        self.boots += 1;
         for cg in &self.cgroups {
             std::fs::create_dir_all(cg).unwrap();
         }
-        let console = std::fs::File::create(self.dir.join("console.log")).unwrap();
+        let console =
+            std::fs::File::create(self.dir.join(format!("console{}.log", self.boots))).unwrap();
         let cgroup_procs: Vec<String> = self
             .cgroups
             .iter()
@@ -183,6 +193,7 @@ impl Booted {
             .unwrap();
         let pid = child.id();
         self.nspawn = Some(child);
+        self.leader = 0;
         // nspawn's first child is a short-lived helper; the container's
         // PID 1 is the child that runs systemd.
         for _ in 0..200 {
@@ -220,15 +231,37 @@ impl Booted {
             eprintln!("degraded: {}", self.sh("systemctl --failed --no-pager"));
         }
         eprintln!(
-            "[{}] booted to {} in {:.1}s",
+            "[{}] boot {} to {} in {:.1}s",
             self.name,
+            self.boots,
             state.trim(),
             started.elapsed().as_secs_f64()
         );
     }
 
+    /// The console output of the latest boot.
     pub fn console(&self) -> String {
-        std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("console{}.log", self.boots)))
+            .unwrap_or_default()
+    }
+
+    /// Powers the container off cleanly and boots the same root again.
+    pub fn reboot(&mut self) {
+        let started = Instant::now();
+        self.sh("systemctl poweroff --no-block");
+        let mut child = self.nspawn.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "container did not power off");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.remove_child_cgroups();
+        eprintln!(
+            "[{}] powered off in {:.1}s",
+            self.name,
+            started.elapsed().as_secs_f64()
+        );
+        self.boot();
     }
 
     /// Runs `script` with sh in all of the container's namespaces, with a
