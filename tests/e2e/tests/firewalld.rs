@@ -17,6 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,12 +114,16 @@ fn setup() -> Setup {
         "firewalld wrote no nftables table"
     );
     assert_eq!(c.sh("systemctl is-active docker.service").trim(), "active");
-    eprintln!(
-        "firewalld {} ({}), Docker {}",
+    // Past the harness's capture, as the testkit's dockerd does, so that a
+    // passing run names what it ran on: the container's own Docker,
+    // whatever PORTGUARD_ENGINE says.
+    let line = format!(
+        "engine: Docker {} in the booted container, firewalld {} ({} backend)\n",
+        c.sh("docker version --format '{{.Server.Version}}'").trim(),
         c.sh("firewall-cmd --version").trim(),
         backend.trim(),
-        c.sh("docker version --format '{{.Server.Version}}'").trim()
     );
+    let _ = std::io::stderr().write_all(line.as_bytes());
 
     // The default zone allows no service and no port.
     c.sh(
