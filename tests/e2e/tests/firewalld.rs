@@ -178,10 +178,15 @@ fn probed_during(wan: &NetNs, during: impl FnOnce()) -> (usize, usize) {
 /// port; not one connection gets through, and afterwards the guard's
 /// verdicts are as before.
 fn stays_closed_during(c: &Booted, wan: &NetNs, command: &str) {
+    let firewalld_table = || c.sh("nft -a list table inet firewalld | head -1");
+    let before = firewalld_table();
     let started = Instant::now();
     let (attempts, connected) = probed_during(wan, || {
         c.sh(command);
     });
+    // The command did what it is for: firewalld wrote its table anew.
+    let after = firewalld_table();
+    assert_ne!(before, after, "{command} left firewalld's table as it was");
     eprintln!(
         "{command}: {:.1}s, {attempts} attempts on {UNLISTED} (v4+v6), {connected} got through",
         started.elapsed().as_secs_f64()
