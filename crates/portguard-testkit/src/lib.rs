@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod booted;
 pub mod daemon;
 pub mod engine;
 mod prober;
@@ -325,14 +326,7 @@ impl Dockerd {
         };
         dockerd.launch();
         let rootfs = dockerd.root.join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::create_dir_all(rootfs.join("www")).unwrap();
-        std::fs::write(rootfs.join("www/index.html"), "hello from a container\n").unwrap();
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .expect("busybox-static is installed");
-        for applet in ["sh", "httpd", "nc", "sleep", "cat", "echo"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        busybox_tree(&rootfs);
         install_with_libraries(&udp_echo_binary(), &rootfs, "bin/udp-echo");
         sh(&format!(
             "{}tar -C {} -c . | docker -H {} import - {BUSYBOX_IMAGE} >/dev/null",
@@ -455,6 +449,18 @@ impl Dockerd {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+}
+
+/// Writes the file tree of [`BUSYBOX_IMAGE`] (without the UDP echo
+/// helper) to `rootfs`, for `docker import`.
+pub fn busybox_tree(rootfs: &std::path::Path) {
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("www")).unwrap();
+    std::fs::write(rootfs.join("www/index.html"), "hello from a container\n").unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed");
+    for applet in ["sh", "httpd", "nc", "sleep", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
 }
 

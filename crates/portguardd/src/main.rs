@@ -12,6 +12,7 @@ mod cli;
 mod control;
 mod guard;
 mod lastgood;
+mod nf_tables;
 mod notify;
 mod reconcile;
 mod status;

@@ -60,6 +60,8 @@ fn starting_config(options: &Options) -> (Config, ConfigSource, Option<String>) 
 
 pub fn run(options: Options) -> anyhow::Result<()> {
     let (config, source, error) = starting_config(&options);
+    // A kernel without nf_tables: one clear sentence naming the module.
+    crate::nf_tables::require()?;
     let (tx, rx) = channel();
     // Subscribe before the first apply so that no change after it is missed.
     triggers::spawn_monitor(tx.clone())?;

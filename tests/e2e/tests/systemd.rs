@@ -14,12 +14,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const CACHE: &str = "/var/cache/portguard-tests";
+use portguard_testkit::booted::{Booted, rootfs, run};
+
 /// Bump when the package list changes, so a stale tarball is not reused.
 const ROOTFS: &str = "bookworm-systemd-v2.tar";
 /// iptables only for its ip6tables-legacy (a host still on the legacy
@@ -32,54 +32,8 @@ fn upgrade_version() -> String {
     format!("{BASE_VERSION}+rebuild1")
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The root filesystem tarball, built on first use (about 45 s), shared by
-/// every later run; a lock keeps two test processes from building it twice.
-fn rootfs() -> PathBuf {
-    let tar = Path::new(CACHE).join(ROOTFS);
-    std::fs::create_dir_all(CACHE).unwrap();
-    // The same Debian mirror as the host's apt.
-    let mirror = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .filter_map(|l| l.strip_prefix("URIs:"))
-                .map(str::trim)
-                .find(|u| !u.contains("security"))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
-    let script = format!(
-        "test -s {tar} || {{ mmdebstrap --mode=root --format=tar --variant=minbase \
-         --include={ROOTFS_PACKAGES} \
-         --aptopt='Acquire::Check-Valid-Until \"false\"' --aptopt='Acquire::Check-Date \"false\"' \
-         --customize-hook='echo pgtest > \"$1/etc/hostname\"' \
-         bookworm {tar}.tmp 'deb {mirror} bookworm main' > {CACHE}/mmdebstrap.log 2>&1 \
-         && mv {tar}.tmp {tar}; }}",
-        tar = tar.display()
-    );
-    let started = Instant::now();
-    run(Command::new("flock")
-        .arg(format!("{CACHE}/.lock"))
-        .args(["sh", "-c", &script]));
-    eprintln!("rootfs ready in {:.1}s", started.elapsed().as_secs_f64());
-    tar
 }
 
 /// Both packages (the current version and a higher rebuild), built once
@@ -113,188 +67,20 @@ fn deb_name(version: &str) -> String {
     format!("/debs/portguard_{version}_{}.deb", arch.trim())
 }
 
-/// A Debian root filesystem booted with systemd as PID 1 in its own
-/// network namespace. Dropping it stops the container, kills whatever is
-/// left in its cgroup and removes cgroups and files.
-struct Booted {
-    name: String,
-    dir: PathBuf,
-    cgroups: Vec<PathBuf>,
-    nspawn: Option<Child>,
-    leader: u32,
-    boots: usize,
+/// A booted Debian 12 with both packages in `/debs`.
+fn container(role: &str) -> Booted {
+    Booted::new(role, &rootfs(ROOTFS, ROOTFS_PACKAGES), debs(), &[])
 }
 
-impl Booted {
-    fn new(role: &str) -> Booted {
-        let tar = rootfs();
-        let debs = debs();
-        let k = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("pg{}b{k}{role}", std::process::id());
-        let dir = Path::new("/var/tmp/portguard-tests").join(&name);
-        // nspawn puts its own cgroups under the launcher's: give every
-        // container a private one (hybrid layout: both hierarchies).
-        let cgroups = if Path::new("/sys/fs/cgroup/unified").is_dir() {
-            vec![
-                PathBuf::from("/sys/fs/cgroup/unified").join(&name),
-                PathBuf::from("/sys/fs/cgroup/systemd").join(&name),
-            ]
-        } else {
-            vec![PathBuf::from("/sys/fs/cgroup").join(&name)]
-        };
-        let mut booted = Booted {
-            name,
-            dir,
-            cgroups,
-            nspawn: None,
-            leader: 0,
-            boots: 0,
-        };
-        let root = booted.dir.join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::create_dir_all(booted.dir.join("debs")).unwrap();
-        let started = Instant::now();
-        run(Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .args(["--numeric-owner", "-xpf"])
-            .arg(&tar));
-        for entry in std::fs::read_dir(debs).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(
-                entry.path(),
-                booted.dir.join("debs").join(entry.file_name()),
-            )
-            .unwrap();
-        }
-        eprintln!(
-            "[{}] unpacked in {:.1}s",
-            booted.name,
-            started.elapsed().as_secs_f64()
-        );
-        booted.boot();
-        booted
-    }
+/// What these tests ask of the container about the guard.
+trait GuardChecks {
+    fn guarded(&self) -> bool;
+    fn watch_table<T>(&self, during: impl FnOnce() -> T) -> (T, usize, usize);
+    fn status_json(&self) -> serde_json::Value;
+    fn main_pid(&self) -> String;
+}
 
-    fn boot(&mut self) {
-        let started = Instant::now();
-        self.boots += 1;
-        for cg in &self.cgroups {
-            std::fs::create_dir_all(cg).unwrap();
-        }
-        let console =
-            std::fs::File::create(self.dir.join(format!("console{}.log", self.boots))).unwrap();
-        let cgroup_procs: Vec<String> = self
-            .cgroups
-            .iter()
-            .map(|c| format!("echo $$ > {}/cgroup.procs", c.display()))
-            .collect();
-        // Host PID 1 is not systemd and there is no machined: --register=no
-        // --keep-unit. Pure cgroup v2 inside gives a clean boot.
-        let launch = format!(
-            "{} && exec systemd-nspawn -D {root} -M {name} --register=no --keep-unit \
-             --private-network --link-journal=no --console=read-only \
-             --bind-ro={debs}:/debs -b",
-            cgroup_procs.join(" && "),
-            root = self.dir.join("root").display(),
-            debs = self.dir.join("debs").display(),
-            name = self.name,
-        );
-        let child = Command::new("sh")
-            .args(["-c", &launch])
-            .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
-            .stdin(Stdio::null())
-            .stdout(console.try_clone().unwrap())
-            .stderr(console)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        self.nspawn = Some(child);
-        self.leader = 0;
-        // nspawn's first child is a short-lived helper; the container's
-        // PID 1 is the child that runs systemd.
-        for _ in 0..200 {
-            let out = Command::new("ps")
-                .args(["-o", "pid=,comm=", "--ppid", &pid.to_string()])
-                .output()
-                .unwrap();
-            if let Some(p) = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.trim().split_once(char::is_whitespace))
-                .find(|(_, comm)| comm.trim() == "systemd")
-                .and_then(|(p, _)| p.trim().parse().ok())
-            {
-                self.leader = p;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(self.leader != 0, "no container leader:\n{}", self.console());
-        let mut state = String::new();
-        for _ in 0..240 {
-            let out = self.exec("systemctl is-system-running --wait 2>/dev/null || true");
-            state = String::from_utf8_lossy(&out.stdout).into_owned();
-            if state.trim() == "running" || state.trim() == "degraded" {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        assert!(
-            matches!(state.trim(), "running" | "degraded"),
-            "container did not boot ({state}):\n{}",
-            self.console()
-        );
-        if state.trim() == "degraded" {
-            eprintln!("degraded: {}", self.sh("systemctl --failed --no-pager"));
-        }
-        eprintln!(
-            "[{}] boot {} to {} in {:.1}s",
-            self.name,
-            self.boots,
-            state.trim(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-
-    fn console(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("console{}.log", self.boots)))
-            .unwrap_or_default()
-    }
-
-    /// Runs `script` with sh in all of the container's namespaces, with a
-    /// clean environment.
-    fn exec(&self, script: &str) -> Output {
-        Command::new("nsenter")
-            .args(["-t", &self.leader.to_string(), "-a", "--"])
-            .args([
-                "/usr/bin/env",
-                "-i",
-                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG=C.UTF-8",
-                "DEBIAN_FRONTEND=noninteractive",
-                "TERM=dumb",
-                "timeout",
-                "120",
-                "sh",
-                "-c",
-                script,
-            ])
-            .output()
-            .unwrap()
-    }
-
-    /// Like [`Booted::exec`], panicking unless it succeeds; returns stdout.
-    fn sh(&self, script: &str) -> String {
-        let out = self.exec(script);
-        assert!(
-            out.status.success(),
-            "in the container: {script}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
+impl GuardChecks for Booted {
     /// Whether the guard's table (or, on kernels without the persist flag,
     /// its standby copy) is in the container's network namespace, read
     /// with the host's nft.
@@ -302,7 +88,7 @@ impl Booted {
         let out = Command::new("nsenter")
             .args([
                 "-t",
-                &self.leader.to_string(),
+                &self.leader().to_string(),
                 "-n",
                 "nft",
                 "list",
@@ -323,10 +109,10 @@ impl Booted {
     /// result, how many times the table was seen and how many times it was
     /// missing.
     fn watch_table<T>(&self, during: impl FnOnce() -> T) -> (T, usize, usize) {
-        let stop = self.dir.join("stop-watch");
+        let stop = self.dir().join("stop-watch");
         let _ = std::fs::remove_file(&stop);
         let mut watcher = Command::new("nsenter")
-            .args(["-t", &self.leader.to_string(), "-n", "sh", "-c"])
+            .args(["-t", &self.leader().to_string(), "-n", "sh", "-c"])
             .arg(format!(
                 "while [ ! -e {stop} ]; do \
                  if nft list tables | grep -qE '^table inet portguard(_standby)?$'; \
@@ -374,81 +160,6 @@ impl Booted {
             .trim()
             .to_string()
     }
-
-    /// Powers the container off cleanly and boots the same root again.
-    fn reboot(&mut self) {
-        let started = Instant::now();
-        self.sh("systemctl poweroff --no-block");
-        let mut child = self.nspawn.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "container did not power off");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.remove_child_cgroups();
-        eprintln!(
-            "[{}] powered off in {:.1}s",
-            self.name,
-            started.elapsed().as_secs_f64()
-        );
-        self.boot();
-    }
-
-    /// nspawn's payload/supervisor cgroups below ours, deepest first, and
-    /// the mount propagation directory it leaves behind.
-    fn remove_child_cgroups(&self) {
-        let _ =
-            std::fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&self.name));
-        for cg in &self.cgroups {
-            let _ = Command::new("find")
-                .arg(cg)
-                .args([
-                    "-mindepth",
-                    "1",
-                    "-depth",
-                    "-type",
-                    "d",
-                    "-exec",
-                    "rmdir",
-                    "{}",
-                    "+",
-                ])
-                .status();
-        }
-    }
-}
-
-impl Drop for Booted {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.nspawn.take() {
-            // SIGTERM asks nspawn to power the container off.
-            let _ = send_signal(child.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            // Whatever is left of the container: only our own cgroup.
-            for cg in &self.cgroups {
-                let _ = std::fs::write(cg.join("cgroup.kill"), "1");
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.remove_child_cgroups();
-        for cg in &self.cgroups {
-            let _ = std::fs::remove_dir(cg);
-        }
-        if std::thread::panicking() {
-            eprintln!("[{}] console:\n{}", self.name, self.console());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn send_signal(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
 }
 
 fn install(c: &Booted, version: &str) -> String {
@@ -459,7 +170,7 @@ fn install(c: &Booted, version: &str) -> String {
 #[test]
 fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly() {
     let total = Instant::now();
-    let mut c = Booted::new("life");
+    let mut c = container("life");
 
     let started = Instant::now();
     install(&c, BASE_VERSION);
@@ -636,7 +347,7 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
 #[test]
 fn broken_configuration_at_restart_and_reboot_keeps_the_guard_running_and_reports_it() {
     let total = Instant::now();
-    let mut c = Booted::new("broken");
+    let mut c = container("broken");
     install(&c, BASE_VERSION);
     assert!(c.guarded());
 
