@@ -35,6 +35,9 @@ pub enum RequestBody {
         from: Option<IpAddr>,
     },
     Reload,
+    /// The Prometheus metrics, as text (what the daemon writes to
+    /// node_exporter's textfile directory).
+    Metrics,
 }
 
 /// A response: `{"version":1,"ok":true,"status":{...}}` and so on.
@@ -53,6 +56,8 @@ pub enum ResponseBody {
     Ports(Vec<PortReport>),
     Explain(Explanation),
     Reload(ReloadOutcome),
+    /// Prometheus text exposition format.
+    Metrics(String),
     Error(String),
 }
 
@@ -356,6 +361,7 @@ mod tests {
             b"\"status\"",
             b"\"ports\"",
             b"\"reload\"",
+            b"\"metrics\"",
             b"\"explain\"",
             b"\"port\":",
             b"65535",
@@ -440,5 +446,16 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
         let status: Request = serde_json::from_str(r#"{"version":1,"request":"status"}"#).unwrap();
         assert_eq!(status.body, RequestBody::Status);
+        let metrics = parse_request(br#"{"version":1,"request":"metrics"}"#).unwrap();
+        assert_eq!(metrics.body, RequestBody::Metrics);
+        let answer = Response {
+            version: PROTOCOL_VERSION,
+            ok: true,
+            body: ResponseBody::Metrics("portguard_up 1\n".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"version":1,"ok":true,"metrics":"portguard_up 1\n"}"#
+        );
     }
 }

@@ -52,6 +52,11 @@ pub mod names {
     pub fn published(proto: crate::L4Proto) -> String {
         format!("published_{proto}")
     }
+
+    /// Blocked new connections per original destination port (metrics).
+    pub fn blocked(proto: crate::L4Proto) -> String {
+        format!("blocked_{proto}")
+    }
 }
 
 /// Docker's default bridge, always judged even before Docker is seen.
@@ -70,6 +75,11 @@ pub const LOG_PREFIX_AUDIT: &str = "portguard audit: ";
 pub const CT_MARK_ADMITTED: u32 = 0x0100_0000;
 /// Log lines per minute at most (a burst of 5 first).
 pub const LOG_RATE_PER_MINUTE: u32 = 10;
+/// Ports per protocol the kernel counts blocked attempts for (the size of
+/// the `blocked_*` sets). The judge chains see published ports (and, in
+/// scope `all`, whatever is forwarded), so this is far more than a host
+/// publishes, and it bounds what a port scan can add to the metrics.
+pub const BLOCKED_PORTS_COUNTED: u32 = 4096;
 
 /// Builds the ruleset the kernel should hold.
 pub fn plan(config: &Config, snapshot: &Snapshot) -> Ruleset {
@@ -79,6 +89,15 @@ pub fn plan(config: &Config, snapshot: &Snapshot) -> Ruleset {
     }
     for proto in L4Proto::ALL {
         sets.push(published_set(snapshot, proto));
+    }
+    for proto in L4Proto::ALL {
+        sets.push(Set {
+            name: names::blocked(proto),
+            key: SetKey::PortCounters {
+                size: BLOCKED_PORTS_COUNTED,
+            },
+            elements: Vec::new(),
+        });
     }
     let chains = vec![
         forward_chain(config),
@@ -356,6 +375,15 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
             Stmt::Log {
                 prefix: prefix.into(),
             },
+        ]));
+    }
+    // Per-port counters in the kernel, for the metrics: they survive the
+    // daemon, and the daemon carries them across a replace.
+    for proto in L4Proto::ALL {
+        rules.push(Rule::new([
+            Stmt::L4Proto(proto),
+            Stmt::CtState(CtStates::NEW),
+            Stmt::CountCtOriginalDport(names::blocked(proto)),
         ]));
     }
     let mut verdict = vec![Stmt::CtState(CtStates::NEW), Stmt::Counter];

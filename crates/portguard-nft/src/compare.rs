@@ -204,7 +204,9 @@ pub fn compare(want: &TableState, have: Option<&TableState>) -> Vec<Difference> 
             Some(held) if held.definition != set.definition => {
                 out.push(Difference::SetDefinition(set.name.clone()))
             }
-            Some(held) if held.elements != set.elements => {
+            // What the packet path adds to a dynamic set is counted, not
+            // wanted: only its definition is the guard's.
+            Some(held) if !set.is_dynamic() && held.elements != set.elements => {
                 let (missing, foreign) = sorted_difference(&set.elements, &held.elements);
                 out.push(Difference::Elements {
                     set: set.name.clone(),
