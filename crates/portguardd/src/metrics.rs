@@ -298,7 +298,7 @@ pub fn render(v: &Values) -> String {
         &mut out,
         "portguard_published_ports",
         "gauge",
-        "Published container ports, by verdict (allowed, blocked, local-only, host-network).",
+        "Published container port bindings (the rows of guardctl ports), by verdict (allowed, blocked, local-only, host-network).",
     );
     for (verdict, count) in &v.published {
         let _ = writeln!(

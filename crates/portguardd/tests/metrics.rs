@@ -290,6 +290,11 @@ fn metrics_follow_docker_a_reload_and_docker_stopping() {
 
     assert!(tcp_probe(&lab.wan, sa("10.77.0.1:8080"), PROBE));
     assert!(!tcp_probe(&lab.wan, sa("10.77.0.1:8081"), PROBE));
+    let scraped = daemon.guardctl(&["metrics"]);
+    println!(
+        "guardctl metrics after one blocked attempt:\n{}",
+        String::from_utf8_lossy(&scraped.stdout)
+    );
     let m = metrics(&daemon);
     assert!(value(&m, BLOCKED_8081) >= 1.0, "{m:?}");
     assert_eq!(
