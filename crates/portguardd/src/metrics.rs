@@ -687,6 +687,7 @@ fn write_textfile(path: &Path, text: &str, dir_missing: &mut bool) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use portguard_nft::TableOutcome;
     use proptest::prelude::*;
 
     fn values() -> Values {
@@ -858,6 +859,124 @@ mod tests {
                 previous = totals;
             }
         }
+    }
+
+    /// A kernel whose next reconcile outcome and counters the test sets.
+    struct Scripted {
+        next: TableOutcome,
+        counters: Vec<(L4Proto, u16, u64)>,
+    }
+
+    impl Backend for Scripted {
+        fn protection(&self) -> ProtectionTier {
+            ProtectionTier::OwnedPersistent
+        }
+        fn reconcile(
+            &mut self,
+            _: &portguard_core::Ruleset,
+        ) -> Result<Vec<TableOutcome>, portguard_nft::NftError> {
+            Ok(vec![std::mem::replace(
+                &mut self.next,
+                TableOutcome::Unchanged,
+            )])
+        }
+        fn blocked_packets(&mut self) -> Result<Option<u64>, portguard_nft::NftError> {
+            Ok(Some(0))
+        }
+        fn blocked_per_port(
+            &mut self,
+        ) -> Result<Vec<crate::backend::TableCounters>, portguard_nft::NftError> {
+            Ok(vec![("portguard".into(), Some(self.counters.clone()))])
+        }
+        fn ip6_forward_policy(
+            &mut self,
+        ) -> Result<portguard_nft::ForwardPolicy, portguard_nft::NftError> {
+            Ok(portguard_nft::ForwardPolicy::Accept)
+        }
+        fn restore_ip6_forward_policy(
+            &mut self,
+        ) -> Result<Vec<portguard_nft::PolicyRestore>, portguard_nft::NftError> {
+            Ok(Vec::new())
+        }
+        fn end_connections(
+            &mut self,
+            _: u32,
+            _: &dyn Fn(&portguard_nft::Flow) -> bool,
+        ) -> Result<portguard_nft::SweepStats, portguard_nft::NftError> {
+            Ok(portguard_nft::SweepStats::default())
+        }
+    }
+
+    fn guard(counters: u64) -> Guard<Scripted> {
+        Guard::new(
+            PathBuf::from("/nonexistent/portguard.toml"),
+            PathBuf::from("/nonexistent"),
+            portguard_config::Config::default(),
+            portguard_core::control::ConfigSource::Files,
+            Scripted {
+                next: TableOutcome::Replaced(vec![portguard_nft::Difference::TableMissing]),
+                counters: vec![(L4Proto::Tcp, 8081, counters)],
+            },
+            portguard_core::control::DockerStatus {
+                connected: false,
+                socket: String::new(),
+                engine: None,
+                error: None,
+            },
+        )
+    }
+
+    fn exported(text: &str, series: &str) -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or("absent")
+            .to_string()
+    }
+
+    /// The daemon's wiring: a replace the guard did folds the table's
+    /// counters even when the new table has already counted more than the
+    /// old one had (no lower reading to give it away), and a restart
+    /// carries every total through the state directory.
+    #[test]
+    fn replaces_and_restarts_never_lose_or_repeat_counts() {
+        let state = tempfile::tempdir().unwrap();
+        let blocked = "portguard_blocked_attempts_total{port=\"8081\",proto=\"tcp\"}";
+        let mut g = guard(7);
+        g.reconcile("start", Instant::now());
+        let mut m = Metrics::start(None, state.path());
+        assert_eq!(exported(&m.update(&mut g, true), blocked), "7");
+
+        // Somebody deletes the table; the guard recreates it, and before
+        // the next read the new table counts 9.
+        g.backend.next = TableOutcome::Replaced(vec![portguard_nft::Difference::TableMissing]);
+        g.reconcile("netfilter change", Instant::now());
+        g.backend.counters = vec![(L4Proto::Tcp, 8081, 9)];
+        let text = m.update(&mut g, true);
+        assert_eq!(exported(&text, blocked), "16");
+        assert_eq!(exported(&text, "portguard_restores_total"), "1");
+        g.backend.counters = vec![(L4Proto::Tcp, 8081, 12)];
+        assert_eq!(exported(&m.update(&mut g, true), blocked), "19");
+        m.stop(&mut g);
+
+        // A restart: the table stayed (unchanged), the totals come back.
+        let mut g = guard(12);
+        g.backend.next = TableOutcome::Unchanged;
+        g.reconcile("start", Instant::now());
+        let mut m = Metrics::start(None, state.path());
+        let text = m.update(&mut g, true);
+        assert_eq!(exported(&text, blocked), "19");
+        assert_eq!(exported(&text, "portguard_restores_total"), "1");
+        assert_eq!(
+            exported(&text, "portguard_reconcile_duration_seconds_count"),
+            "3"
+        );
+        // A restart whose start recreated the table (owned tables go with
+        // their daemon): what the kernel had is folded, not lost.
+        m.stop(&mut g);
+        let mut g = guard(2);
+        g.reconcile("start", Instant::now());
+        let mut m = Metrics::start(None, state.path());
+        assert_eq!(exported(&m.update(&mut g, true), blocked), "21");
     }
 
     #[test]
