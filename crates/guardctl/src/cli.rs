@@ -69,6 +69,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the daemon's Prometheus metrics (the text it writes to
+    /// node_exporter's textfile directory, see `portguardd --metrics-file`).
+    Metrics,
     /// Ask the daemon to re-read its configuration. A bad file is refused
     /// and the last good ruleset stays in force.
     Reload,

@@ -143,6 +143,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Metrics => {
+            let ResponseBody::Metrics(text) = client::ask(socket, RequestBody::Metrics)? else {
+                anyhow::bail!("unexpected answer to metrics");
+            };
+            // Label values are ports, protocols, verdicts and tier names,
+            // but the text comes from another process: never raw to a
+            // terminal.
+            for line in text.lines() {
+                println!("{}", printable(line));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reload => {
             let ResponseBody::Reload(outcome) = client::ask(socket, RequestBody::Reload)? else {
                 anyhow::bail!("unexpected answer to reload");

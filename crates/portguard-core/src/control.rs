@@ -37,6 +37,9 @@ pub enum RequestBody {
     Reload,
     /// Blocked attempts per host port in the last hour.
     Blocked,
+    /// The Prometheus metrics, as text (what the daemon writes to
+    /// node_exporter's textfile directory).
+    Metrics,
 }
 
 /// A response: `{"version":1,"ok":true,"status":{...}}` and so on.
@@ -56,6 +59,8 @@ pub enum ResponseBody {
     Explain(Explanation),
     Reload(ReloadOutcome),
     Blocked(BlockedReport),
+    /// Prometheus text exposition format.
+    Metrics(String),
     Error(String),
 }
 
@@ -420,6 +425,7 @@ mod tests {
             b"\"ports\"",
             b"\"reload\"",
             b"\"blocked\"",
+            b"\"metrics\"",
             b"\"explain\"",
             b"\"port\":",
             b"65535",
@@ -504,5 +510,16 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
         let status: Request = serde_json::from_str(r#"{"version":1,"request":"status"}"#).unwrap();
         assert_eq!(status.body, RequestBody::Status);
+        let metrics = parse_request(br#"{"version":1,"request":"metrics"}"#).unwrap();
+        assert_eq!(metrics.body, RequestBody::Metrics);
+        let answer = Response {
+            version: PROTOCOL_VERSION,
+            ok: true,
+            body: ResponseBody::Metrics("portguard_up 1\n".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"version":1,"ok":true,"metrics":"portguard_up 1\n"}"#
+        );
     }
 }

@@ -53,6 +53,11 @@ pub mod names {
     pub fn published(proto: crate::L4Proto) -> String {
         format!("published_{proto}")
     }
+
+    /// Blocked new connections per original destination port (metrics).
+    pub fn blocked(proto: crate::L4Proto) -> String {
+        format!("blocked_{proto}")
+    }
 }
 
 /// Docker's default bridge, always judged even before Docker is seen.
@@ -71,6 +76,11 @@ pub const LOG_PREFIX_AUDIT: &str = "portguard audit: ";
 pub const CT_MARK_ADMITTED: u32 = 0x0100_0000;
 /// Log lines per minute at most (a burst of 5 first).
 pub const LOG_RATE_PER_MINUTE: u32 = 10;
+/// Ports per protocol the kernel counts blocked attempts for (the size of
+/// the `blocked_*` sets). The judge chains see published ports (and, in
+/// scope `all`, whatever is forwarded), so this is far more than a host
+/// publishes, and it bounds what a port scan can add to the metrics.
+pub const BLOCKED_PORTS_COUNTED: u32 = 4096;
 /// The nflog group blocked attempts are sent to; portguardd binds it (one
 /// listener per group and network namespace) for `guardctl blocked`.
 /// Chosen away from the small numbers ulogd and hand-written rules use.
@@ -94,6 +104,15 @@ pub fn plan(config: &Config, snapshot: &Snapshot) -> Ruleset {
     }
     for proto in L4Proto::ALL {
         sets.push(published_set(snapshot, proto));
+    }
+    for proto in L4Proto::ALL {
+        sets.push(Set {
+            name: names::blocked(proto),
+            key: SetKey::PortCounters {
+                size: BLOCKED_PORTS_COUNTED,
+            },
+            elements: Vec::new(),
+        });
     }
     let chains = vec![
         forward_chain(config),
@@ -366,6 +385,15 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
             Stmt::Log {
                 prefix: log_prefix(audit).into(),
             },
+        ]));
+    }
+    // Per-port counters in the kernel, for the metrics: they survive the
+    // daemon, and the daemon carries them across a replace.
+    for proto in L4Proto::ALL {
+        rules.push(Rule::new([
+            Stmt::L4Proto(proto),
+            Stmt::CtState(CtStates::NEW),
+            Stmt::CountCtOriginalDport(names::blocked(proto)),
         ]));
     }
     // Whatever `log_blocked` says (it is about the kernel log), blocked

@@ -71,8 +71,13 @@ fn render_set(set: &Set) -> String {
         SetKey::Port => "inet_service",
         SetKey::Ipv4Port => "ipv4_addr . inet_service",
         SetKey::Ipv6Port => "ipv6_addr . inet_service",
+        SetKey::PortCounters { .. } => "inet_service",
     };
     let _ = writeln!(block, "\t\ttype {key}");
+    if let SetKey::PortCounters { size } = set.key {
+        let _ = writeln!(block, "\t\tsize {size}");
+        block.push_str("\t\tflags dynamic\n");
+    }
     if set.key.is_interval() {
         block.push_str("\t\tflags interval\n");
     }
@@ -176,6 +181,9 @@ pub fn render_rule(rule: &Rule) -> String {
             } => format!("log prefix \"{prefix}\" group {group} snaplen {snaplen}"),
             Stmt::CtMarkOr(bits) => format!("ct mark set ct mark | {bits:#010x}"),
             Stmt::Counter => "counter".into(),
+            Stmt::CountCtOriginalDport(set) => {
+                format!("update @{set} {{ ct original proto-dst counter }}")
+            }
             Stmt::Accept => "accept".into(),
             Stmt::Drop => "drop".into(),
             Stmt::Jump(chain) => format!("jump {chain}"),

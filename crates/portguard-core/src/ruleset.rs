@@ -49,11 +49,25 @@ pub enum SetKey {
     Ipv4Port,
     /// `type ipv6_addr . inet_service; flags interval`
     Ipv6Port,
+    /// `type inet_service; size N; flags dynamic`: filled by the packet
+    /// path (see [`Stmt::CountCtOriginalDport`]), one counter per port.
+    /// Its elements are counts, not desired state: a ruleset always holds
+    /// it empty, and verification checks only its definition.
+    PortCounters {
+        /// Most ports counted (`size`): a scan of every port cannot grow
+        /// the set, nor the metrics made from it, without bound.
+        size: u32,
+    },
 }
 
 impl SetKey {
     pub fn is_interval(self) -> bool {
-        !matches!(self, SetKey::Ifname)
+        !matches!(self, SetKey::Ifname | SetKey::PortCounters { .. })
+    }
+
+    /// Whether the packet path adds the elements (`flags dynamic`).
+    pub fn is_dynamic(self) -> bool {
+        matches!(self, SetKey::PortCounters { .. })
     }
 }
 
@@ -198,6 +212,11 @@ pub enum Stmt {
     CtMarkOr(u32),
     /// `counter`
     Counter,
+    /// `update @set { ct original proto-dst counter }` (after an
+    /// `L4Proto`): counts the packet under its original (pre-DNAT)
+    /// destination port in a [`SetKey::PortCounters`] set. Kept in a rule
+    /// of its own: when the set is full the kernel ends the rule there.
+    CountCtOriginalDport(String),
     Accept,
     Drop,
     Jump(String),

@@ -204,7 +204,9 @@ pub fn compare(want: &TableState, have: Option<&TableState>) -> Vec<Difference> 
             Some(held) if held.definition != set.definition => {
                 out.push(Difference::SetDefinition(set.name.clone()))
             }
-            Some(held) if held.elements != set.elements => {
+            // What the packet path adds to a dynamic set is counted, not
+            // wanted: only its definition is the guard's.
+            Some(held) if !set.is_dynamic() && held.elements != set.elements => {
                 let (missing, foreign) = sorted_difference(&set.elements, &held.elements);
                 out.push(Difference::Elements {
                     set: set.name.clone(),
@@ -257,6 +259,43 @@ mod tests {
 
     fn e(key: u8) -> Attrs {
         vec![(1, vec![key])]
+    }
+
+    fn table_with(set: crate::readback::SetState) -> TableState {
+        TableState {
+            flags: 0,
+            chains: Vec::new(),
+            sets: vec![set],
+            undecodable: 0,
+        }
+    }
+
+    #[test]
+    fn elements_of_a_dynamic_set_are_counts_not_differences() {
+        use crate::readback::SetState;
+        const NFTA_SET_FLAGS: u16 = 3;
+        let set = |flags: u32, elements: Vec<Attrs>| SetState {
+            name: "s".into(),
+            definition: vec![(NFTA_SET_FLAGS, flags.to_be_bytes().to_vec())],
+            elements,
+        };
+        let dynamic = 0x20;
+        let want = table_with(set(dynamic, vec![]));
+        assert_eq!(
+            compare(&want, Some(&table_with(set(dynamic, vec![e(1)])))),
+            vec![]
+        );
+        // The definition still counts ...
+        assert_eq!(
+            compare(&want, Some(&table_with(set(0, vec![])))),
+            vec![Difference::SetDefinition("s".into())]
+        );
+        // ... and a set that is not dynamic is compared element for element.
+        let plain = table_with(set(0, vec![]));
+        assert!(matches!(
+            compare(&plain, Some(&table_with(set(0, vec![e(1)])))).as_slice(),
+            [Difference::Elements { .. }]
+        ));
     }
 
     #[test]

@@ -60,6 +60,13 @@ const NFTA_LOG_LEVEL: u16 = 5;
 const LOG_LEVEL_INFO: u32 = 6;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
+const NFTA_DYNSET_SET_NAME: u16 = 1;
+const NFTA_DYNSET_OP: u16 = 3;
+const NFTA_DYNSET_SREG_KEY: u16 = 4;
+const NFTA_DYNSET_EXPR: u16 = 7;
+const NFT_DYNSET_OP_UPDATE: u32 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFPROTO_IPV4: u8 = 2;
@@ -307,7 +314,7 @@ pub(crate) fn table_msg(name: &str, flags: u32) -> TableMessage {
 pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
     let (key_type, key_len, fields): (u32, u32, &[u32]) = match set.key {
         SetKey::Ifname => (TYPE_IFNAME, IFNAMSIZ as u32, &[]),
-        SetKey::Port => (TYPE_INET_SERVICE, 2, &[]),
+        SetKey::Port | SetKey::PortCounters { .. } => (TYPE_INET_SERVICE, 2, &[]),
         SetKey::Ipv4Port => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[4, 2]),
         SetKey::Ipv6Port => (
             (TYPE_IP6ADDR << TYPE_BITS) | TYPE_INET_SERVICE,
@@ -321,6 +328,9 @@ pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
     }
     if !fields.is_empty() {
         flags |= SetFlags::Concat;
+    }
+    if set.key.is_dynamic() {
+        flags |= SetFlags::Eval;
     }
     let mut attributes = vec![
         SetAttribute::Table(table.into()),
@@ -336,6 +346,9 @@ pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
         let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
         udata.extend(BYTEORDER_HOST_ENDIAN.to_ne_bytes());
         attributes.push(SetAttribute::UserData(udata));
+    }
+    if let SetKey::PortCounters { size } = set.key {
+        attributes.push(SetAttribute::Description(vec![SetDescription::Size(size)]));
     }
     if !fields.is_empty() {
         let concat = fields
@@ -556,6 +569,36 @@ fn lookup(set: &str, inverted: bool) -> Expressions {
     Expressions::Lookup(attrs)
 }
 
+/// `update @set { <reg1> counter }`: the key in register 1 is added to
+/// `set` if missing, each element with a counter of its own (the template
+/// counter given here is cloned into new elements, from zero).
+fn dynset_update_counter(set: &str) -> Expressions {
+    let mut name = set.as_bytes().to_vec();
+    name.push(0);
+    let counter = nested(
+        NFTA_DYNSET_EXPR,
+        &[
+            DefaultNla::new(NFTA_EXPR_NAME, b"counter\0".to_vec()),
+            nested(
+                NFTA_EXPR_DATA,
+                &[
+                    u64_be(NFTA_COUNTER_BYTES, 0),
+                    u64_be(NFTA_COUNTER_PACKETS, 0),
+                ],
+            ),
+        ],
+    );
+    raw(
+        "dynset",
+        vec![
+            DefaultNla::new(NFTA_DYNSET_SET_NAME, name),
+            u32_be(NFTA_DYNSET_OP, NFT_DYNSET_OP_UPDATE),
+            u32_be(NFTA_DYNSET_SREG_KEY, reg_u32(Register::Reg1)),
+            counter,
+        ],
+    )
+}
+
 fn verdict(code: Verdict, chain: Option<&str>) -> Expressions {
     let mut data = vec![VerdictAttribute::Code(code)];
     if let Some(chain) = chain {
@@ -746,6 +789,10 @@ fn stmt_exprs(stmt: &Stmt, out: &mut Vec<Expressions>) {
                 u64_be(NFTA_COUNTER_PACKETS, 0),
             ],
         )),
+        Stmt::CountCtOriginalDport(set) => {
+            out.push(ct_load(NFT_CT_PROTO_DST, Register::Reg1, true));
+            out.push(dynset_update_counter(set));
+        }
         Stmt::Accept => out.push(verdict(Verdict::Other(NF_ACCEPT), None)),
         Stmt::Drop => out.push(verdict(Verdict::Other(NF_DROP), None)),
         Stmt::Jump(chain) => out.push(verdict(Verdict::Jump, Some(chain))),

@@ -12,7 +12,7 @@ use netlink_packet_core::{Emitable, Nla, NlasIterator};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Hook, NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute,
-    SetElementList, SetElementMessage, SetMessage, TableAttribute,
+    SetDescription, SetElementList, SetElementMessage, SetMessage, TableAttribute,
 };
 
 const NFTA_COUNTER_PACKETS: u16 = 2;
@@ -66,6 +66,72 @@ pub struct SetState {
     pub elements: Vec<Attrs>,
 }
 
+impl SetState {
+    /// Whether the packet path fills this set (`flags dynamic`): its
+    /// elements are then counts, not desired state.
+    pub fn is_dynamic(&self) -> bool {
+        const NFTA_SET_FLAGS: u16 = 3;
+        const NFT_SET_EVAL: u32 = 0x20;
+        self.definition.iter().any(|(kind, value)| {
+            *kind == NFTA_SET_FLAGS
+                && <[u8; 4]>::try_from(value.as_slice())
+                    .is_ok_and(|b| u32::from_be_bytes(b) & NFT_SET_EVAL != 0)
+        })
+    }
+
+    /// The elements of a counting set: `(port, packets)` for each element
+    /// whose key is a port and that carries a counter.
+    pub fn port_counters(&self) -> Vec<(u16, u64)> {
+        const NFTA_SET_ELEM_KEY: u16 = 1;
+        const NFTA_SET_ELEM_EXPR: u16 = 7;
+        const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
+        const NFTA_DATA_VALUE: u16 = 1;
+        let mut out = Vec::new();
+        for element in &self.elements {
+            let mut port = None;
+            let mut packets = None;
+            for (kind, value) in element {
+                match *kind {
+                    NFTA_SET_ELEM_KEY => {
+                        port = NlasIterator::new(value.as_slice())
+                            .filter_map(Result::ok)
+                            .find(|a| a.kind() & NLA_TYPE_MASK == NFTA_DATA_VALUE)
+                            .and_then(|a| <[u8; 2]>::try_from(a.value()).ok())
+                            .map(u16::from_be_bytes);
+                    }
+                    NFTA_SET_ELEM_EXPR => packets = expr_counter_packets(value),
+                    NFTA_SET_ELEM_EXPRESSIONS => {
+                        packets = NlasIterator::new(value.as_slice())
+                            .filter_map(Result::ok)
+                            .find_map(|e| expr_counter_packets(e.value()));
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(port), Some(packets)) = (port, packets) {
+                out.push((port, packets));
+            }
+        }
+        out
+    }
+}
+
+/// The packets of one expression (name and data) if it is a counter.
+fn expr_counter_packets(expr: &[u8]) -> Option<u64> {
+    const NFTA_EXPR_NAME: u16 = 1;
+    const NFTA_EXPR_DATA: u16 = 2;
+    let mut is_counter = false;
+    let mut packets = None;
+    for attr in NlasIterator::new(expr).filter_map(Result::ok) {
+        match attr.kind() & NLA_TYPE_MASK {
+            NFTA_EXPR_NAME => is_counter = c_string(attr.value()) == "counter",
+            NFTA_EXPR_DATA => packets = counter_packets(attr.value()),
+            _ => {}
+        }
+    }
+    packets.filter(|_| is_counter)
+}
+
 /// One of our tables as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableState {
@@ -84,6 +150,24 @@ impl TableState {
         use portguard_core::plan::names;
         self.counted_packets(names::PUBLISHED_FORWARD)
             + self.counted_packets(names::PUBLISHED_INPUT)
+    }
+
+    /// Blocked new connections per protocol and original destination
+    /// port, from the kernel's per-element counters (`blocked_*` sets).
+    pub fn blocked_per_port(&self) -> Vec<(portguard_core::L4Proto, u16, u64)> {
+        use portguard_core::plan::names;
+        let mut out = Vec::new();
+        for proto in portguard_core::L4Proto::ALL {
+            let name = names::blocked(proto);
+            for set in self.sets.iter().filter(|s| s.name == name) {
+                out.extend(
+                    set.port_counters()
+                        .into_iter()
+                        .map(|(port, packets)| (proto, port, packets)),
+                );
+            }
+        }
+        out
     }
 
     /// Packets counted by the counters in `chain`.
@@ -173,6 +257,7 @@ fn kernel_defaults(expr: &mut ExprState) {
         }
     };
     match expr.name.as_str() {
+        "dynset" => dynset_defaults(&mut expr.attrs),
         "bitwise" => default(&mut expr.attrs, NFTA_BITWISE_OP),
         "lookup" => default(&mut expr.attrs, NFTA_LOOKUP_FLAGS),
         "immediate" => {
@@ -185,6 +270,34 @@ fn kernel_defaults(expr: &mut ExprState) {
         }
         _ => {}
     }
+}
+
+/// `dynset` is dumped with a timeout (0: none) and flags (0), which are
+/// not sent when they are 0 (a timeout on a set without timeouts is
+/// refused), and with its template expression's current data (a counter's
+/// values): the expression is compared by its name alone.
+fn dynset_defaults(attrs: &mut Attrs) {
+    const NFTA_DYNSET_TIMEOUT: u16 = 6;
+    const NFTA_DYNSET_EXPR: u16 = 7;
+    const NFTA_DYNSET_FLAGS: u16 = 9;
+    const NFTA_EXPR_NAME: u16 = 1;
+    if !attrs.iter().any(|(k, _)| *k == NFTA_DYNSET_TIMEOUT) {
+        attrs.push((NFTA_DYNSET_TIMEOUT, 0u64.to_be_bytes().to_vec()));
+    }
+    if !attrs.iter().any(|(k, _)| *k == NFTA_DYNSET_FLAGS) {
+        attrs.push((NFTA_DYNSET_FLAGS, 0u32.to_be_bytes().to_vec()));
+    }
+    for (kind, value) in attrs.iter_mut() {
+        if *kind == NFTA_DYNSET_EXPR {
+            let name = NlasIterator::new(value.as_slice())
+                .filter_map(Result::ok)
+                .find(|a| a.kind() & NLA_TYPE_MASK == NFTA_EXPR_NAME)
+                .map(|a| a.value().to_vec())
+                .unwrap_or_default();
+            *value = name;
+        }
+    }
+    attrs.sort();
 }
 
 /// `bytes` (a sequence of attributes) in canonical form, see [`Attrs`].
@@ -234,6 +347,10 @@ pub(crate) fn chain_state(chain: &ChainMessage) -> ChainState {
     }
 }
 
+/// Where a set's size goes in [`SetState::definition`] (not an attribute
+/// type: the size is nested in NFTA_SET_DESC).
+const DEFINITION_SIZE: u16 = 0x1000;
+
 pub(crate) fn set_state(set: &SetMessage) -> SetState {
     let mut name = String::new();
     let mut definition = Vec::new();
@@ -249,6 +366,15 @@ pub(crate) fn set_state(set: &SetMessage) -> SetState {
             | SetAttribute::DataType(_)
             | SetAttribute::DataLen(_) => definition
                 .extend(canonical(&emit_nlas(std::slice::from_ref(attr))).unwrap_or_default()),
+            // The size bounds a dynamic set (the kernel dumps it only when
+            // one was given); concatenation fields are already in the key.
+            SetAttribute::Description(description) => {
+                for item in description {
+                    if let SetDescription::Size(size) = item {
+                        definition.push((DEFINITION_SIZE, size.to_be_bytes().to_vec()));
+                    }
+                }
+            }
             _ => {}
         }
     }

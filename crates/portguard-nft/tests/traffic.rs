@@ -435,3 +435,66 @@ fn p1_a_bridge_docker_has_not_reported_yet_is_judged_from_the_first_packet() {
     nft.reconcile(&ruleset("[[allow]]\nport = 8099\n")).unwrap();
     assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8099"), PROBE));
 }
+
+/// Metrics: blocked attempts are counted in the kernel per original
+/// (pre-DNAT) port and protocol, in dynamic sets whose elements the exact
+/// verification leaves alone (they are counts, not desired state) while
+/// it still checks the sets' definitions.
+#[test]
+fn blocked_attempts_are_counted_per_original_port_in_the_kernel() {
+    use portguard_core::L4Proto;
+    let lab = lab();
+    let mut nft = lab.host.enter(guard_table);
+    let desired = ruleset("[[allow]]\nport = 8080\n");
+    nft.reconcile(&desired).unwrap();
+    assert!(nft.read().unwrap().unwrap().blocked_per_port().is_empty());
+
+    assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE));
+    for _ in 0..3 {
+        assert!(!tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE));
+    }
+    assert!(!udp_probe(&lab.wan, sa("10.99.0.1:5353"), PROBE));
+    let mut counted = nft.read().unwrap().unwrap().blocked_per_port();
+    counted.sort();
+    // A refused TCP attempt is retransmitted within the probe's timeout
+    // (one new connection, several packets): at least one each.
+    assert_eq!(
+        counted
+            .iter()
+            .map(|(proto, port, _)| (*proto, *port))
+            .collect::<Vec<_>>(),
+        vec![(L4Proto::Tcp, 8081), (L4Proto::Udp, 5353)],
+        "{counted:?}"
+    );
+    assert!(counted[0].2 >= 3, "{counted:?}");
+    assert!(counted[1].2 >= 1, "{counted:?}");
+
+    // The counted elements are not a difference: nothing to repair, and
+    // the counts stay.
+    assert_eq!(nft.check(&desired).unwrap(), vec![]);
+    assert!(
+        lab.host
+            .sh("nft list set inet portguard blocked_tcp")
+            .contains("8081 counter packets")
+    );
+
+    // The definition still is: a redefined counting set is replaced.
+    lab.host.sh(
+        "nft delete rule inet portguard published_forward handle $(nft -a list chain inet portguard published_forward | sed -n 's/.*@blocked_tcp.*# handle //p') \
+         && nft delete rule inet portguard published_input handle $(nft -a list chain inet portguard published_input | sed -n 's/.*@blocked_tcp.*# handle //p') \
+         && nft delete set inet portguard blocked_tcp \
+         && nft add set inet portguard blocked_tcp '{ type inet_service; size 8; flags dynamic; }'",
+    );
+    let differences = nft.check(&desired).unwrap();
+    assert!(
+        differences.contains(&portguard_nft::Difference::SetDefinition(
+            "blocked_tcp".into()
+        )),
+        "{differences:?}"
+    );
+    assert!(matches!(
+        nft.reconcile(&desired).unwrap(),
+        TableOutcome::Replaced(_)
+    ));
+    assert_eq!(nft.check(&desired).unwrap(), vec![]);
+}

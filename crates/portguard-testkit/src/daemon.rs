@@ -40,6 +40,9 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(config.with_file_name("state"))
+            // Never the machine's own node_exporter directory.
+            .arg("--metrics-file")
+            .arg(config.with_file_name("portguard.prom"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .env_remove("NOTIFY_SOCKET")

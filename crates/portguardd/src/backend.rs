@@ -3,8 +3,8 @@
 //! included, the way netavark tests its firewall drivers.
 
 use portguard_config::Protection;
-use portguard_core::Ruleset;
 use portguard_core::control::ProtectionTier;
+use portguard_core::{L4Proto, Ruleset};
 use portguard_nft::{
     Conntrack, Flow, ForwardPolicy, GuardTable, Ip6Policy, NftError, Ownership, PolicyRestore,
     STANDBY_TABLE, SweepStats, TableOutcome, TableSpec,
@@ -19,6 +19,9 @@ pub trait Backend {
     fn reconcile(&mut self, desired: &Ruleset) -> Result<Vec<TableOutcome>, NftError>;
     /// Whether the primary table exists, and its blocked-attempt counters.
     fn blocked_packets(&mut self) -> Result<Option<u64>, NftError>;
+    /// The kernel's per-port blocked-attempt counters of every table of
+    /// the tier, by table name (`None`: that table does not exist).
+    fn blocked_per_port(&mut self) -> Result<Vec<TableCounters>, NftError>;
     fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError>;
     fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError>;
     /// Ends tracked connections carrying `mark` that `keep` refuses.
@@ -28,6 +31,9 @@ pub trait Backend {
         keep: &dyn Fn(&Flow) -> bool,
     ) -> Result<SweepStats, NftError>;
 }
+
+/// One table's per-port counters: `(table, [(proto, port, packets)])`.
+pub type TableCounters = (String, Option<Vec<(L4Proto, u16, u64)>>);
 
 /// The tier `setting` gives on a kernel whose strongest ownership is
 /// `kernel`; an error when the setting asks for more than the kernel has.
@@ -148,6 +154,15 @@ impl Backend for Kernel {
 
     fn blocked_packets(&mut self) -> Result<Option<u64>, NftError> {
         Ok(self.primary.read()?.map(|t| t.blocked_packets()))
+    }
+
+    fn blocked_per_port(&mut self) -> Result<Vec<TableCounters>, NftError> {
+        let mut out = Vec::new();
+        for table in std::iter::once(&mut self.primary).chain(self.standby.as_mut()) {
+            let counters = table.read()?.map(|t| t.blocked_per_port());
+            out.push((table.spec().name.clone(), counters));
+        }
+        Ok(out)
     }
 
     fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {

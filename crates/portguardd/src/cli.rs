@@ -11,6 +11,10 @@ use portguard_config::DEFAULT_CONFIG_PATH;
 /// file is also compiled into the man page generator.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/portguard";
 
+/// Default `--metrics-file`: the textfile directory of Debian's
+/// prometheus-node-exporter.
+pub const DEFAULT_METRICS_FILE: &str = "/var/lib/prometheus/node-exporter/portguard.prom";
+
 #[derive(Parser)]
 #[command(
     name = "portguardd",
@@ -30,6 +34,12 @@ pub struct Args {
     /// broken file.
     #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "PATH")]
     pub state_dir: PathBuf,
+    /// Prometheus metrics file, rewritten atomically on every change and at
+    /// least once a minute (node_exporter's textfile directory on Debian);
+    /// not written while its directory does not exist. An empty value
+    /// turns the file off (`guardctl metrics` still shows the metrics).
+    #[arg(long, default_value = DEFAULT_METRICS_FILE, value_name = "PATH")]
+    pub metrics_file: PathBuf,
     /// Delete the guard's tables and exit (used when the package is removed).
     #[arg(long)]
     pub remove_rules: bool,

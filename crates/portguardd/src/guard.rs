@@ -16,6 +16,7 @@ use portguard_docker::DockerUpdate;
 use portguard_nft::TableOutcome;
 
 use crate::backend::Backend;
+use crate::metrics::Histogram;
 use crate::{lastgood, notify};
 
 /// What one reconcile did.
@@ -58,6 +59,11 @@ pub struct Guard<B> {
     pub last_restore_ms: Option<f64>,
     pub ip6_restores: u64,
     pub ended_connections: u64,
+    /// How long each reconcile took (the metrics' histogram).
+    pub reconcile_seconds: Histogram,
+    /// Per table (primary first): times it was created or recreated whole,
+    /// which starts its kernel counters from zero (the metrics carry them).
+    pub tables_replaced: Vec<u64>,
 }
 
 impl<B: Backend> Guard<B> {
@@ -85,6 +91,8 @@ impl<B: Backend> Guard<B> {
             last_restore_ms: None,
             ip6_restores: 0,
             ended_connections: 0,
+            reconcile_seconds: Histogram::default(),
+            tables_replaced: Vec::new(),
         }
     }
 
@@ -101,6 +109,7 @@ impl<B: Backend> Guard<B> {
         let outcome = match self.backend.reconcile(&desired) {
             Err(e) => Outcome::Failed(e.to_string()),
             Ok(tables) => {
+                self.count_replaced(&tables);
                 let changed = self.applied.as_ref() != Some(&desired);
                 let repaired: Vec<String> = tables
                     .iter()
@@ -138,6 +147,8 @@ impl<B: Backend> Guard<B> {
                 }
             }
         };
+        self.reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &outcome {
             Outcome::Failed(error) => {
@@ -155,6 +166,17 @@ impl<B: Backend> Guard<B> {
             outcome: outcome.to_string(),
         });
         outcome
+    }
+
+    fn count_replaced(&mut self, tables: &[TableOutcome]) {
+        if self.tables_replaced.len() < tables.len() {
+            self.tables_replaced.resize(tables.len(), 0);
+        }
+        for (count, outcome) in self.tables_replaced.iter_mut().zip(tables) {
+            if matches!(outcome, TableOutcome::Replaced(_)) {
+                *count += 1;
+            }
+        }
     }
 
     /// P10: connections admitted under `previous` that the new ruleset no
@@ -395,6 +417,10 @@ mod tests {
 
         fn blocked_packets(&mut self) -> Result<Option<u64>, NftError> {
             Ok(self.tables.first().and_then(|t| t.as_ref()).map(|_| 0))
+        }
+
+        fn blocked_per_port(&mut self) -> Result<Vec<crate::backend::TableCounters>, NftError> {
+            Ok(Vec::new())
         }
 
         fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {

@@ -21,29 +21,55 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// in a directory of mode 0700: the loader refuses a file others could
 /// have written, and so it should.
 pub fn save(state_dir: &Path, config: &Config) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    ensure_state_dir(state_dir)?;
+    write_atomically(&path(state_dir), to_toml(config).as_bytes(), 0o600)
+}
+
+/// Creates the state directory if needed, mode 0700 either way.
+pub fn ensure_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod 0700 {}", state_dir.display()))?;
-    let text = to_toml(config);
-    let target = path(state_dir);
-    let temporary = state_dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, &target)
-        .with_context(|| format!("renaming into {}", target.display()))?;
-    Ok(())
+        .with_context(|| format!("chmod 0700 {}", state_dir.display()))
+}
+
+/// Replaces `target` with `bytes` so that readers see the old file or the
+/// new one, never a part: a temporary file beside it (same file system),
+/// fsync, rename. The temporary name is hidden and does not end like the
+/// target (node_exporter reads only `*.prom`).
+pub fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let name = target
+        .file_name()
+        .with_context(|| format!("{} has no file name", target.display()))?;
+    let temporary = target.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> anyhow::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temporary)
+            .with_context(|| format!("writing {}", temporary.display()))?;
+        // The umask may have taken bits away from `mode`.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, target)
+            .with_context(|| format!("renaming into {}", target.display()))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// The kept configuration: `Ok(None)` when none was kept.

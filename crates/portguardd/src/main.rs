@@ -12,6 +12,7 @@ mod cli;
 mod control;
 mod guard;
 mod lastgood;
+mod metrics;
 mod nf_tables;
 mod notify;
 mod reconcile;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         config_path: args.config,
         socket: args.socket,
         state_dir: args.state_dir,
+        metrics_file: (!args.metrics_file.as_os_str().is_empty()).then_some(args.metrics_file),
     };
     match reconcile::run(options) {
         Ok(()) => ExitCode::SUCCESS,

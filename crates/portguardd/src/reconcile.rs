@@ -16,6 +16,7 @@ use portguard_core::verdict::{explain, port_reports};
 use crate::backend::{Backend, Kernel, choose_tier};
 use crate::blocked::{self, Blocked};
 use crate::guard::Guard;
+use crate::metrics::Metrics;
 use crate::triggers::{Pending, ReplyTo, Trigger};
 use crate::{control, lastgood, notify, status, triggers};
 
@@ -30,6 +31,8 @@ pub struct Options {
     pub config_path: PathBuf,
     pub socket: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// Where the Prometheus metrics are written (`None`: nowhere).
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The configuration to guard with at start: the files; else the last good
@@ -121,10 +124,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         })?;
     }
     guard.notify_status();
+    let mut metrics = Metrics::start(options.metrics_file.clone(), &options.state_dir);
+    metrics.update(&mut guard, true);
     notify::notify("READY=1\n");
     tracing::info!(control = %control_socket.display(), "guard ready");
-    event_loop(&mut guard, &rx, &tx, &blocked)?;
+    event_loop(&mut guard, &mut metrics, &rx, &tx, &blocked)?;
     notify::notify("STOPPING=1\n");
+    metrics.stop(&mut guard);
     let _ = std::fs::remove_file(&control_socket);
     tracing::info!("stopping; the guard table stays in place");
     Ok(())
@@ -141,6 +147,7 @@ struct Reloads {
 
 fn event_loop<B: Backend>(
     guard: &mut Guard<B>,
+    metrics: &mut Metrics,
     rx: &Receiver<Trigger>,
     tx: &Sender<Trigger>,
     blocked: &Blocked,
@@ -198,6 +205,9 @@ fn event_loop<B: Backend>(
                 RequestBody::Explain { port, proto, from } => control::ok(ResponseBody::Explain(
                     explain(&guard.config, &guard.snapshot, port, proto, from),
                 )),
+                RequestBody::Metrics => {
+                    control::ok(ResponseBody::Metrics(metrics.update(guard, true)))
+                }
             };
             let _ = reply.send(response);
         }
@@ -228,5 +238,6 @@ fn event_loop<B: Backend>(
             last_verify = Instant::now();
         }
         guard.notify_status();
+        metrics.update(guard, false);
     }
 }
