@@ -24,6 +24,7 @@ use futures_util::{FutureExt, StreamExt};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use portguard_core::Snapshot;
+use portguard_core::hostfw::DockerFirewall;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::AsyncSocket as _;
 
@@ -33,7 +34,13 @@ pub use snapshot::{BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, publish
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DockerUpdate {
     /// (Re)connected; a full resync.
-    Connected { snapshot: Snapshot, engine: String },
+    Connected {
+        snapshot: Snapshot,
+        engine: String,
+        /// The firewall backend the engine says it uses (`GET /info`);
+        /// `None` when /info did not answer.
+        firewall: Option<DockerFirewall>,
+    },
     /// Something changed; the new full snapshot.
     Snapshot(Snapshot),
     /// The Engine cannot be reached (not running, restarting, socket gone).
@@ -128,6 +135,19 @@ async fn session(
         .ok()
         .and_then(|v| v.version)
         .unwrap_or_else(|| "unknown".into());
+    // Engines before 28.1 have no `FirewallBackend` (iptables). /info is
+    // only for status: its failure must not keep the guard from Docker.
+    let firewall = match docker.info().await {
+        Ok(info) => Some(DockerFirewall::from_driver(
+            info.firewall_backend
+                .and_then(|backend| backend.driver)
+                .as_deref(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %fail(e), "Docker's /info did not answer; its firewall backend is unknown");
+            None
+        }
+    };
     let mut observed = Observed::default();
     let snapshot = observed.resync(&docker, &links, &fail).await?;
     *connected = true;
@@ -136,7 +156,11 @@ async fn session(
         containers = snapshot.published.len(),
         "connected to Docker"
     );
-    if !report(DockerUpdate::Connected { snapshot, engine }) {
+    if !report(DockerUpdate::Connected {
+        snapshot,
+        engine,
+        firewall,
+    }) {
         return Ok(Flow::Stop);
     }
     loop {

@@ -5,6 +5,7 @@
 use portguard_config::Protection;
 use portguard_core::Ruleset;
 use portguard_core::control::ProtectionTier;
+use portguard_core::hostfw::NetfilterInventory;
 use portguard_nft::{
     Conntrack, Flow, ForwardPolicy, GuardTable, Ip6Policy, NftError, Ownership, PolicyRestore,
     STANDBY_TABLE, SweepStats, TableOutcome, TableSpec,
@@ -20,6 +21,11 @@ pub trait Backend {
     /// Whether the primary table exists, and its blocked-attempt counters.
     fn blocked_packets(&mut self) -> Result<Option<u64>, NftError>;
     fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError>;
+    /// Other firewalls' chains and the legacy tables in use, for status
+    /// (read-only). A backend that cannot tell shows nothing.
+    fn netfilter_inventory(&mut self) -> Result<NetfilterInventory, NftError> {
+        Ok(NetfilterInventory::default())
+    }
     fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError>;
     /// Ends tracked connections carrying `mark` that `keep` refuses.
     fn end_connections(
@@ -152,6 +158,10 @@ impl Backend for Kernel {
 
     fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
         self.ip6.forward_policy()
+    }
+
+    fn netfilter_inventory(&mut self) -> Result<NetfilterInventory, NftError> {
+        portguard_nft::netfilter_inventory()
     }
 
     fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {

@@ -10,6 +10,7 @@ use portguard_config::Config;
 use portguard_core::control::{
     ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome, rfc3339,
 };
+use portguard_core::hostfw::DockerFirewall;
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::{L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
@@ -50,6 +51,8 @@ pub struct Guard<B> {
     pub snapshot: Snapshot,
     pub backend: B,
     pub docker: DockerStatus,
+    /// The firewall backend Docker said it uses when it last connected.
+    pub docker_firewall: Option<DockerFirewall>,
     /// The ruleset the kernel was last proven to hold.
     pub applied: Option<Ruleset>,
     pub verified_at: Option<SystemTime>,
@@ -78,6 +81,7 @@ impl<B: Backend> Guard<B> {
             snapshot: Snapshot::default(),
             backend,
             docker,
+            docker_firewall: None,
             applied: None,
             verified_at: None,
             last_reconcile: None,
@@ -270,7 +274,12 @@ impl<B: Backend> Guard<B> {
 
     pub fn on_docker(&mut self, update: DockerUpdate) {
         let snapshot = match update {
-            DockerUpdate::Connected { snapshot, engine } => {
+            DockerUpdate::Connected {
+                snapshot,
+                engine,
+                firewall,
+            } => {
+                self.docker_firewall = firewall;
                 self.docker.connected = true;
                 self.docker.engine = Some(engine);
                 self.docker.error = None;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use portguard_config::Config;
 use portguard_core::control::{ConfigSource, DockerStatus, RequestBody, ResponseBody};
-use portguard_core::verdict::{explain, port_reports};
 
 use crate::backend::{Backend, Kernel, choose_tier};
 use crate::guard::Guard;
@@ -180,12 +179,9 @@ fn event_loop<B: Backend>(
                 RequestBody::Status => {
                     control::ok(ResponseBody::Status(Box::new(status::status(guard))))
                 }
-                RequestBody::Ports => control::ok(ResponseBody::Ports(port_reports(
-                    &guard.config,
-                    &guard.snapshot,
-                ))),
+                RequestBody::Ports => control::ok(ResponseBody::Ports(status::ports(guard))),
                 RequestBody::Explain { port, proto, from } => control::ok(ResponseBody::Explain(
-                    explain(&guard.config, &guard.snapshot, port, proto, from),
+                    status::explained(guard, port, proto, from),
                 )),
             };
             let _ = reply.send(response);
