@@ -273,6 +273,10 @@ impl<B: Backend> Guard<B> {
     }
 
     pub fn on_docker(&mut self, update: DockerUpdate) {
+        // Docker sets its IPv6 FORWARD drop while it starts; on
+        // iptables-legacy no nf_tables notification says so, and the
+        // (re)connection is the first sign of a start.
+        let connected = matches!(update, DockerUpdate::Connected { .. });
         let snapshot = match update {
             DockerUpdate::Connected {
                 snapshot,
@@ -296,6 +300,9 @@ impl<B: Backend> Guard<B> {
         if let Some(snapshot) = snapshot {
             self.snapshot = snapshot;
             self.reconcile("docker", Instant::now());
+        }
+        if connected {
+            self.restore_ip6_policy("Docker (re)connected");
         }
     }
 
