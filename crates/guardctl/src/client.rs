@@ -135,7 +135,15 @@ pub fn print_ports(ports: &[PortReport]) {
         .map(|p| {
             let container = match &p.compose {
                 Some(compose) => format!("{} ({})", printable(&p.container), printable(compose)),
-                None => printable(&p.container).into_owned(),
+                None => match &p.service {
+                    Some(service) if *service == p.container => {
+                        format!("{} (service)", printable(&p.container))
+                    }
+                    Some(service) => {
+                        format!("{} (service {})", printable(&p.container), printable(service))
+                    }
+                    None => printable(&p.container).into_owned(),
+                },
             };
             vec![
                 printable(&p.host_ip).into_owned(),

@@ -55,6 +55,7 @@ fn port() -> PortReport {
         proto: L4Proto::Tcp,
         container: EVIL.into(),
         compose: Some(format!("{EVIL}/{EVIL}")),
+        service: None,
         container_port: 80,
         verdict: Verdict::Allowed,
         allowed_by: Some(format!(

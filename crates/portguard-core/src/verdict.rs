@@ -43,8 +43,12 @@ pub struct PortReport {
     pub host_ip: String,
     pub host_port: u16,
     pub proto: L4Proto,
-    /// Container name (compose `project/service` in `compose` if known).
+    /// Container name (compose `project/service` in `compose` if known),
+    /// or a Swarm service's name for ports of the ingress routing mesh.
     pub container: String,
+    /// The Swarm service (the ingress port's, or the task container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub compose: Option<String>,
     pub container_port: u16,
     pub verdict: Verdict,
@@ -126,6 +130,7 @@ pub fn port_reports(config: &Config, snapshot: &Snapshot) -> Vec<PortReport> {
                 proto: port.proto,
                 container: port.container.name.clone(),
                 compose: port.container.compose.clone(),
+                service: port.container.service.clone(),
                 container_port: port.container_port,
                 verdict,
                 allowed_by: entry.map(AllowEntry::describe),
@@ -171,8 +176,14 @@ pub fn explain(
             .host_ip
             .map_or_else(|| "every address".to_string(), |ip| ip.to_string());
         reasons.push(format!(
-            "{target} is published by container {} (port {}) on {bound}",
-            p.container.name, p.container_port
+            "{target} is published by {} {} (port {}) on {bound}",
+            if p.container.service.as_deref() == Some(p.container.name.as_str()) {
+                "Swarm service"
+            } else {
+                "container"
+            },
+            p.container.name,
+            p.container_port
         ));
     }
     let exposed: Vec<&&PublishedPort> = published.iter().filter(|p| p.is_exposed()).collect();

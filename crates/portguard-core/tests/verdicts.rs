@@ -23,6 +23,7 @@ fn port(
             id: format!("id-{name}"),
             name: name.into(),
             compose: Some(format!("proj/{name}")),
+            service: None,
         },
         container_port: host_port,
         host_network,

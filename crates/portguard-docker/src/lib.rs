@@ -23,12 +23,15 @@ use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListCont
 use futures_util::{FutureExt, StreamExt};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use portguard_core::Snapshot;
+use portguard_core::{PublishedPort, Snapshot};
 use portguard_core::hostfw::DockerFirewall;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::AsyncSocket as _;
 
-pub use snapshot::{BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, published_ports_of};
+pub use snapshot::{
+    BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, published_ports_of,
+    published_ports_of_service,
+};
 
 /// What the observer reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +126,11 @@ async fn session(
     // Subscribe before the first snapshot, so that no change falls between.
     let filters = HashMap::from([(
         "type".to_string(),
-        vec!["container".to_string(), "network".to_string()],
+        vec![
+            "container".to_string(),
+            "network".to_string(),
+            "service".to_string(),
+        ],
     )]);
     let mut events = docker.events(Some(EventsOptions {
         filters: Some(filters),
@@ -282,6 +289,31 @@ fn is_relevant(event: &bollard::models::EventMessage) -> bool {
         ))
 }
 
+/// The ports Swarm services publish through the ingress network. Only a
+/// manager can list services: elsewhere (no Swarm, a worker, an engine
+/// that refuses) the answer is none, which closes rather than opens
+/// (unlisted ports are dropped either way; `container = "service"`
+/// entries then admit nothing).
+async fn swarm_service_ports(docker: &Docker) -> Vec<PublishedPort> {
+    match docker
+        .list_services(None::<bollard::query_parameters::ListServicesOptions>)
+        .await
+    {
+        Ok(services) => services
+            .iter()
+            .flat_map(published_ports_of_service)
+            .collect(),
+        // 503: "This node is not a swarm manager".
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 503, ..
+        }) => Vec::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list Swarm services");
+            Vec::new()
+        }
+    }
+}
+
 async fn full_snapshot(
     docker: &Docker,
     links: &rtnetlink::Handle,
@@ -304,6 +336,7 @@ async fn full_snapshot(
             Err(e) => return Err(e),
         }
     }
+    published.extend(swarm_service_ports(docker).await);
     let networks = docker.list_networks(None).await?;
     published.sort();
     published.dedup();
