@@ -9,8 +9,8 @@ use portguard_core::control::{
     ConfigSource, PROTOCOL_VERSION, ProtectionTier, Request, RequestBody, Response, ResponseBody,
     Status, printable,
 };
-use portguard_core::verdict::{Explanation, PortReport, Verdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
+use portguard_core::verdict::{Explanation, PortReport, Verdict};
 
 /// The daemon could not be reached at all; each case has its own exit code.
 #[derive(Debug)]
@@ -140,7 +140,11 @@ pub fn print_ports(ports: &[PortReport]) {
                         format!("{} (service)", printable(&p.container))
                     }
                     Some(service) => {
-                        format!("{} (service {})", printable(&p.container), printable(service))
+                        format!(
+                            "{} (service {})",
+                            printable(&p.container),
+                            printable(service)
+                        )
                     }
                     None => printable(&p.container).into_owned(),
                 },

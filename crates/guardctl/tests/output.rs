@@ -196,7 +196,13 @@ fn status_shows_what_docker_says_and_what_the_kernel_holds() {
     let inventory = NetfilterInventory {
         chains: vec![
             chain(NfFamily::Ip, "filter", "DOCKER-FORWARD", None, false),
-            chain(NfFamily::Ip6, "filter", "INPUT", Some(HookKind::Input), true),
+            chain(
+                NfFamily::Ip6,
+                "filter",
+                "INPUT",
+                Some(HookKind::Input),
+                true,
+            ),
             chain(NfFamily::Ip6, "filter", "ufw6-user-input", None, false),
         ],
         ..Default::default()
@@ -214,7 +220,10 @@ fn status_shows_what_docker_says_and_what_the_kernel_holds() {
         "{shown}"
     );
     assert!(shown.contains("(MISMATCH)"), "{shown}");
-    assert!(shown.contains("ip6 filter INPUT (policy drop), ufw"), "{shown}");
+    assert!(
+        shown.contains("ip6 filter INPUT (policy drop), ufw"),
+        "{shown}"
+    );
     assert!(
         shown.contains("warning: 0.0.0.0:8080/tcp: IPv6 INPUT drop"),
         "{shown}"

@@ -178,7 +178,9 @@ impl KernelFirewall {
     pub fn describe(self) -> &'static str {
         match self {
             KernelFirewall::Nftables => "nftables (tables ip/ip6 docker-bridges)",
-            KernelFirewall::IptablesNft => "iptables-nft (chains DOCKER/DOCKER-FORWARD in ip filter/nat)",
+            KernelFirewall::IptablesNft => {
+                "iptables-nft (chains DOCKER/DOCKER-FORWARD in ip filter/nat)"
+            }
             KernelFirewall::IptablesLegacy => {
                 "iptables-legacy (x_tables in use; nft cannot see Docker's chains)"
             }
@@ -237,7 +239,12 @@ pub fn assess(docker: Option<DockerFirewall>, inventory: &NetfilterInventory) ->
         .chains
         .iter()
         .any(|c| matches!(c.family, NfFamily::Ip | NfFamily::Ip6) && c.table == "docker-bridges");
-    let docker_chains = ["DOCKER", "DOCKER-FORWARD", "DOCKER-USER", "DOCKER-ISOLATION-STAGE-1"];
+    let docker_chains = [
+        "DOCKER",
+        "DOCKER-FORWARD",
+        "DOCKER-USER",
+        "DOCKER-ISOLATION-STAGE-1",
+    ];
     let iptables_nft = [NfFamily::Ip, NfFamily::Ip6]
         .into_iter()
         .any(|f| has_chain(f, "filter", &docker_chains) || has_chain(f, "nat", &["DOCKER"]));
@@ -270,7 +277,10 @@ pub fn assess(docker: Option<DockerFirewall>, inventory: &NetfilterInventory) ->
             Agreement::Mismatch
         }
         Some(FirewallDriver::Iptables) if !iptables_nft && !legacy => {
-            notes.push("Docker says iptables but the kernel holds nftables rules (ip docker-bridges)".into());
+            notes.push(
+                "Docker says iptables but the kernel holds nftables rules (ip docker-bridges)"
+                    .into(),
+            );
             Agreement::Mismatch
         }
         Some(FirewallDriver::Unknown) => Agreement::Unknown,
@@ -368,8 +378,20 @@ mod tests {
 
     fn docker29() -> Vec<NftChain> {
         vec![
-            base(NfFamily::Ip, "docker-bridges", "filter-FORWARD", HookKind::Forward, false),
-            base(NfFamily::Ip6, "docker-bridges", "filter-FORWARD", HookKind::Forward, false),
+            base(
+                NfFamily::Ip,
+                "docker-bridges",
+                "filter-FORWARD",
+                HookKind::Forward,
+                false,
+            ),
+            base(
+                NfFamily::Ip6,
+                "docker-bridges",
+                "filter-FORWARD",
+                HookKind::Forward,
+                false,
+            ),
         ]
     }
 
@@ -377,16 +399,45 @@ mod tests {
     fn docker_driver_strings() {
         let table = [
             (None, FirewallDriver::Iptables, false, DriverSource::Assumed),
-            (Some("iptables"), FirewallDriver::Iptables, false, DriverSource::Reported),
-            (Some("nftables"), FirewallDriver::Nftables, false, DriverSource::Reported),
-            (Some("iptables+firewalld"), FirewallDriver::Iptables, true, DriverSource::Reported),
-            (Some("nftables+firewalld"), FirewallDriver::Nftables, true, DriverSource::Reported),
-            (Some("ebpf"), FirewallDriver::Unknown, false, DriverSource::Reported),
+            (
+                Some("iptables"),
+                FirewallDriver::Iptables,
+                false,
+                DriverSource::Reported,
+            ),
+            (
+                Some("nftables"),
+                FirewallDriver::Nftables,
+                false,
+                DriverSource::Reported,
+            ),
+            (
+                Some("iptables+firewalld"),
+                FirewallDriver::Iptables,
+                true,
+                DriverSource::Reported,
+            ),
+            (
+                Some("nftables+firewalld"),
+                FirewallDriver::Nftables,
+                true,
+                DriverSource::Reported,
+            ),
+            (
+                Some("ebpf"),
+                FirewallDriver::Unknown,
+                false,
+                DriverSource::Reported,
+            ),
         ];
         for (text, driver, firewalld, source) in table {
             assert_eq!(
                 DockerFirewall::from_driver(text),
-                DockerFirewall { driver, firewalld, source },
+                DockerFirewall {
+                    driver,
+                    firewalld,
+                    source
+                },
                 "{text:?}"
             );
         }
@@ -398,19 +449,41 @@ mod tests {
             chains: iptables_nft(),
             ..Default::default()
         };
-        let status = assess(Some(DockerFirewall::from_driver(Some("nftables"))), &inventory);
+        let status = assess(
+            Some(DockerFirewall::from_driver(Some("nftables"))),
+            &inventory,
+        );
         assert_eq!(status.kernel_holds, [KernelFirewall::IptablesNft]);
         assert_eq!(status.agreement, Agreement::Mismatch);
-        assert!(status.notes[0].contains("Docker says nftables"), "{:?}", status.notes);
+        assert!(
+            status.notes[0].contains("Docker says nftables"),
+            "{:?}",
+            status.notes
+        );
     }
 
     #[test]
     fn backends_that_agree() {
         let cases = [
-            (Some("nftables"), docker29(), vec![], KernelFirewall::Nftables),
-            (Some("iptables"), iptables_nft(), vec![], KernelFirewall::IptablesNft),
+            (
+                Some("nftables"),
+                docker29(),
+                vec![],
+                KernelFirewall::Nftables,
+            ),
+            (
+                Some("iptables"),
+                iptables_nft(),
+                vec![],
+                KernelFirewall::IptablesNft,
+            ),
             (None, iptables_nft(), vec![], KernelFirewall::IptablesNft),
-            (None, vec![], vec!["filter".to_string(), "nat".into()], KernelFirewall::IptablesLegacy),
+            (
+                None,
+                vec![],
+                vec!["filter".to_string(), "nat".into()],
+                KernelFirewall::IptablesLegacy,
+            ),
         ];
         for (driver, chains, legacy, holds) in cases {
             let inventory = NetfilterInventory {
@@ -449,14 +522,26 @@ mod tests {
     #[test]
     fn ufw_default_deny_is_an_ipv6_input_drop_and_the_guard_is_not() {
         let mut chains = iptables_nft();
-        chains.push(base(NfFamily::Inet, "portguard", "input", HookKind::Input, false));
+        chains.push(base(
+            NfFamily::Inet,
+            "portguard",
+            "input",
+            HookKind::Input,
+            false,
+        ));
         chains.push(base(NfFamily::Ip, "filter", "INPUT", HookKind::Input, true));
         let inventory = NetfilterInventory {
             chains: chains.clone(),
             ..Default::default()
         };
         assert_eq!(ipv6_input_drop(&inventory), None, "IPv4 INPUT drop only");
-        chains.push(base(NfFamily::Ip6, "filter", "INPUT", HookKind::Input, true));
+        chains.push(base(
+            NfFamily::Ip6,
+            "filter",
+            "INPUT",
+            HookKind::Input,
+            true,
+        ));
         chains.push(chain(NfFamily::Ip6, "filter", "ufw6-user-input"));
         let drop = ipv6_input_drop(&NetfilterInventory {
             chains,
@@ -474,7 +559,13 @@ mod tests {
     fn firewalld_input_counts_and_an_accept_policy_does_not() {
         let chains = vec![
             base(NfFamily::Ip6, "filter", "INPUT", HookKind::Input, false),
-            base(NfFamily::Inet, "firewalld", "filter_INPUT", HookKind::Input, false),
+            base(
+                NfFamily::Inet,
+                "firewalld",
+                "filter_INPUT",
+                HookKind::Input,
+                false,
+            ),
         ];
         let drop = ipv6_input_drop(&NetfilterInventory {
             chains,

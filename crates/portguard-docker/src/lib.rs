@@ -23,8 +23,8 @@ use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListCont
 use futures_util::{FutureExt, StreamExt};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use portguard_core::{PublishedPort, Snapshot};
 use portguard_core::hostfw::DockerFirewall;
+use portguard_core::{PublishedPort, Snapshot};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::AsyncSocket as _;
 

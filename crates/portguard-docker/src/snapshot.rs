@@ -217,9 +217,10 @@ pub fn published_ports_of_service(service: &Service) -> Vec<PublishedPort> {
         })
         .filter_map(|p| {
             let proto = match p.protocol {
-                None | Some(EndpointPortConfigProtocolEnum::TCP | EndpointPortConfigProtocolEnum::EMPTY) => {
-                    L4Proto::Tcp
-                }
+                None
+                | Some(
+                    EndpointPortConfigProtocolEnum::TCP | EndpointPortConfigProtocolEnum::EMPTY,
+                ) => L4Proto::Tcp,
                 Some(EndpointPortConfigProtocolEnum::UDP) => L4Proto::Udp,
                 Some(EndpointPortConfigProtocolEnum::SCTP) => return None,
             };
@@ -322,9 +323,16 @@ mod tests {
             .iter()
             .map(|p| (p.host_port, p.proto, p.container_port))
             .collect();
-        assert_eq!(summary, [(5353, L4Proto::Udp, 53), (8081, L4Proto::Tcp, 80)]);
-        assert!(ports.iter().all(|p| p.container.service.as_deref() == Some("websvc")
-            && p.container.name == "websvc"));
+        assert_eq!(
+            summary,
+            [(5353, L4Proto::Udp, 53), (8081, L4Proto::Tcp, 80)]
+        );
+        assert!(
+            ports
+                .iter()
+                .all(|p| p.container.service.as_deref() == Some("websvc")
+                    && p.container.name == "websvc")
+        );
         assert!(ports.iter().all(|p| p.host_ip.is_none() && p.is_exposed()));
         assert!(published_ports_of_service(&serde_json::from_str("{}").unwrap()).is_empty());
     }

@@ -13,10 +13,8 @@ use portguard_testkit::NetNs;
 #[test]
 fn iptables_nft_chains_and_an_ip6_input_drop_are_seen() {
     let ns = NetNs::new("inv-nft");
-    ns.sh(
-        "iptables-nft -N DOCKER && iptables-nft -t nat -N DOCKER \
-         && ip6tables-nft -N ufw6-user-input && ip6tables-nft -P INPUT DROP",
-    );
+    ns.sh("iptables-nft -N DOCKER && iptables-nft -t nat -N DOCKER \
+         && ip6tables-nft -N ufw6-user-input && ip6tables-nft -P INPUT DROP");
     let inventory = ns.enter(|| netfilter_inventory().unwrap());
     assert!(
         inventory.chains.iter().any(|c| c.family == NfFamily::Ip6

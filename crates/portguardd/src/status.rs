@@ -1,11 +1,11 @@
 //! `guardctl status`, `ports` and `explain`, answered from the guard's
 //! state (and one read of the kernel for what only the kernel knows).
 
-use portguard_config::{Mode, Scope};
-use portguard_core::control::{ConfigStatus, RulesetStatus, Status, rfc3339};
 use std::net::IpAddr;
 
+use portguard_config::{Mode, Scope};
 use portguard_core::L4Proto;
+use portguard_core::control::{ConfigStatus, RulesetStatus, Status, rfc3339};
 use portguard_core::hostfw::{FirewallStatus, assess};
 use portguard_core::verdict::{
     Explanation, PortReport, explain, port_reports, warn_ipv6_input, warn_ipv6_input_explained,
@@ -20,8 +20,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         .ip6_forward_policy()
         .map_or_else(|e| format!("unknown ({e})"), |p| p.as_str().to_string());
     let firewall = host_firewall(guard);
-    let mut published = port_reports(&guard.config, &guard.snapshot);
-    warn_ipv6_input(&mut published, firewall.as_ref().and_then(|f| f.ipv6_input_drop.as_ref()));
+    let published = warned_port_reports(guard, firewall.as_ref());
     // One read of the table serves both answers.
     let blocked = guard.backend.blocked_packets().ok().flatten();
     Status {
@@ -71,12 +70,23 @@ pub fn host_firewall<B: Backend>(guard: &mut Guard<B>) -> Option<FirewallStatus>
     }
 }
 
-/// `guardctl ports`: the verdicts, with the host firewall's warnings.
+/// The verdicts, with the host firewall's warnings.
+fn warned_port_reports<B: Backend>(
+    guard: &Guard<B>,
+    firewall: Option<&FirewallStatus>,
+) -> Vec<PortReport> {
+    let mut reports = port_reports(&guard.config, &guard.snapshot);
+    warn_ipv6_input(
+        &mut reports,
+        firewall.and_then(|f| f.ipv6_input_drop.as_ref()),
+    );
+    reports
+}
+
+/// `guardctl ports`.
 pub fn ports<B: Backend>(guard: &mut Guard<B>) -> Vec<PortReport> {
     let firewall = host_firewall(guard);
-    let mut reports = port_reports(&guard.config, &guard.snapshot);
-    warn_ipv6_input(&mut reports, firewall.as_ref().and_then(|f| f.ipv6_input_drop.as_ref()));
-    reports
+    warned_port_reports(guard, firewall.as_ref())
 }
 
 /// `guardctl explain`, with the host firewall's warnings.

@@ -14,9 +14,15 @@ fn guarded_pair(env: &mut Env) -> Value {
     env.start_guard("[[allow]]\nport = 8080\n");
     env.web("web", &["8080:80"], "");
     env.web("db", &["27017:80"], "");
-    assert!(env.open_from_wan("10.77.0.1:8080"), "allowlisted port, IPv4");
+    assert!(
+        env.open_from_wan("10.77.0.1:8080"),
+        "allowlisted port, IPv4"
+    );
     assert!(!env.open_from_wan("10.77.0.1:27017"), "unlisted port, IPv4");
-    assert!(!env.open_from_wan("[fd00:77::1]:27017"), "unlisted port, IPv6");
+    assert!(
+        !env.open_from_wan("[fd00:77::1]:27017"),
+        "unlisted port, IPv6"
+    );
     env.status()["firewall"].clone()
 }
 
@@ -55,13 +61,23 @@ fn status_flags_docker_saying_nftables_while_the_kernel_holds_iptables() {
     match engine().major {
         // The variable is Docker 28's; older engines do not read it.
         20 | 26 => {
-            assert_eq!(firewall["docker_says"]["driver"], "iptables", "{firewall:#}");
+            assert_eq!(
+                firewall["docker_says"]["driver"], "iptables",
+                "{firewall:#}"
+            );
             assert_eq!(firewall["agreement"], "agrees", "{firewall:#}");
         }
         // What it is about: Docker says nftables, writes iptables.
         28 => {
-            assert_eq!(firewall["docker_says"]["driver"], "nftables", "{firewall:#}");
-            assert_eq!(firewall["kernel_holds"], json!(["iptables-nft"]), "{firewall:#}");
+            assert_eq!(
+                firewall["docker_says"]["driver"], "nftables",
+                "{firewall:#}"
+            );
+            assert_eq!(
+                firewall["kernel_holds"],
+                json!(["iptables-nft"]),
+                "{firewall:#}"
+            );
             assert_eq!(firewall["agreement"], "mismatch", "{firewall:#}");
             assert!(
                 text.contains("Docker says nftables; the kernel holds iptables-nft")
@@ -71,8 +87,15 @@ fn status_flags_docker_saying_nftables_while_the_kernel_holds_iptables() {
         }
         // Docker 29 means it.
         _ => {
-            assert_eq!(firewall["docker_says"]["driver"], "nftables", "{firewall:#}");
-            assert_eq!(firewall["kernel_holds"], json!(["nftables"]), "{firewall:#}");
+            assert_eq!(
+                firewall["docker_says"]["driver"], "nftables",
+                "{firewall:#}"
+            );
+            assert_eq!(
+                firewall["kernel_holds"],
+                json!(["nftables"]),
+                "{firewall:#}"
+            );
             assert_eq!(firewall["agreement"], "agrees", "{firewall:#}");
         }
     }

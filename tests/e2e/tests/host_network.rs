@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use portguard_e2e::{BUSYBOX_IMAGE, Env};
+use std::time::Duration;
+
+use portguard_e2e::{BUSYBOX_IMAGE, Env, until};
 
 #[test]
 fn host_network_containers_are_marked_and_not_pretended_guarded() {
@@ -20,8 +22,10 @@ fn host_network_containers_are_marked_and_not_pretended_guarded() {
     assert!(text.contains("host-network (not coverable"), "{text}");
     // An empty allowlist, and yet it answers: only the host's INPUT
     // firewall can close it, which is exactly what the verdict says.
-    assert!(
-        env.open_from_wan("10.77.0.1:9090"),
-        "a host-network listener is outside the guard's reach"
+    // (Waited for: the container runs before its httpd listens.)
+    until(
+        "a host-network listener answers, outside the guard's reach",
+        Duration::from_secs(10),
+        || env.open_from_wan("10.77.0.1:9090"),
     );
 }

@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use portguard_e2e::{BUSYBOX_IMAGE, DockerdOptions, Env, docker_lab};
+use std::time::Duration;
+
+use portguard_e2e::{BUSYBOX_IMAGE, DockerdOptions, Env, docker_lab, until};
 use portguard_testkit::engine;
 
 /// ip6tables is experimental before Engine 27 and on by default since.
@@ -33,10 +35,14 @@ fn ipv6_dnat_p1_unlisted_closed_listed_open_over_ipv6() {
     let inspect = env
         .dockerd
         .docker("inspect -f '{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}' db");
-    assert!(inspect.trim().starts_with("fd00:d0c:"), "db has an IPv6 address: {inspect}");
     assert!(
-        env.open_from_wan("[fd00:77::1]:27017"),
-        "without the guard the port is open over IPv6 (DNAT, no proxy)"
+        inspect.trim().starts_with("fd00:d0c:"),
+        "db has an IPv6 address: {inspect}"
+    );
+    until(
+        "without the guard 27017 answers over IPv6 (DNAT, no proxy)",
+        Duration::from_secs(10),
+        || env.open_from_wan("[fd00:77::1]:27017"),
     );
     env.start_guard("[[allow]]\nport = 8080\n");
     env.wait_published("db");
@@ -48,7 +54,10 @@ fn ipv6_dnat_p1_unlisted_closed_listed_open_over_ipv6() {
         !env.open_from_wan("[fd00:77::1]:27017"),
         "unlisted port, IPv6 DNAT"
     );
-    assert!(env.open_from_wan("10.77.0.1:8080"), "allowlisted port, IPv4");
+    assert!(
+        env.open_from_wan("10.77.0.1:8080"),
+        "allowlisted port, IPv4"
+    );
     assert!(!env.open_from_wan("10.77.0.1:27017"), "unlisted port, IPv4");
     // accept, or none: Docker 29's nftables backend has no ip6 filter table.
     assert_ne!(

@@ -77,13 +77,22 @@ fn swarm_p1_services_unlisted_closed_listed_open_and_listed_by_service_name() {
     });
 
     env.start_guard("[[allow]]\ncontainer = \"websvc\"\n[[allow]]\ncontainer = \"meshsvc\"\n");
-    until("the services in guardctl ports", Duration::from_secs(15), || {
-        [8081, 8082, 8083].iter().all(|&p| !rows(&env, p).is_empty())
-    });
+    until(
+        "the services in guardctl ports",
+        Duration::from_secs(15),
+        || {
+            [8081, 8082, 8083]
+                .iter()
+                .all(|&p| !rows(&env, p).is_empty())
+        },
+    );
     // A task container, named by its service.
     for row in rows(&env, 8081) {
         assert_eq!(row["service"], "websvc", "{row:#}");
-        assert!(row["container"].as_str().unwrap().starts_with("websvc.1."), "{row:#}");
+        assert!(
+            row["container"].as_str().unwrap().starts_with("websvc.1."),
+            "{row:#}"
+        );
         assert_eq!(row["verdict"], "allowed", "{row:#}");
     }
     for row in rows(&env, 8082) {
