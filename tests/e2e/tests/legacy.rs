@@ -27,14 +27,20 @@ fn legacy_tools() -> tempfile::TempDir {
     dir
 }
 
-#[test]
-fn legacy_p1_unlisted_closed_listed_open_ipv4_ipv6_and_status_says_legacy() {
+/// The lab with a dockerd that runs the legacy tools, and the tools'
+/// directory (dropped after the `Env`: a restarted dockerd needs it).
+fn legacy_env() -> (Env, tempfile::TempDir) {
     let tools = legacy_tools();
     let options = DockerdOptions {
         path_first: Some(tools.path().to_path_buf()),
         ..Default::default()
     };
-    let mut env = Env::with_dockerd(docker_lab(), options);
+    (Env::with_dockerd(docker_lab(), options), tools)
+}
+
+#[test]
+fn legacy_p1_unlisted_closed_listed_open_ipv4_ipv6_and_status_says_legacy() {
+    let (mut env, _tools) = legacy_env();
     env.web("web", &["8080:80"], "");
     env.web("db", &["27017:80"], "");
     let legacy = !engine().nftables_backend();
@@ -84,12 +90,7 @@ fn legacy_p1_unlisted_closed_listed_open_ipv4_ipv6_and_status_says_legacy() {
 
 #[test]
 fn legacy_p6_the_legacy_ipv6_forward_drop_is_set_back_to_accept_when_docker_restarts() {
-    let tools = legacy_tools();
-    let options = DockerdOptions {
-        path_first: Some(tools.path().to_path_buf()),
-        ..Default::default()
-    };
-    let mut env = Env::with_dockerd(docker_lab(), options);
+    let (mut env, _tools) = legacy_env();
     env.start_guard("");
     let policy = |env: &Env| env.lab.host.sh("ip6tables-legacy -S FORWARD");
     // What Docker 27 does on every start with ip6tables on (and 28 when it
