@@ -3,7 +3,8 @@
 #   sudo make test   unit, golden, kernel (netns) and end-to-end tests
 #   sudo make deb    target/deb/portguard_<version>_<arch>.deb (debhelper)
 #   sudo make bench  every benchmark, printing tables (docs/performance.md)
-#   sudo make e2e ENGINE=29       the end-to-end suite against one engine (20|26|28|29)
+#   sudo make e2e ENGINE=29       the end-to-end suite against one engine (20|26|28|29),
+#                                 one case (test file) at a time: CASES="legacy swarm"
 #   sudo make test-engines        the end-to-end suite against 26, 28 and 29
 .PHONY: demo test deps build bench deb e2e test-engines
 
@@ -22,9 +23,21 @@ test: deps
 ENGINE ?= 20
 ENGINES ?= 26 28 29
 
+# One cargo run per case (a file in tests/e2e/tests), so that the output
+# names engine and case (test names carry the property) and times each;
+# every case runs even if one fails. `make e2e ENGINE=28 CASES="legacy swarm"`
+# runs a few.
+CASES ?= $(sort $(basename $(notdir $(wildcard tests/e2e/tests/*.rs))))
+
 e2e: deps
 	@echo "== e2e suite on engine $(ENGINE) =="
-	PORTGUARD_ENGINE=$(ENGINE) cargo test -p portguard-e2e --no-fail-fast
+	@failed=""; for c in $(CASES); do \
+	  start=$$(date +%s); \
+	  echo "== engine $(ENGINE), case $$c =="; \
+	  PORTGUARD_ENGINE=$(ENGINE) cargo test -p portguard-e2e --test $$c --no-fail-fast || failed="$$failed $$c"; \
+	  echo "== engine $(ENGINE), case $$c: $$(( $$(date +%s) - start )) s =="; \
+	done; \
+	[ -z "$$failed" ] || { echo "engine $(ENGINE): failed case(s):$$failed" >&2; exit 1; }
 
 # Every engine runs even if one fails; the exit status says whether any did.
 test-engines: deps

@@ -9,6 +9,7 @@ use portguard_core::control::{
     ConfigSource, PROTOCOL_VERSION, ProtectionTier, Request, RequestBody, Response, ResponseBody,
     Status, printable,
 };
+use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
 use portguard_core::verdict::{Explanation, PortReport, Verdict};
 
 /// The daemon could not be reached at all; each case has its own exit code.
@@ -138,7 +139,19 @@ pub fn print_ports(ports: &[PortReport]) {
         .map(|p| {
             let container = match &p.compose {
                 Some(compose) => format!("{} ({})", printable(&p.container), printable(compose)),
-                None => printable(&p.container).into_owned(),
+                None => match &p.service {
+                    Some(service) if *service == p.container => {
+                        format!("{} (service)", printable(&p.container))
+                    }
+                    Some(service) => {
+                        format!(
+                            "{} (service {})",
+                            printable(&p.container),
+                            printable(service)
+                        )
+                    }
+                    None => printable(&p.container).into_owned(),
+                },
             };
             vec![
                 printable(&p.host_ip).into_owned(),
@@ -162,6 +175,7 @@ pub fn print_ports(ports: &[PortReport]) {
             Some(&painted)
         )
     );
+    print_port_warnings(ports);
 }
 
 fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
@@ -172,6 +186,21 @@ fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
             name(p.verdict)
         ),
         _ => name(p.verdict),
+    }
+}
+
+/// The ports' warnings, after the table: one line per port and warning.
+fn print_port_warnings(ports: &[PortReport]) {
+    for p in ports {
+        for warning in &p.warnings {
+            println!(
+                "warning: {}:{}/{}: {}",
+                printable(&p.host_ip),
+                p.host_port,
+                p.proto,
+                printable(warning)
+            );
+        }
     }
 }
 
@@ -256,6 +285,9 @@ pub fn print_status(status: &Status) {
         ProtectionTier::Twin => "twin (two copies, each restored when deleted)",
     };
     println!("tables:    {protection}");
+    if let Some(firewall) = &status.firewall {
+        print_firewall(&style, firewall);
+    }
     let in_force = match status.config.in_force {
         ConfigSource::Files => "reload refused, last good configuration in force",
         ConfigSource::LastGood => "invalid at start; guarding with the last good configuration",
@@ -280,5 +312,61 @@ pub fn print_explanation(target: &str, e: &Explanation) {
     println!("{}: {}", printable(target), printable(&e.answer));
     for reason in &e.reasons {
         println!("  - {}", printable(reason));
+    }
+    for warning in &e.warnings {
+        println!("  ! warning: {}", printable(warning));
+    }
+}
+
+/// `firewall:` lines: what Docker says, what the kernel holds, whether
+/// they agree, and the host's IPv6 INPUT drop.
+fn print_firewall(style: &Style, firewall: &FirewallStatus) {
+    let says = match firewall.docker_says {
+        None => "unknown (Docker has not answered /info)".to_string(),
+        Some(d) => format!(
+            "{}{}{}",
+            match d.driver {
+                FirewallDriver::Iptables => "iptables",
+                FirewallDriver::Nftables => "nftables",
+                FirewallDriver::Unknown => "a driver portguard does not know",
+            },
+            if d.firewalld { "+firewalld" } else { "" },
+            match d.source {
+                DriverSource::Reported => "",
+                DriverSource::Assumed => " (assumed: the engine predates FirewallBackend)",
+            }
+        ),
+    };
+    let holds = if firewall.kernel_holds.is_empty() {
+        "no Docker rules visible".to_string()
+    } else {
+        firewall
+            .kernel_holds
+            .iter()
+            .map(|k| k.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let agreement = match firewall.agreement {
+        Agreement::Agrees => style.paint("agree", "32"),
+        Agreement::Mismatch => style.paint("MISMATCH", "31;1"),
+        Agreement::Unknown => "cannot tell".to_string(),
+    };
+    println!("firewall:  Docker says {says}; the kernel holds {holds} ({agreement})");
+    for note in &firewall.notes {
+        println!("           {}", printable(note));
+    }
+    if let Some(drop) = &firewall.ipv6_input_drop {
+        println!(
+            "           {}",
+            style.paint(
+                &format!(
+                    "the host's IPv6 INPUT drops by default ({}{}): allowed ports served by docker-proxy over IPv6 may still be dropped (see guardctl ports)",
+                    printable(&drop.chains.join(", ")),
+                    if drop.ufw { ", ufw" } else { "" }
+                ),
+                "33"
+            )
+        );
     }
 }

@@ -55,11 +55,13 @@ fn port() -> PortReport {
         proto: L4Proto::Tcp,
         container: EVIL.into(),
         compose: Some(format!("{EVIL}/{EVIL}")),
+        service: None,
         container_port: 80,
         verdict: Verdict::Allowed,
         allowed_by: Some(format!(
             "container {EVIL} at /etc/portguard/portguard.toml:3"
         )),
+        warnings: vec![format!("IPv6 INPUT drop {EVIL}")],
     }
 }
 
@@ -98,6 +100,7 @@ fn status() -> Status {
             error: Some(format!("conf.d/{EVIL}.toml:1:1: bad")),
         },
         published: vec![port()],
+        firewall: None,
     }
 }
 
@@ -154,6 +157,7 @@ fn control_characters_from_docker_and_the_daemon_are_printed_escaped() {
         ResponseBody::Explain(Explanation {
             answer: "open".into(),
             reasons: vec![format!("allowed by container {EVIL}")],
+            warnings: vec![format!("IPv6 INPUT drop {EVIL}")],
         }),
         &["explain", "8080"],
     );
@@ -243,6 +247,59 @@ fn blocked_prints_a_table_and_status_the_top_ports() {
         shown.contains(
             "  last hour: 5353/udp 1200 attempts from 3 sources (most: 203.0.113.9 (≥1198), 2001:db8::7 (≥1))"
         ),
+        "{shown}"
+    );
+}
+
+/// Docker 28.5 with DOCKER_FIREWALL_BACKEND=nftables: both sides and the
+/// mismatch are shown, and the IPv6 INPUT drop with the ports' warnings.
+#[test]
+fn status_shows_what_docker_says_and_what_the_kernel_holds() {
+    use portguard_core::hostfw::{
+        DockerFirewall, HookKind, NetfilterInventory, NfFamily, NftChain, assess,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let chain = |family, table: &str, name: &str, hook, policy_drop| NftChain {
+        family,
+        table: table.into(),
+        name: name.into(),
+        hook,
+        policy_drop,
+    };
+    let inventory = NetfilterInventory {
+        chains: vec![
+            chain(NfFamily::Ip, "filter", "DOCKER-FORWARD", None, false),
+            chain(
+                NfFamily::Ip6,
+                "filter",
+                "INPUT",
+                Some(HookKind::Input),
+                true,
+            ),
+            chain(NfFamily::Ip6, "filter", "ufw6-user-input", None, false),
+        ],
+        ..Default::default()
+    };
+    let mut status = status();
+    status.config.error = None;
+    status.firewall = Some(assess(
+        Some(DockerFirewall::from_driver(Some("nftables"))),
+        &inventory,
+    ));
+    let out = guardctl_against(&socket, ResponseBody::Status(Box::new(status)), &["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("firewall:  Docker says nftables; the kernel holds iptables-nft"),
+        "{shown}"
+    );
+    assert!(shown.contains("(MISMATCH)"), "{shown}");
+    assert!(
+        shown.contains("ip6 filter INPUT (policy drop), ufw"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("warning: 0.0.0.0:8080/tcp: IPv6 INPUT drop"),
         "{shown}"
     );
 }

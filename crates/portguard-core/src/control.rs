@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hostfw::FirewallStatus;
 use crate::snapshot::L4Proto;
 use crate::verdict::{Explanation, PortReport};
 
@@ -179,6 +180,10 @@ pub struct Status {
     pub blocked_last_hour: Vec<BlockedPort>,
     pub config: ConfigStatus,
     pub published: Vec<PortReport>,
+    /// The firewall backend Docker says it uses against what the kernel
+    /// holds, and the host's IPv6 INPUT path (absent from older daemons).
+    #[serde(default)]
+    pub firewall: Option<FirewallStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

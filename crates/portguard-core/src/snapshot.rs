@@ -56,13 +56,21 @@ pub struct ContainerRef {
     pub name: String,
     /// Compose `project/service`, from the `com.docker.compose.*` labels.
     pub compose: Option<String>,
+    /// The Swarm service this is (ports published through the ingress
+    /// routing mesh, `name` is then the service's name) or whose task
+    /// this container is (label `com.docker.swarm.service.name`).
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 impl ContainerRef {
-    /// Whether an allow entry's `container = "..."` names this container.
+    /// Whether an allow entry's `container = "..."` names this container
+    /// (its name, compose `project/service`, or Swarm service).
     pub fn is_named(&self, wanted: &str) -> bool {
         let wanted = wanted.trim_start_matches('/');
-        self.name == wanted || self.compose.as_deref() == Some(wanted)
+        self.name == wanted
+            || self.compose.as_deref() == Some(wanted)
+            || self.service.as_deref() == Some(wanted)
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use portguard_config::{AllowEntry, Config};
 use serde::{Deserialize, Serialize};
 
+use crate::hostfw::{InputDrop, ipv6_input_warning};
 use crate::plan::entry_admits;
 use crate::snapshot::{L4Proto, PublishedPort, Snapshot};
 
@@ -42,13 +43,21 @@ pub struct PortReport {
     pub host_ip: String,
     pub host_port: u16,
     pub proto: L4Proto,
-    /// Container name (compose `project/service` in `compose` if known).
+    /// Container name (compose `project/service` in `compose` if known),
+    /// or a Swarm service's name for ports of the ingress routing mesh.
     pub container: String,
+    /// The Swarm service (the ingress port's, or the task container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub compose: Option<String>,
     pub container_port: u16,
     pub verdict: Verdict,
     /// The entry that allows it, for `allowed`.
     pub allowed_by: Option<String>,
+    /// What may still stop traffic the guard allows (the host's INPUT
+    /// firewall on the docker-proxy path); see [`warn_ipv6_input`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The entry that opens `port` for any source, else the first one that
@@ -121,9 +130,11 @@ pub fn port_reports(config: &Config, snapshot: &Snapshot) -> Vec<PortReport> {
                 proto: port.proto,
                 container: port.container.name.clone(),
                 compose: port.container.compose.clone(),
+                service: port.container.service.clone(),
                 container_port: port.container_port,
                 verdict,
                 allowed_by: entry.map(AllowEntry::describe),
+                warnings: Vec::new(),
             }
         })
         .collect()
@@ -135,6 +146,9 @@ pub struct Explanation {
     /// `open`, `closed`, `not-published`, `local-only` or `host-network`.
     pub answer: String,
     pub reasons: Vec<String>,
+    /// As [`PortReport::warnings`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn explain(
@@ -162,8 +176,14 @@ pub fn explain(
             .host_ip
             .map_or_else(|| "every address".to_string(), |ip| ip.to_string());
         reasons.push(format!(
-            "{target} is published by container {} (port {}) on {bound}",
-            p.container.name, p.container_port
+            "{target} is published by {} {} (port {}) on {bound}",
+            if p.container.service.as_deref() == Some(p.container.name.as_str()) {
+                "Swarm service"
+            } else {
+                "container"
+            },
+            p.container.name,
+            p.container_port
         ));
     }
     let exposed: Vec<&&PublishedPort> = published.iter().filter(|p| p.is_exposed()).collect();
@@ -178,6 +198,7 @@ pub fn explain(
         return Explanation {
             answer: answer.into(),
             reasons,
+            warnings: Vec::new(),
         };
     }
     let mut open = false;
@@ -222,5 +243,50 @@ pub fn explain(
     Explanation {
         answer: answer.into(),
         reasons,
+        warnings: Vec::new(),
+    }
+}
+
+/// Whether a binding (`::`, an IPv6 address, or `*` for every address)
+/// takes IPv6 connections.
+fn bound_on_ipv6(host_ip: &str) -> bool {
+    host_ip == "*" || host_ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6())
+}
+
+/// Adds the IPv6 INPUT warning to every allowed port bound on IPv6 when
+/// the host's IPv6 INPUT path drops by default (ufw's `default deny
+/// incoming`): the guard lets the connection through, the host firewall
+/// drops it on the docker-proxy path.
+pub fn warn_ipv6_input(reports: &mut [PortReport], drop: Option<&InputDrop>) {
+    let Some(drop) = drop else { return };
+    for report in reports
+        .iter_mut()
+        .filter(|r| r.verdict == Verdict::Allowed && bound_on_ipv6(&r.host_ip))
+    {
+        report
+            .warnings
+            .push(ipv6_input_warning(drop, report.host_port, report.proto));
+    }
+}
+
+/// The same warning for `explain`, when the port is open and published on IPv6.
+pub fn warn_ipv6_input_explained(
+    explanation: &mut Explanation,
+    snapshot: &Snapshot,
+    port: u16,
+    proto: L4Proto,
+    drop: Option<&InputDrop>,
+) {
+    let Some(drop) = drop else { return };
+    let on_ipv6 = snapshot.published.iter().any(|p| {
+        p.host_port == port
+            && p.proto == proto
+            && p.is_exposed()
+            && p.host_ip.is_none_or(|ip| ip.is_ipv6())
+    });
+    if explanation.answer == "open" && on_ipv6 {
+        explanation
+            .warnings
+            .push(ipv6_input_warning(drop, port, proto));
     }
 }

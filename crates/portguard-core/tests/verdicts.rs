@@ -23,6 +23,7 @@ fn port(
             id: format!("id-{name}"),
             name: name.into(),
             compose: Some(format!("proj/{name}")),
+            service: None,
         },
         container_port: host_port,
         host_network,
@@ -166,4 +167,43 @@ fn container_entries_open_only_that_containers_host_ports() {
         .map(portguard_core::render::render_element)
         .collect();
     assert_eq!(published, ["8080", "8086", "27017"]);
+}
+
+/// ufw's `default deny incoming` on IPv6: allowed ports bound on IPv6 get
+/// a warning; blocked, IPv4-only, loopback and host-network ports do not.
+#[test]
+fn ipv6_input_drop_warns_on_allowed_ipv6_ports_only() {
+    use portguard_core::hostfw::InputDrop;
+    use portguard_core::verdict::{warn_ipv6_input, warn_ipv6_input_explained};
+    let config = Config::from_toml_str(
+        "[[allow]]\nport = 8080\n[[allow]]\nport = 27017\n[[allow]]\nport = 6379\n[[allow]]\nport = 9090\n",
+    )
+    .unwrap();
+    let mut snap = snapshot();
+    snap.published
+        .push(port("web", Some("::"), 8443, L4Proto::Tcp, false));
+    let drop = InputDrop {
+        chains: vec!["ip6 filter INPUT (policy drop)".into()],
+        ufw: true,
+    };
+    let mut reports = port_reports(&config, &snap);
+    warn_ipv6_input(&mut reports, None);
+    assert!(reports.iter().all(|r| r.warnings.is_empty()));
+    warn_ipv6_input(&mut reports, Some(&drop));
+    let warned: Vec<u16> = reports
+        .iter()
+        .filter(|r| !r.warnings.is_empty())
+        .map(|r| r.host_port)
+        .collect();
+    // 8080 on every address; 8443 on :: is not allowed (no entry).
+    assert_eq!(warned, [8080]);
+    let web = reports.iter().find(|r| r.host_port == 8080).unwrap();
+    assert!(web.warnings[0].contains("ufw allow 8080/tcp"));
+
+    let mut open = explain(&config, &snap, 8080, L4Proto::Tcp, None);
+    warn_ipv6_input_explained(&mut open, &snap, 8080, L4Proto::Tcp, Some(&drop));
+    assert_eq!(open.warnings.len(), 1, "{open:?}");
+    let mut v4_only = explain(&config, &snap, 27017, L4Proto::Tcp, None);
+    warn_ipv6_input_explained(&mut v4_only, &snap, 27017, L4Proto::Tcp, Some(&drop));
+    assert!(v4_only.warnings.is_empty(), "bound on 0.0.0.0 only");
 }

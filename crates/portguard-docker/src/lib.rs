@@ -23,17 +23,27 @@ use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListCont
 use futures_util::{FutureExt, StreamExt};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use portguard_core::Snapshot;
+use portguard_core::hostfw::DockerFirewall;
+use portguard_core::{PublishedPort, Snapshot};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::AsyncSocket as _;
 
-pub use snapshot::{BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, published_ports_of};
+pub use snapshot::{
+    BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, published_ports_of,
+    published_ports_of_service,
+};
 
 /// What the observer reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DockerUpdate {
     /// (Re)connected; a full resync.
-    Connected { snapshot: Snapshot, engine: String },
+    Connected {
+        snapshot: Snapshot,
+        engine: String,
+        /// The firewall backend the engine says it uses (`GET /info`);
+        /// `None` when /info did not answer.
+        firewall: Option<DockerFirewall>,
+    },
     /// Something changed; the new full snapshot.
     Snapshot(Snapshot),
     /// The Engine cannot be reached (not running, restarting, socket gone).
@@ -116,7 +126,11 @@ async fn session(
     // Subscribe before the first snapshot, so that no change falls between.
     let filters = HashMap::from([(
         "type".to_string(),
-        vec!["container".to_string(), "network".to_string()],
+        vec![
+            "container".to_string(),
+            "network".to_string(),
+            "service".to_string(),
+        ],
     )]);
     let mut events = docker.events(Some(EventsOptions {
         filters: Some(filters),
@@ -128,6 +142,19 @@ async fn session(
         .ok()
         .and_then(|v| v.version)
         .unwrap_or_else(|| "unknown".into());
+    // Engines before 28.1 have no `FirewallBackend` (iptables). /info is
+    // only for status: its failure must not keep the guard from Docker.
+    let firewall = match docker.info().await {
+        Ok(info) => Some(DockerFirewall::from_driver(
+            info.firewall_backend
+                .and_then(|backend| backend.driver)
+                .as_deref(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %fail(e), "Docker's /info did not answer; its firewall backend is unknown");
+            None
+        }
+    };
     let mut observed = Observed::default();
     let snapshot = observed.resync(&docker, &links, &fail).await?;
     *connected = true;
@@ -136,7 +163,11 @@ async fn session(
         containers = snapshot.published.len(),
         "connected to Docker"
     );
-    if !report(DockerUpdate::Connected { snapshot, engine }) {
+    if !report(DockerUpdate::Connected {
+        snapshot,
+        engine,
+        firewall,
+    }) {
         return Ok(Flow::Stop);
     }
     loop {
@@ -258,6 +289,31 @@ fn is_relevant(event: &bollard::models::EventMessage) -> bool {
         ))
 }
 
+/// The ports Swarm services publish through the ingress network. Only a
+/// manager can list services: elsewhere (no Swarm, a worker, an engine
+/// that refuses) the answer is none, which closes rather than opens
+/// (unlisted ports are dropped either way; `container = "service"`
+/// entries then admit nothing).
+async fn swarm_service_ports(docker: &Docker) -> Vec<PublishedPort> {
+    match docker
+        .list_services(None::<bollard::query_parameters::ListServicesOptions>)
+        .await
+    {
+        Ok(services) => services
+            .iter()
+            .flat_map(published_ports_of_service)
+            .collect(),
+        // 503: "This node is not a swarm manager".
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 503, ..
+        }) => Vec::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list Swarm services");
+            Vec::new()
+        }
+    }
+}
+
 async fn full_snapshot(
     docker: &Docker,
     links: &rtnetlink::Handle,
@@ -280,6 +336,7 @@ async fn full_snapshot(
             Err(e) => return Err(e),
         }
     }
+    published.extend(swarm_service_ports(docker).await);
     let networks = docker.list_networks(None).await?;
     published.sort();
     published.dedup();

@@ -4,12 +4,16 @@
 
 use std::net::IpAddr;
 
-use bollard::models::{ContainerInspectResponse, Network};
+use bollard::models::{
+    ContainerInspectResponse, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
+    Network, Service,
+};
 use portguard_core::{ContainerRef, L4Proto, PublishedPort};
 
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 
 /// A bridge network and the interface Docker says carries it. Docker's
 /// word is not enough to trust the interface: see [`crate::bridges`].
@@ -108,7 +112,13 @@ pub fn published_ports_of(inspect: &ContainerInspectResponse) -> Vec<PublishedPo
             l.get(COMPOSE_SERVICE)?
         ))
     });
-    let container = ContainerRef { id, name, compose };
+    let service = labels.and_then(|l| l.get(SWARM_SERVICE)).cloned();
+    let container = ContainerRef {
+        id,
+        name,
+        compose,
+        service,
+    };
     let network_mode = inspect
         .host_config
         .as_ref()
@@ -173,6 +183,65 @@ pub fn published_ports_of(inspect: &ContainerInspectResponse) -> Vec<PublishedPo
     out
 }
 
+/// The ports a Swarm service publishes through the ingress routing mesh
+/// (`Endpoint.Ports`, what Docker did, not `Spec`, what was asked). Every
+/// node listens on them on every address; the connection is DNATed into
+/// the ingress sandbox over `docker_gwbridge`, so it crosses FORWARD like
+/// a container's. Ports in `host` mode are bindings of the task's
+/// container and come with it.
+pub fn published_ports_of_service(service: &Service) -> Vec<PublishedPort> {
+    let id = service.id.clone().unwrap_or_default();
+    let name = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.name.clone())
+        .unwrap_or_else(|| id.chars().take(12).collect());
+    let container = ContainerRef {
+        id,
+        name: name.clone(),
+        compose: None,
+        service: Some(name),
+    };
+    let ports = service.endpoint.as_ref().and_then(|e| e.ports.as_ref());
+    let mut out: Vec<PublishedPort> = ports
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            matches!(
+                p.publish_mode,
+                None | Some(
+                    EndpointPortConfigPublishModeEnum::INGRESS
+                        | EndpointPortConfigPublishModeEnum::EMPTY
+                )
+            )
+        })
+        .filter_map(|p| {
+            let proto = match p.protocol {
+                None
+                | Some(
+                    EndpointPortConfigProtocolEnum::TCP | EndpointPortConfigProtocolEnum::EMPTY,
+                ) => L4Proto::Tcp,
+                Some(EndpointPortConfigProtocolEnum::UDP) => L4Proto::Udp,
+                Some(EndpointPortConfigProtocolEnum::SCTP) => return None,
+            };
+            let host_port = u16::try_from(p.published_port?).ok().filter(|&p| p > 0)?;
+            Some(PublishedPort {
+                host_ip: None,
+                host_port,
+                proto,
+                container: container.clone(),
+                container_port: p
+                    .target_port
+                    .and_then(|t| u16::try_from(t).ok())
+                    .unwrap_or(0),
+                host_network: false,
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +301,53 @@ mod tests {
         let ports = published_ports_of(&c);
         assert_eq!(ports.len(), 1);
         assert!(ports[0].host_network && ports[0].host_port == 9090);
+    }
+
+    #[test]
+    fn swarm_service_ports_from_the_endpoint_not_the_spec() {
+        let service: Service = serde_json::from_str(
+            r#"{"ID": "svc0123456789abc", "Spec": {"Name": "websvc",
+                 "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 9999}]}},
+                "Endpoint": {"Ports": [
+                  {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8081, "PublishMode": "ingress"},
+                  {"Protocol": "udp", "TargetPort": 53, "PublishedPort": 5353},
+                  {"Protocol": "tcp", "TargetPort": 443, "PublishedPort": 8443, "PublishMode": "host"},
+                  {"Protocol": "sctp", "TargetPort": 1, "PublishedPort": 1},
+                  {"Protocol": "tcp", "TargetPort": 2, "PublishedPort": 70000},
+                  {"Protocol": "tcp", "TargetPort": 3}
+                ]}}"#,
+        )
+        .unwrap();
+        let ports = published_ports_of_service(&service);
+        let summary: Vec<(u16, L4Proto, u16)> = ports
+            .iter()
+            .map(|p| (p.host_port, p.proto, p.container_port))
+            .collect();
+        assert_eq!(
+            summary,
+            [(5353, L4Proto::Udp, 53), (8081, L4Proto::Tcp, 80)]
+        );
+        assert!(
+            ports
+                .iter()
+                .all(|p| p.container.service.as_deref() == Some("websvc")
+                    && p.container.name == "websvc")
+        );
+        assert!(ports.iter().all(|p| p.host_ip.is_none() && p.is_exposed()));
+        assert!(published_ports_of_service(&serde_json::from_str("{}").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_swarm_task_container_is_named_by_its_service() {
+        let c = inspect(
+            r#"{"Id": "t", "Name": "/websvc.1.uuqzoasn8zn3", "HostConfig": {"NetworkMode": "bridge"},
+                "Config": {"Labels": {"com.docker.swarm.service.name": "websvc"}},
+                "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8081"}]}}}"#,
+        );
+        let ports = published_ports_of(&c);
+        assert_eq!(ports[0].container.service.as_deref(), Some("websvc"));
+        assert!(ports[0].container.is_named("websvc"));
+        assert!(!ports[0].container.is_named("websvc.1"));
     }
 
     #[test]

@@ -307,6 +307,19 @@ pub struct Dockerd {
     ns_path: String,
     root: std::path::PathBuf,
     child: Option<std::process::Child>,
+    options: DockerdOptions,
+}
+
+/// How a test's dockerd differs from the engine's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct DockerdOptions {
+    /// Extra dockerd flags (e.g. `--userland-proxy=false`).
+    pub args: Vec<String>,
+    /// Extra environment (e.g. `DOCKER_FIREWALL_BACKEND=nftables`).
+    pub env: Vec<(String, String)>,
+    /// A directory put first on dockerd's PATH (e.g. iptables pointing to
+    /// iptables-legacy): Docker runs the first `iptables` it finds.
+    pub path_first: Option<std::path::PathBuf>,
 }
 
 /// The image every test container runs: busybox (httpd, nc, sh) imported
@@ -316,6 +329,11 @@ pub const BUSYBOX_IMAGE: &str = "pgbusybox";
 impl Dockerd {
     /// Starts dockerd in `ns` and imports [`BUSYBOX_IMAGE`].
     pub fn start(ns: &NetNs) -> Dockerd {
+        Dockerd::start_with(ns, DockerdOptions::default())
+    }
+
+    /// As [`Dockerd::start`], with `options`.
+    pub fn start_with(ns: &NetNs, options: DockerdOptions) -> Dockerd {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let root = std::path::PathBuf::from(format!("/tmp/pgdocker-{}-{k}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
@@ -323,6 +341,7 @@ impl Dockerd {
             ns_path: ns.path(),
             root,
             child: None,
+            options,
         };
         dockerd.launch();
         let rootfs = dockerd.root.join("rootfs");
@@ -371,7 +390,9 @@ impl Dockerd {
             .arg(self.root.join("docker.pid"))
             .arg("-H")
             .arg(self.host())
-            .env("PATH", engine.path_env())
+            .args(&self.options.args)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .env("PATH", self.dockerd_path())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -393,6 +414,19 @@ impl Dockerd {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("dockerd did not come up: {}", self.log());
+    }
+
+    /// The engine's PATH, after [`DockerdOptions::path_first`].
+    fn dockerd_path(&self) -> std::ffi::OsString {
+        let engine_path = engine().path_env();
+        match &self.options.path_first {
+            None => engine_path,
+            Some(dir) => {
+                let mut paths = vec![dir.clone()];
+                paths.extend(std::env::split_paths(&engine_path));
+                std::env::join_paths(paths).expect("PATH entries without ':'")
+            }
+        }
     }
 
     /// Names the engine under test in the suite's output, bypassing the

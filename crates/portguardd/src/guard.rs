@@ -10,6 +10,7 @@ use portguard_config::Config;
 use portguard_core::control::{
     ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome, rfc3339,
 };
+use portguard_core::hostfw::DockerFirewall;
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::{L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
@@ -51,6 +52,8 @@ pub struct Guard<B> {
     pub snapshot: Snapshot,
     pub backend: B,
     pub docker: DockerStatus,
+    /// The firewall backend Docker said it uses when it last connected.
+    pub docker_firewall: Option<DockerFirewall>,
     /// The ruleset the kernel was last proven to hold.
     pub applied: Option<Ruleset>,
     pub verified_at: Option<SystemTime>,
@@ -84,6 +87,7 @@ impl<B: Backend> Guard<B> {
             snapshot: Snapshot::default(),
             backend,
             docker,
+            docker_firewall: None,
             applied: None,
             verified_at: None,
             last_reconcile: None,
@@ -291,8 +295,17 @@ impl<B: Backend> Guard<B> {
     }
 
     pub fn on_docker(&mut self, update: DockerUpdate) {
+        // Docker sets its IPv6 FORWARD drop while it starts; on
+        // iptables-legacy no nf_tables notification says so, and the
+        // (re)connection is the first sign of a start.
+        let connected = matches!(update, DockerUpdate::Connected { .. });
         let snapshot = match update {
-            DockerUpdate::Connected { snapshot, engine } => {
+            DockerUpdate::Connected {
+                snapshot,
+                engine,
+                firewall,
+            } => {
+                self.docker_firewall = firewall;
                 self.docker.connected = true;
                 self.docker.engine = Some(engine);
                 self.docker.error = None;
@@ -309,6 +322,9 @@ impl<B: Backend> Guard<B> {
         if let Some(snapshot) = snapshot {
             self.snapshot = snapshot;
             self.reconcile("docker", Instant::now());
+        }
+        if connected {
+            self.restore_ip6_policy("Docker (re)connected");
         }
     }
 

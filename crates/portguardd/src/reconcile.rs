@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use portguard_config::Config;
 use portguard_core::control::{ConfigSource, DockerStatus, RequestBody, ResponseBody};
-use portguard_core::verdict::{explain, port_reports};
 
 use crate::backend::{Backend, Kernel, choose_tier};
 use crate::blocked::{self, Blocked};
@@ -198,12 +197,9 @@ fn event_loop<B: Backend>(
                 RequestBody::Blocked => control::ok(ResponseBody::Blocked(
                     blocked.report(guard.config.guard.mode == portguard_config::Mode::Audit),
                 )),
-                RequestBody::Ports => control::ok(ResponseBody::Ports(port_reports(
-                    &guard.config,
-                    &guard.snapshot,
-                ))),
+                RequestBody::Ports => control::ok(ResponseBody::Ports(status::ports(guard))),
                 RequestBody::Explain { port, proto, from } => control::ok(ResponseBody::Explain(
-                    explain(&guard.config, &guard.snapshot, port, proto, from),
+                    status::explained(guard, port, proto, from),
                 )),
                 RequestBody::Metrics => {
                     control::ok(ResponseBody::Metrics(metrics.update(guard, true)))

@@ -1,9 +1,15 @@
 //! `guardctl status`, `ports` and `explain`, answered from the guard's
 //! state (and one read of the kernel for what only the kernel knows).
 
+use std::net::IpAddr;
+
 use portguard_config::{Mode, Scope};
+use portguard_core::L4Proto;
 use portguard_core::control::{ConfigStatus, RulesetStatus, Status, rfc3339};
-use portguard_core::verdict::port_reports;
+use portguard_core::hostfw::{FirewallStatus, assess};
+use portguard_core::verdict::{
+    Explanation, PortReport, explain, port_reports, warn_ipv6_input, warn_ipv6_input_explained,
+};
 
 use crate::backend::Backend;
 use crate::guard::Guard;
@@ -13,6 +19,8 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         .backend
         .ip6_forward_policy()
         .map_or_else(|e| format!("unknown ({e})"), |p| p.as_str().to_string());
+    let firewall = host_firewall(guard);
+    let published = warned_port_reports(guard, firewall.as_ref());
     // One read of the table serves both answers.
     let blocked = guard.backend.blocked_packets().ok().flatten();
     Status {
@@ -47,6 +55,57 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
             allow_entries: guard.config.allow.len(),
             error: guard.config_error.clone(),
         },
-        published: port_reports(&guard.config, &guard.snapshot),
+        published,
+        firewall,
     }
+}
+
+/// What Docker says of its firewall against what the kernel holds; `None`
+/// when the kernel cannot be read (the error is logged).
+pub fn host_firewall<B: Backend>(guard: &mut Guard<B>) -> Option<FirewallStatus> {
+    match guard.backend.netfilter_inventory() {
+        Ok(inventory) => Some(assess(guard.docker_firewall, &inventory)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the host's other firewall chains");
+            None
+        }
+    }
+}
+
+/// The verdicts, with the host firewall's warnings.
+fn warned_port_reports<B: Backend>(
+    guard: &Guard<B>,
+    firewall: Option<&FirewallStatus>,
+) -> Vec<PortReport> {
+    let mut reports = port_reports(&guard.config, &guard.snapshot);
+    warn_ipv6_input(
+        &mut reports,
+        firewall.and_then(|f| f.ipv6_input_drop.as_ref()),
+    );
+    reports
+}
+
+/// `guardctl ports`.
+pub fn ports<B: Backend>(guard: &mut Guard<B>) -> Vec<PortReport> {
+    let firewall = host_firewall(guard);
+    warned_port_reports(guard, firewall.as_ref())
+}
+
+/// `guardctl explain`, with the host firewall's warnings.
+pub fn explained<B: Backend>(
+    guard: &mut Guard<B>,
+    port: u16,
+    proto: L4Proto,
+    from: Option<IpAddr>,
+) -> Explanation {
+    let firewall = host_firewall(guard);
+    let mut explanation = explain(&guard.config, &guard.snapshot, port, proto, from);
+    warn_ipv6_input_explained(
+        &mut explanation,
+        &guard.snapshot,
+        port,
+        proto,
+        firewall.as_ref().and_then(|f| f.ipv6_input_drop.as_ref()),
+    );
+    explanation
 }

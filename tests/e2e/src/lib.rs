@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use portguard_testkit::daemon::{Daemon, until, wait_notify};
 pub use portguard_testkit::{
-    BUSYBOX_IMAGE, DockerLab, Dockerd, NetNs, docker_lab, tcp_probe, tcp_server,
+    BUSYBOX_IMAGE, DockerLab, Dockerd, DockerdOptions, NetNs, docker_lab, tcp_probe, tcp_server,
 };
 
 /// How long a probe waits for a connection that should succeed; one that
@@ -42,7 +42,13 @@ impl Env {
     /// Dockerd on a lab the test has prepared (e.g. a host firewall set up
     /// before Docker starts, as on a real host); no guard yet.
     pub fn on(lab: DockerLab) -> Env {
-        let dockerd = Dockerd::start(&lab.host);
+        Env::with_dockerd(lab, DockerdOptions::default())
+    }
+
+    /// As [`Env::on`], with a dockerd started with `options` (flags,
+    /// environment, PATH).
+    pub fn with_dockerd(lab: DockerLab, options: DockerdOptions) -> Env {
+        let dockerd = Dockerd::start_with(&lab.host, options);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("portguard.toml");
         Env {

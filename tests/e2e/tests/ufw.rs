@@ -158,3 +158,67 @@ fn ufw_with_the_guard_unlisted_closed_listed_open_across_ufw_reload_and_reenable
     ufw.run("--force enable");
     check("after ufw disable && ufw enable");
 }
+
+/// With ufw on, an allowlisted port is open over IPv4 but IPv6 reaches the
+/// (IPv4-only) container through docker-proxy on the INPUT path, where
+/// ufw's `default deny incoming` drops it. `ports` and `explain` say so;
+/// `ufw allow PORT/tcp` opens it.
+#[test]
+fn ufw_ipv6_to_an_allowlisted_port_is_dropped_by_ufw_and_ports_explain_say_so() {
+    let (lab, ufw) = ufw_host();
+    let mut env = Env::on(lab);
+    env.start_guard("[[allow]]\nport = 8080\n");
+    env.web("web", &["8080:80"], "");
+    assert_eq!(env.verdict(8080), "allowed");
+    assert!(
+        !env.open_from_wan("[fd00:77::1]:8080"),
+        "ufw's INPUT drops IPv6 to the allowlisted port (docker-proxy path)"
+    );
+    let ports = env.daemon().guardctl_json(&["ports"]);
+    let v6 = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["host_port"] == 8080 && p["host_ip"] != "0.0.0.0")
+        .unwrap_or_else(|| panic!("an IPv6 binding of 8080: {ports:#}"));
+    assert_eq!(v6["verdict"], "allowed", "{v6:#}");
+    let warning = v6["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("drops IPv6") && warning.contains("ufw allow 8080/tcp"),
+        "{v6:#}"
+    );
+    let explained = env.daemon().guardctl_json(&["explain", "8080"]);
+    assert_eq!(explained["answer"], "open", "{explained:#}");
+    assert!(
+        explained["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("ufw allow 8080/tcp")),
+        "{explained:#}"
+    );
+    let text = String::from_utf8_lossy(&env.daemon().guardctl(&["ports"]).stdout).into_owned();
+    assert!(
+        text.contains("warning: ") && text.contains("ufw allow 8080/tcp"),
+        "{text}"
+    );
+    // Nothing unlisted gets a warning, and no warning without ufw's drop.
+    env.web("db", &["27017:80"], "");
+    let db = env.daemon().guardctl_json(&["ports"]);
+    assert!(
+        db.as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["host_port"] == 27017)
+            .all(|p| p.get("warnings").is_none()),
+        "{db:#}"
+    );
+
+    ufw.run("allow 8080/tcp");
+    assert!(
+        env.open_from_wan("[fd00:77::1]:8080"),
+        "after ufw allow 8080/tcp the IPv6 connection works"
+    );
+    assert!(
+        !env.open_from_wan("[fd00:77::1]:27017"),
+        "unlisted stays closed over IPv6"
+    );
+}
