@@ -288,6 +288,7 @@ async fn full_snapshot(
         Snapshot {
             bridges: verified.bridges.clone(),
             published,
+            ..Snapshot::default()
         },
         verified,
     ))

@@ -84,6 +84,7 @@ impl TableState {
         use portguard_core::plan::names;
         self.counted_packets(names::PUBLISHED_FORWARD)
             + self.counted_packets(names::PUBLISHED_INPUT)
+            + self.counted_packets(names::DOCKER_API_INPUT)
     }
 
     /// Packets counted by the counters in `chain`.
