@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use portguard_core::control::{
-    ConfigSource, PROTOCOL_VERSION, ProtectionTier, Request, RequestBody, Response, ResponseBody,
-    Status, printable,
+    PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody, Status, printable,
 };
 use portguard_core::verdict::{Explanation, PortReport, Verdict};
 
@@ -63,18 +62,18 @@ pub fn ask(socket: &Path, body: RequestBody) -> anyhow::Result<ResponseBody> {
     }
 }
 
-struct Style {
+pub(crate) struct Style {
     color: bool,
 }
 
 impl Style {
-    fn stdout() -> Style {
+    pub(crate) fn stdout() -> Style {
         Style {
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 
-    fn paint(&self, text: &str, code: &str) -> String {
+    pub(crate) fn paint(&self, text: &str, code: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{text}\x1b[0m")
         } else {
@@ -172,99 +171,10 @@ fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
 }
 
 pub fn print_status(status: &Status) {
-    let style = Style::stdout();
-    let state = match (status.ruleset.installed, status.mode.as_str()) {
-        (false, _) => style.paint("NOT INSTALLED", "31;1"),
-        (true, "audit") => style.paint("auditing (nothing is dropped)", "33"),
-        (true, _) => style.paint("enforcing", "32"),
-    };
-    println!("portguard: {state}, scope {}", printable(&status.scope));
-    println!(
-        "ruleset:   {}{}",
-        if status.ruleset.installed {
-            "installed"
-        } else {
-            "missing"
-        },
-        status
-            .ruleset
-            .verified_at
-            .as_ref()
-            .map(|t| format!(", verified {}", printable(t)))
-            .unwrap_or_default()
+    print!(
+        "{}",
+        crate::status_text::render_status(status, &Style::stdout())
     );
-    if let Some(r) = &status.last_reconcile {
-        println!(
-            "reconcile: {} at {} ({:.1} ms): {}",
-            printable(&r.trigger),
-            printable(&r.at),
-            r.duration_ms,
-            printable(&r.outcome)
-        );
-    }
-    let docker = if status.docker.connected {
-        format!(
-            "connected ({}, Engine {})",
-            printable(&status.docker.socket),
-            printable(status.docker.engine.as_deref().unwrap_or("?"))
-        )
-    } else {
-        style.paint(
-            &format!(
-                "not connected ({}: {}) -- protection stays as last applied",
-                printable(&status.docker.socket),
-                printable(status.docker.error.as_deref().unwrap_or("unknown"))
-            ),
-            "33",
-        )
-    };
-    println!("docker:    {docker}");
-    println!(
-        "ipv6:      FORWARD policy {} ({} restore{})",
-        printable(&status.ipv6_forward_policy),
-        status.ipv6_policy_restores,
-        if status.ipv6_policy_restores == 1 {
-            ""
-        } else {
-            "s"
-        }
-    );
-    println!(
-        "restores:  {}{}",
-        status.restores,
-        status
-            .last_restore_ms
-            .map(|ms| format!(" (last took {ms:.1} ms)"))
-            .unwrap_or_default()
-    );
-    println!(
-        "blocked:   {} new connection packets",
-        status.blocked_packets
-    );
-    let protection = match status.protection {
-        ProtectionTier::OwnedPersistent => {
-            "owned-persistent (the kernel refuses changes by anybody else)"
-        }
-        ProtectionTier::OwnedStandby => "owned-standby (owned table plus a standby copy)",
-        ProtectionTier::Twin => "twin (two copies, each restored when deleted)",
-    };
-    println!("tables:    {protection}");
-    let in_force = match status.config.in_force {
-        ConfigSource::Files => "reload refused, last good configuration in force",
-        ConfigSource::LastGood => "invalid at start; guarding with the last good configuration",
-        ConfigSource::Closed => "invalid at start and none kept; every published port is closed",
-    };
-    match &status.config.error {
-        Some(e) => println!(
-            "config:    {}",
-            style.paint(&format!("{in_force}: {}", printable(e)), "31")
-        ),
-        None => println!(
-            "config:    {} ({} allow entries)",
-            printable(&status.config.path),
-            status.config.allow_entries
-        ),
-    }
     println!();
     print_ports(&status.published);
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod cli;
 mod client;
+mod status_text;
 
 use clap::Parser;
 use cli::{Cli, Command};

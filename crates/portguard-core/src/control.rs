@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::docker_api::DockerApiReport;
 use crate::snapshot::L4Proto;
 use crate::verdict::{Explanation, PortReport};
 
@@ -117,6 +118,9 @@ pub struct Status {
     pub ended_connections: u64,
     pub config: ConfigStatus,
     pub published: Vec<PortReport>,
+    /// TCP ports dockerd listens on (`-H tcp://...`): the Docker API.
+    #[serde(default)]
+    pub docker_api: Vec<DockerApiReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! verdict on every published port come out.
 
 pub mod control;
+pub mod docker_api;
 pub mod intervals;
 pub mod plan;
 pub mod render;

@@ -11,11 +11,12 @@ use portguard_core::control::{
     ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome, rfc3339,
 };
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
-use portguard_core::{L4Proto, Ruleset, Snapshot, plan};
+use portguard_core::{DockerApiListener, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
 use portguard_nft::TableOutcome;
 
 use crate::backend::Backend;
+use crate::logging::event;
 use crate::{lastgood, notify};
 
 /// What one reconcile did.
@@ -128,11 +129,13 @@ impl<B: Backend> Guard<B> {
                     let ms = since.elapsed().as_secs_f64() * 1000.0;
                     self.last_restore_ms = Some(ms);
                     tracing::warn!(
+                        portguard_event = event::RESTORE,
                         reason,
                         restores = self.restores,
                         restore_ms = %format!("{ms:.2}"),
                         found = %repaired.join("; "),
-                        "guard table restored: somebody else had changed it"
+                        "guard table restored after {reason}: somebody else had changed it ({})",
+                        repaired.join("; ")
                     );
                     Outcome::Restored(repaired.join("; "))
                 }
@@ -141,7 +144,11 @@ impl<B: Backend> Guard<B> {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &outcome {
             Outcome::Failed(error) => {
-                tracing::error!(reason, error, "reconcile failed; the next trigger retries")
+                tracing::error!(
+                    portguard_event = event::RECONCILE_FAILED,
+                    reason,
+                    "reconcile failed ({error}); the next trigger retries"
+                )
             }
             Outcome::Unchanged => tracing::debug!(reason, "reconcile: unchanged"),
             _ => {
@@ -185,6 +192,7 @@ impl<B: Backend> Guard<B> {
             Ok(stats) if stats.ended > 0 => {
                 self.ended_connections += stats.ended as u64;
                 tracing::info!(
+                    portguard_event = event::CONNECTIONS_ENDED,
                     reason,
                     ended = stats.ended,
                     examined = stats.examined,
@@ -206,7 +214,7 @@ impl<B: Backend> Guard<B> {
             Ok(restored) => {
                 for r in restored {
                     self.ip6_restores += 1;
-                    tracing::warn!(why, backend = ?r.backend, "IPv6 FORWARD policy was drop; set it back to accept");
+                    tracing::warn!(portguard_event = event::IPV6_POLICY_RESTORE, why, backend = ?r.backend, "IPv6 FORWARD policy was drop; set it back to accept");
                 }
             }
             Err(e) => tracing::error!(error = %e, "could not restore the IPv6 FORWARD policy"),
@@ -217,7 +225,10 @@ impl<B: Backend> Guard<B> {
     /// the one in force (P7). Never reports what did not happen.
     pub fn reload(&mut self, loaded: Result<Config, String>) -> ReloadOutcome {
         let refuse = |guard: &mut Self, error: String| {
-            tracing::error!(error, "configuration refused; the one in force stays");
+            tracing::error!(
+                portguard_event = event::CONFIG_ERROR,
+                "configuration refused ({error}); the one in force stays"
+            );
             guard.config_error = Some(error.clone());
             ReloadOutcome {
                 applied: false,
@@ -245,7 +256,7 @@ impl<B: Backend> Guard<B> {
                 self.config_source = ConfigSource::Files;
                 self.config_error = None;
                 self.keep_last_good();
-                tracing::info!("configuration reloaded");
+                tracing::info!(portguard_event = event::RELOAD, "configuration reloaded");
                 ReloadOutcome {
                     applied: true,
                     error: None,
@@ -271,6 +282,7 @@ impl<B: Backend> Guard<B> {
     pub fn on_docker(&mut self, update: DockerUpdate) {
         let snapshot = match update {
             DockerUpdate::Connected { snapshot, engine } => {
+                tracing::info!(portguard_event = event::DOCKER_CONNECTED, %engine, "connected to Docker (Engine {engine})");
                 self.docker.connected = true;
                 self.docker.engine = Some(engine);
                 self.docker.error = None;
@@ -279,15 +291,66 @@ impl<B: Backend> Guard<B> {
             DockerUpdate::Snapshot(snapshot) => Some(snapshot),
             // P8: protection stays as it was while Docker is away.
             DockerUpdate::Disconnected { error } => {
+                if self.docker.connected {
+                    tracing::warn!(
+                        portguard_event = event::DOCKER_DISCONNECTED,
+                        "lost Docker ({error}); protection stays as last applied"
+                    );
+                }
                 self.docker.connected = false;
                 self.docker.error = Some(error);
                 None
             }
         };
-        if let Some(snapshot) = snapshot {
+        if let Some(mut snapshot) = snapshot {
+            // Docker does not know what dockerd listens on; the scanner does.
+            snapshot.docker_api = std::mem::take(&mut self.snapshot.docker_api);
             self.snapshot = snapshot;
             self.reconcile("docker", Instant::now());
         }
+    }
+
+    /// dockerd's TCP listeners changed: close (or reopen) them, and say so
+    /// loudly while any is reachable from outside.
+    pub fn on_docker_api(&mut self, listeners: Vec<DockerApiListener>) {
+        if listeners == self.snapshot.docker_api {
+            return;
+        }
+        for l in listeners.iter().filter(|l| !l.is_local_only()) {
+            let how = if l.is_plain() {
+                "WITHOUT TLS: whoever reaches it is root on this host"
+            } else {
+                "whoever reaches it with a client certificate (if TLS is on) is root on this host"
+            };
+            let guard = match self.config.guard.mode {
+                portguard_config::Mode::Enforce => {
+                    "closed on untrusted interfaces unless an allow entry with `from` opens it"
+                }
+                portguard_config::Mode::Audit => "audit mode: NOT closed",
+            };
+            tracing::warn!(
+                portguard_event = event::DOCKER_API_EXPOSED,
+                port = l.port,
+                address = %l.addr,
+                process = "dockerd",
+                pid = l.pid,
+                plain = l.is_plain(),
+                "the Docker API listens on {}:{} (dockerd, pid {}), {how}; {guard}",
+                l.addr,
+                l.port,
+                l.pid
+            );
+        }
+        if listeners.iter().all(|l| l.is_local_only())
+            && self.snapshot.docker_api.iter().any(|l| !l.is_local_only())
+        {
+            tracing::info!(
+                portguard_event = event::DOCKER_API_GONE,
+                "dockerd no longer listens on TCP beyond loopback"
+            );
+        }
+        self.snapshot.docker_api = listeners;
+        self.reconcile("docker api", Instant::now());
     }
 
     pub fn notify_status(&self) {

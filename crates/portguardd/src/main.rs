@@ -9,8 +9,10 @@
 mod backend;
 mod cli;
 mod control;
+mod docker_api;
 mod guard;
 mod lastgood;
+mod logging;
 mod notify;
 mod reconcile;
 mod status;
@@ -22,14 +24,7 @@ use clap::Parser;
 use cli::Args;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTGUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    logging::init();
     let args = Args::parse();
     if args.remove_rules {
         return match backend::remove_all() {

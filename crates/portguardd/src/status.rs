@@ -3,6 +3,7 @@
 
 use portguard_config::{Mode, Scope};
 use portguard_core::control::{ConfigStatus, RulesetStatus, Status, rfc3339};
+use portguard_core::docker_api::docker_api_reports;
 use portguard_core::verdict::port_reports;
 
 use crate::backend::Backend;
@@ -46,5 +47,6 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
             error: guard.config_error.clone(),
         },
         published: port_reports(&guard.config, &guard.snapshot),
+        docker_api: docker_api_reports(&guard.config, &guard.snapshot),
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use portguard_config::Config;
+use portguard_core::DockerApiListener;
 use portguard_core::control::{RequestBody, Response};
 use portguard_docker::DockerUpdate;
 use portguard_nft::{Change, Monitor, MonitorEvent};
@@ -23,6 +24,8 @@ pub enum Trigger {
     /// Notifications were lost: check everything.
     Overflow,
     Docker(DockerUpdate),
+    /// The Docker API scanner found other listeners than before.
+    DockerApi(Vec<DockerApiListener>),
     Control(RequestBody, ReplyTo),
     /// SIGHUP.
     Reload,
@@ -107,6 +110,8 @@ pub struct Pending {
     pub check_table: Option<(String, Instant)>,
     pub check_ip6: Option<String>,
     pub docker: Vec<DockerUpdate>,
+    /// The latest Docker API scan, if one came.
+    pub docker_api: Option<Vec<DockerApiListener>>,
     pub control: Vec<(RequestBody, ReplyTo)>,
     /// A reload was asked for (SIGHUP).
     pub reload: bool,
@@ -136,6 +141,7 @@ impl Pending {
                 self.check_ip6 = Some("monitor overflow".into());
             }
             Trigger::Docker(update) => self.docker.push(update),
+            Trigger::DockerApi(listeners) => self.docker_api = Some(listeners),
             Trigger::Control(RequestBody::Reload, reply) => {
                 self.reload = true;
                 self.control.push((RequestBody::Reload, reply));
