@@ -289,7 +289,7 @@ fn config_line(status: &Status, style: &Style) -> String {
         Some(error) => {
             let in_force = match c.in_force {
                 ConfigSource::Files => {
-                    format!("the last reload was refused; the configuration read before stays in force ({entries})")
+                    format!("reload refused; the configuration read before stays in force ({entries})")
                 }
                 ConfigSource::LastGood => format!(
                     "the files were invalid at start; the last good configuration is in force ({entries})"

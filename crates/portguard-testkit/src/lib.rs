@@ -306,6 +306,8 @@ pub struct Dockerd {
     ns_path: String,
     root: std::path::PathBuf,
     child: Option<std::process::Child>,
+    /// Flags beyond the roots and socket, e.g. `-H tcp://0.0.0.0:2375`.
+    extra_args: Vec<String>,
 }
 
 /// The image every test container runs: busybox (httpd, nc, sh) imported
@@ -315,6 +317,11 @@ pub const BUSYBOX_IMAGE: &str = "pgbusybox";
 impl Dockerd {
     /// Starts dockerd in `ns` and imports [`BUSYBOX_IMAGE`].
     pub fn start(ns: &NetNs) -> Dockerd {
+        Dockerd::start_with_args(ns, &[])
+    }
+
+    /// Like [`Dockerd::start`], with more dockerd flags (kept on restart).
+    pub fn start_with_args(ns: &NetNs, extra_args: &[&str]) -> Dockerd {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let root = std::path::PathBuf::from(format!("/tmp/pgdocker-{}-{k}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
@@ -322,6 +329,7 @@ impl Dockerd {
             ns_path: ns.path(),
             root,
             child: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         dockerd.launch();
         let rootfs = dockerd.root.join("rootfs");
@@ -377,6 +385,7 @@ impl Dockerd {
             .arg(self.root.join("docker.pid"))
             .arg("-H")
             .arg(self.host())
+            .args(&self.extra_args)
             .env("PATH", engine.path_env())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
