@@ -67,3 +67,50 @@ pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApi
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::snapshot::DockerApiListener;
+
+    fn snapshot(addr: &str) -> Snapshot {
+        Snapshot {
+            docker_api: vec![DockerApiListener {
+                addr: addr.parse().unwrap(),
+                port: 2375,
+                pid: 7,
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn only_sourced_entries_open_the_docker_api_and_unsourced_ones_are_named() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 2375\n\
+             [[allow]]\nport = \"2000-3000\"\nfrom = [\"192.0.2.0/24\"]\n\
+             [[allow]]\nport = 2376\nfrom = [\"192.0.2.9\"]\n\
+             [[allow]]\nport = 2375\nproto = \"udp\"\nfrom = [\"192.0.2.9\"]\n",
+        )
+        .unwrap();
+        let report = &docker_api_reports(&config, &snapshot("0.0.0.0"))[0];
+        assert!(report.plain);
+        assert_eq!(report.verdict, "closed");
+        assert_eq!(report.open_to.len(), 1, "{report:?}");
+        assert!(report.open_to[0].starts_with("port 2000-3000/tcp from 192.0.2.0/24"));
+        assert_eq!(report.ignored.len(), 1, "{report:?}");
+        assert!(report.ignored[0].starts_with("port 2375/tcp"));
+    }
+
+    #[test]
+    fn loopback_listeners_are_local_only_and_audit_mode_says_so() {
+        let config = Config::default();
+        assert_eq!(
+            docker_api_reports(&config, &snapshot("127.0.0.1"))[0].verdict,
+            "local-only"
+        );
+        let audit = Config::from_toml_str("[guard]\nmode = \"audit\"\n").unwrap();
+        assert_eq!(docker_api_reports(&audit, &snapshot("::"))[0].verdict, "audit");
+    }
+}
