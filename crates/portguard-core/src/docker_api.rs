@@ -111,6 +111,9 @@ mod tests {
             "local-only"
         );
         let audit = Config::from_toml_str("[guard]\nmode = \"audit\"\n").unwrap();
-        assert_eq!(docker_api_reports(&audit, &snapshot("::"))[0].verdict, "audit");
+        assert_eq!(
+            docker_api_reports(&audit, &snapshot("::"))[0].verdict,
+            "audit"
+        );
     }
 }
