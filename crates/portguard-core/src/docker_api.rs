@@ -3,11 +3,12 @@
 
 use std::net::IpAddr;
 
-use portguard_config::{Config, Mode};
+use portguard_config::{AllowEntry, Config, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::entry_admits;
 use crate::snapshot::{L4Proto, Snapshot};
+use crate::verdict::Explanation;
 
 /// One Docker API listener, as `status --json` shows it (`docker_api`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,17 +35,11 @@ pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApi
         .docker_api
         .iter()
         .map(|l| {
-            // The entries that name this port, with or without a source
-            // (a sourced entry is asked about the first address it lists).
             let naming = |sourced: bool| -> Vec<String> {
                 config
                     .allow
                     .iter()
-                    .filter(|e| e.from.is_empty() != sourced)
-                    .filter(|e| {
-                        let source = e.from.first().map(|c| c.addr());
-                        entry_admits(e, snapshot, l.port, L4Proto::Tcp, source)
-                    })
+                    .filter(|e| e.from.is_empty() != sourced && names_port(e, snapshot, l.port))
                     .map(|e| e.describe())
                     .collect()
             };
@@ -66,6 +61,80 @@ pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApi
             }
         })
         .collect()
+}
+
+/// Whether `entry` opens TCP `port` for some source (a sourced entry is
+/// asked about the first address it lists).
+fn names_port(entry: &AllowEntry, snapshot: &Snapshot, port: u16) -> bool {
+    let source = entry.from.first().map(|c| c.addr());
+    entry_admits(entry, snapshot, port, L4Proto::Tcp, source)
+}
+
+/// `guardctl explain` for a port dockerd listens on (and no container
+/// publishes): `None` for any other port.
+pub fn explain(
+    config: &Config,
+    snapshot: &Snapshot,
+    port: u16,
+    proto: L4Proto,
+    from: Option<IpAddr>,
+) -> Option<Explanation> {
+    let listeners: Vec<_> = snapshot
+        .docker_api
+        .iter()
+        .filter(|l| proto == L4Proto::Tcp && l.port == port)
+        .collect();
+    let first = listeners.first()?;
+    let target = format!("{port}/{proto}");
+    let mut reasons = vec![format!(
+        "dockerd (pid {}) listens on {}: the Docker API{}",
+        first.pid,
+        std::net::SocketAddr::new(first.addr, port),
+        if first.is_plain() {
+            ", without TLS: whoever reaches it is root on this host"
+        } else {
+            ""
+        }
+    )];
+    if listeners.iter().all(|l| l.is_local_only()) {
+        reasons.push("it is bound to loopback only: unreachable from other hosts".into());
+        return Some(Explanation {
+            answer: "local-only".into(),
+            reasons,
+        });
+    }
+    let source = from.map_or_else(|| "any source".to_string(), |ip| ip.to_string());
+    let mut open = false;
+    for entry in &config.allow {
+        if !names_port(entry, snapshot, port) {
+            continue;
+        }
+        if entry.from.is_empty() {
+            reasons.push(format!(
+                "{} has no `from`, so it does not open the Docker API",
+                entry.describe()
+            ));
+        } else if entry.admits_source(from) {
+            reasons.push(format!("allowed for {source} by {}", entry.describe()));
+            open = true;
+        } else {
+            reasons.push(format!("{} does not admit {source}", entry.describe()));
+        }
+    }
+    if !open {
+        reasons.push(format!(
+            "no allow entry with `from` admits {target} from {source}: new connections from untrusted interfaces are dropped{}",
+            if config.guard.mode == Mode::Audit {
+                " (audit mode: counted and logged, not dropped)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Some(Explanation {
+        answer: if open { "open" } else { "closed" }.into(),
+        reasons,
+    })
 }
 
 #[cfg(test)]
@@ -101,6 +170,23 @@ mod tests {
         assert!(report.open_to[0].starts_with("port 2000-3000/tcp from 192.0.2.0/24"));
         assert_eq!(report.ignored.len(), 1, "{report:?}");
         assert!(report.ignored[0].starts_with("port 2375/tcp"));
+    }
+
+    #[test]
+    fn explain_names_the_docker_api_and_what_opens_it() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 2375\n[[allow]]\nport = 2375\nfrom = [\"192.0.2.9\"]\n",
+        )
+        .unwrap();
+        let any = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, None).unwrap();
+        assert_eq!(any.answer, "closed", "{any:?}");
+        assert!(any.reasons[0].contains("without TLS"), "{any:?}");
+        assert!(any.reasons[1].contains("has no `from`"), "{any:?}");
+        let ci = "192.0.2.9".parse().ok();
+        let ci = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, ci).unwrap();
+        assert_eq!(ci.answer, "open", "{ci:?}");
+        assert!(explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Udp, None).is_none());
+        assert!(explain(&config, &snapshot("0.0.0.0"), 2376, L4Proto::Tcp, None).is_none());
     }
 
     #[test]
