@@ -140,4 +140,13 @@ fn docker_api_on_tcp_is_closed_to_outside_warned_about_and_opened_only_by_a_sour
         text.contains("closed except to port 2375/tcp from 10.77.0.2/32"),
         "{text}"
     );
+    let explained = daemon.guardctl_json(&["explain", "2375", "--from", "10.77.0.2"]);
+    assert_eq!(explained["answer"], "open", "{explained}");
+    assert!(
+        explained["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("the Docker API"),
+        "{explained}"
+    );
 }
