@@ -200,7 +200,14 @@ fn scan_loop(rx: &Receiver<()>, report: impl Fn(Vec<DockerApiListener>) -> bool)
     let mut last: Option<Vec<DockerApiListener>> = None;
     let mut failing = false;
     loop {
-        match scan() {
+        let started = std::time::Instant::now();
+        let result = scan();
+        tracing::debug!(
+            elapsed_ms = %format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+            listeners = result.as_ref().map_or(0, Vec::len),
+            "looked for the Docker API"
+        );
+        match result {
             Ok(found) => {
                 failing = false;
                 if last.as_ref() != Some(&found) {

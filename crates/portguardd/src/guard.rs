@@ -335,9 +335,8 @@ impl<B: Backend> Guard<B> {
                 process = "dockerd",
                 pid = l.pid,
                 plain = l.is_plain(),
-                "the Docker API listens on {}:{} (dockerd, pid {}), {how}; {guard}",
-                l.addr,
-                l.port,
+                "the Docker API listens on {} (dockerd, pid {}), {how}; {guard}",
+                std::net::SocketAddr::new(l.addr, l.port),
                 l.pid
             );
         }
@@ -583,6 +582,38 @@ mod tests {
             1,
             "kept as the last good configuration"
         );
+    }
+
+    #[test]
+    fn the_docker_api_stays_closed_across_docker_snapshots() {
+        use portguard_core::plan::names;
+        use portguard_core::ruleset::Element;
+        let (mut guard, _dir) = guard("");
+        guard.reconcile("start", Instant::now());
+        let api_ports = |guard: &Guard<FakeKernel>| {
+            guard.backend.tables[0]
+                .as_ref()
+                .unwrap()
+                .set(names::DOCKER_API_TCP)
+                .unwrap()
+                .elements
+                .clone()
+        };
+        assert!(api_ports(&guard).is_empty());
+        guard.on_docker_api(vec![DockerApiListener {
+            addr: "0.0.0.0".parse().unwrap(),
+            port: 2375,
+            pid: 1,
+        }]);
+        let closed = vec![Element::Port(
+            portguard_config::PortRange::single(2375).unwrap(),
+        )];
+        assert_eq!(api_ports(&guard), closed);
+        // Docker's snapshots know nothing of dockerd's listeners.
+        guard.on_docker(DockerUpdate::Snapshot(Snapshot::default()));
+        assert_eq!(api_ports(&guard), closed);
+        guard.on_docker_api(Vec::new());
+        assert!(api_ports(&guard).is_empty());
     }
 
     #[test]

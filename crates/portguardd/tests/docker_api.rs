@@ -64,7 +64,12 @@ fn docker_api_on_tcp_is_closed_to_outside_warned_about_and_opened_only_by_a_sour
     write_config(&config, "", &dockerd.socket());
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    let daemon = Daemon::start(&lab.host, &config, Some(&notify_path), &[]);
+    let daemon = Daemon::start(
+        &lab.host,
+        &config,
+        Some(&notify_path),
+        &[("PORTGUARD_LOG", "info,portguardd::docker_api=debug")],
+    );
     wait_notify(&notify, "READY=1", Duration::from_secs(10));
     until("the Docker API is found", Duration::from_secs(15), || {
         daemon.guardctl_json(&["status"])["docker_api"]
@@ -101,6 +106,13 @@ fn docker_api_on_tcp_is_closed_to_outside_warned_about_and_opened_only_by_a_sour
         "{text}"
     );
     let log = daemon.log();
+    // What one look costs (sock_diag dump plus dockerd's /proc/PID/fd).
+    for line in log
+        .lines()
+        .filter(|l| l.contains("looked for the Docker API"))
+    {
+        eprintln!("docker api scan: {line}");
+    }
     assert!(
         log.contains("portguard_event=\"docker_api_exposed\"") && log.contains("port=2375"),
         "{log}"
