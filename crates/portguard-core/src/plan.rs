@@ -11,8 +11,9 @@
 //! * `input` (hook input, priority filter - 1): the same gate, then new
 //!   connections to a published host port (the userland-proxy path, which
 //!   never crosses FORWARD) are judged by `published_input`.
-//! * `input` also sends new TCP connections to a port dockerd itself
-//!   listens on (`-H tcp://...`, the Docker API) to `docker_api_input`,
+//! * `input` also sends new TCP connections to Docker's API ports (2375,
+//!   2376, and any other port dockerd itself is seen listening on with
+//!   `-H tcp://...`) to `docker_api_input`,
 //!   which admits only allow entries that name a source (`from`): an
 //!   unsourced `port = 2375` would hand root on this host to the whole
 //!   network, so it does not open the Docker API.
@@ -30,7 +31,7 @@ use crate::ruleset::{
     BaseChain, Chain, CtStates, Element, Hook, IfMatch, PRIORITY_FILTER, Policy, Rule, Ruleset,
     Set, SetKey, Stmt,
 };
-use crate::snapshot::{L4Proto, Snapshot};
+use crate::snapshot::{DOCKER_API_PORTS, L4Proto, Snapshot};
 
 /// Names of the sets and chains, shared with the kernel backend and tests.
 pub mod names {
@@ -221,13 +222,16 @@ fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
     }
 }
 
-/// The Docker API ports dockerd listens on beyond loopback.
+/// Docker's registered API ports, and any other port dockerd is seen
+/// listening on beyond loopback.
 fn docker_api_set(snapshot: &Snapshot) -> Set {
     let ports = snapshot
         .docker_api
         .iter()
         .filter(|l| !l.is_local_only())
-        .filter_map(|l| PortRange::single(l.port));
+        .map(|l| l.port)
+        .chain(DOCKER_API_PORTS)
+        .filter_map(PortRange::single);
     Set {
         name: names::DOCKER_API_TCP.to_string(),
         key: SetKey::Port,

@@ -118,6 +118,11 @@ pub struct DockerApiListener {
 
 /// The port of the Docker API without TLS, by convention (2376 is TLS).
 pub const DOCKER_API_PLAIN_PORT: u16 = 2375;
+/// Docker's registered ports (IANA): 2375 plain, 2376 TLS. The guard
+/// closes them whether or not dockerd is seen listening, so that a dockerd
+/// starting with `-H tcp://0.0.0.0:2375` is closed from its first packet
+/// rather than from the moment the scanner finds it.
+pub const DOCKER_API_PORTS: [u16; 2] = [2375, 2376];
 
 impl DockerApiListener {
     /// Bound to a loopback address only: unreachable from outside.

@@ -3,8 +3,10 @@
 //! file descriptors points at (`/proc/PID/fd/N -> socket:[INODE]`).
 //!
 //! The scan runs on a thread of its own, every [`RESCAN_INTERVAL`] and
-//! whenever the loop pokes it (Docker reconnected: dockerd may have
-//! restarted with other `-H` flags); the loop never waits for it. It
+//! whenever the loop pokes it: Docker reconnected (dockerd may have
+//! restarted with other `-H` flags), or somebody changed netfilter (a
+//! starting dockerd opens its listeners, then writes its rules, seconds
+//! before it answers on its socket). The loop never waits for it. It
 //! reports only when what it found changed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -24,6 +26,9 @@ use portguard_core::DockerApiListener;
 
 /// How often dockerd's listeners are looked at without being asked.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+/// Least time between two looks: a storm of netfilter changes (each one a
+/// poke) costs at most one look (about 2 ms) per this.
+const MIN_GAP: Duration = Duration::from_millis(100);
 /// A kernel that does not answer a dump within this is an error.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The process name dockerd runs under (`/proc/PID/comm`).
@@ -226,7 +231,8 @@ fn scan_loop(rx: &Receiver<()>, report: impl Fn(Vec<DockerApiListener>) -> bool)
             }
             Err(_) => {}
         }
-        match rx.recv_timeout(RESCAN_INTERVAL) {
+        std::thread::sleep(MIN_GAP);
+        match rx.recv_timeout(RESCAN_INTERVAL - MIN_GAP) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }

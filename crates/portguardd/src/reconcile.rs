@@ -184,6 +184,9 @@ fn event_loop<B: Backend>(
             }
             guard.on_docker(update);
         }
+        if pending.netfilter_changed {
+            docker_api_scan.now();
+        }
         if let Some(listeners) = pending.docker_api.take() {
             guard.on_docker_api(listeners);
         }

@@ -110,6 +110,9 @@ pub struct Pending {
     pub check_table: Option<(String, Instant)>,
     pub check_ip6: Option<String>,
     pub docker: Vec<DockerUpdate>,
+    /// Somebody else changed netfilter (dockerd starting writes its rules
+    /// right after it opened its `-H` listeners): worth a Docker API look.
+    pub netfilter_changed: bool,
     /// The latest Docker API scan, if one came.
     pub docker_api: Option<Vec<DockerApiListener>>,
     pub control: Vec<(RequestBody, ReplyTo)>,
@@ -128,6 +131,7 @@ impl Pending {
                     change.process, change.pid
                 );
                 tracing::debug!(why, tables = ?change.tables, "netfilter changed");
+                self.netfilter_changed = true;
                 if change.may_touch_our_table() && self.check_table.is_none() {
                     self.check_table = Some((why.clone(), at));
                 }
