@@ -201,7 +201,7 @@ impl<B: Backend> Guard<B> {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e, "could not end connections the allowlist no longer admits")
+                tracing::error!("could not end connections the allowlist no longer admits: {e}")
             }
         }
     }
@@ -217,7 +217,7 @@ impl<B: Backend> Guard<B> {
                     tracing::warn!(portguard_event = event::IPV6_POLICY_RESTORE, why, backend = ?r.backend, "IPv6 FORWARD policy was drop; set it back to accept");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "could not restore the IPv6 FORWARD policy"),
+            Err(e) => tracing::error!("could not restore the IPv6 FORWARD policy: {e}"),
         }
     }
 

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not remove the guard's tables");
+                tracing::error!("could not remove the guard's tables: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     match reconcile::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "fatal");
+            tracing::error!("fatal: {e:#}");
             ExitCode::FAILURE
         }
     }

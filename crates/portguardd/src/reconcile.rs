@@ -40,7 +40,7 @@ fn starting_config(options: &Options) -> (Config, ConfigSource, Option<String>) 
     match triggers::read_config_at_start(options.config_path.clone(), START_READ_TIMEOUT) {
         Ok(config) => (config, ConfigSource::Files, None),
         Err(error) => match lastgood::load(&options.state_dir).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the kept last good configuration is unreadable too");
+            tracing::error!("the kept last good configuration is unreadable too: {e}");
             None
         }) {
             Some(config) => {

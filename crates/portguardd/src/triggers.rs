@@ -36,22 +36,26 @@ pub enum Trigger {
 
 pub fn spawn_monitor(tx: Sender<Trigger>) -> anyhow::Result<()> {
     let mut monitor = Monitor::open().context("subscribing to nftables changes")?;
-    std::thread::Builder::new().name("nft-monitor".into()).spawn(move || {
-        loop {
-            let trigger = match monitor.next_event() {
-                Ok(MonitorEvent::Change(change)) if change.ours => continue,
-                Ok(MonitorEvent::Change(change)) => Trigger::Netfilter(change, Instant::now()),
-                Ok(MonitorEvent::Overflow) => Trigger::Overflow,
-                Err(e) => {
-                    tracing::error!(error = %e, "nftables monitor failed; relying on periodic verification");
+    std::thread::Builder::new()
+        .name("nft-monitor".into())
+        .spawn(move || {
+            loop {
+                let trigger = match monitor.next_event() {
+                    Ok(MonitorEvent::Change(change)) if change.ours => continue,
+                    Ok(MonitorEvent::Change(change)) => Trigger::Netfilter(change, Instant::now()),
+                    Ok(MonitorEvent::Overflow) => Trigger::Overflow,
+                    Err(e) => {
+                        tracing::error!(
+                            "nftables monitor failed ({e}); relying on periodic verification"
+                        );
+                        return;
+                    }
+                };
+                if tx.send(trigger).is_err() {
                     return;
                 }
-            };
-            if tx.send(trigger).is_err() {
-                return;
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -86,7 +90,7 @@ pub fn read_config(path: PathBuf, tx: Sender<Trigger>) {
             let _ = tx.send(Trigger::ConfigRead(result));
         });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the configuration reader");
+        tracing::error!("could not start the configuration reader: {e}");
     }
 }
 
