@@ -79,7 +79,7 @@ pub fn status_lines(ports: &[BlockedPort]) -> Vec<String> {
         .iter()
         .map(|p| {
             format!(
-                "  last hour: {} {} from {} (most: {})",
+                "{}: {} in the last hour, from {} (most: {}).",
                 port_name(p),
                 plural(p.attempts, "attempt", "attempts"),
                 plural(p.distinct_sources, "source", "sources"),

@@ -6,10 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use portguard_core::control::{
-    ConfigSource, PROTOCOL_VERSION, ProtectionTier, Request, RequestBody, Response, ResponseBody,
-    Status, printable,
+    PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody, Status, printable,
 };
-use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
 use portguard_core::verdict::{Explanation, PortReport, Verdict};
 
 /// The daemon could not be reached at all; each case has its own exit code.
@@ -64,18 +62,18 @@ pub fn ask(socket: &Path, body: RequestBody) -> anyhow::Result<ResponseBody> {
     }
 }
 
-struct Style {
+pub(crate) struct Style {
     color: bool,
 }
 
 impl Style {
-    fn stdout() -> Style {
+    pub(crate) fn stdout() -> Style {
         Style {
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 
-    fn paint(&self, text: &str, code: &str) -> String {
+    pub(crate) fn paint(&self, text: &str, code: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{text}\x1b[0m")
         } else {
@@ -205,105 +203,10 @@ fn print_port_warnings(ports: &[PortReport]) {
 }
 
 pub fn print_status(status: &Status) {
-    let style = Style::stdout();
-    let state = match (status.ruleset.installed, status.mode.as_str()) {
-        (false, _) => style.paint("NOT INSTALLED", "31;1"),
-        (true, "audit") => style.paint("auditing (nothing is dropped)", "33"),
-        (true, _) => style.paint("enforcing", "32"),
-    };
-    println!("portguard: {state}, scope {}", printable(&status.scope));
-    println!(
-        "ruleset:   {}{}",
-        if status.ruleset.installed {
-            "installed"
-        } else {
-            "missing"
-        },
-        status
-            .ruleset
-            .verified_at
-            .as_ref()
-            .map(|t| format!(", verified {}", printable(t)))
-            .unwrap_or_default()
+    print!(
+        "{}",
+        crate::status_text::render_status(status, &Style::stdout())
     );
-    if let Some(r) = &status.last_reconcile {
-        println!(
-            "reconcile: {} at {} ({:.1} ms): {}",
-            printable(&r.trigger),
-            printable(&r.at),
-            r.duration_ms,
-            printable(&r.outcome)
-        );
-    }
-    let docker = if status.docker.connected {
-        format!(
-            "connected ({}, Engine {})",
-            printable(&status.docker.socket),
-            printable(status.docker.engine.as_deref().unwrap_or("?"))
-        )
-    } else {
-        style.paint(
-            &format!(
-                "not connected ({}: {}) -- protection stays as last applied",
-                printable(&status.docker.socket),
-                printable(status.docker.error.as_deref().unwrap_or("unknown"))
-            ),
-            "33",
-        )
-    };
-    println!("docker:    {docker}");
-    println!(
-        "ipv6:      FORWARD policy {} ({} restore{})",
-        printable(&status.ipv6_forward_policy),
-        status.ipv6_policy_restores,
-        if status.ipv6_policy_restores == 1 {
-            ""
-        } else {
-            "s"
-        }
-    );
-    println!(
-        "restores:  {}{}",
-        status.restores,
-        status
-            .last_restore_ms
-            .map(|ms| format!(" (last took {ms:.1} ms)"))
-            .unwrap_or_default()
-    );
-    println!(
-        "blocked:   {} new connection packets",
-        status.blocked_packets
-    );
-    for line in crate::blocked::status_lines(&status.blocked_last_hour) {
-        println!("{line}");
-    }
-    let protection = match status.protection {
-        ProtectionTier::OwnedPersistent => {
-            "owned-persistent (the kernel refuses changes by anybody else)"
-        }
-        ProtectionTier::OwnedStandby => "owned-standby (owned table plus a standby copy)",
-        ProtectionTier::Twin => "twin (two copies, each restored when deleted)",
-    };
-    println!("tables:    {protection}");
-    if let Some(firewall) = &status.firewall {
-        print_firewall(&style, firewall);
-    }
-    let in_force = match status.config.in_force {
-        ConfigSource::Files => "reload refused, last good configuration in force",
-        ConfigSource::LastGood => "invalid at start; guarding with the last good configuration",
-        ConfigSource::Closed => "invalid at start and none kept; every published port is closed",
-    };
-    match &status.config.error {
-        Some(e) => println!(
-            "config:    {}",
-            style.paint(&format!("{in_force}: {}", printable(e)), "31")
-        ),
-        None => println!(
-            "config:    {} ({} allow entries)",
-            printable(&status.config.path),
-            status.config.allow_entries
-        ),
-    }
     println!();
     print_ports(&status.published);
 }
@@ -315,58 +218,5 @@ pub fn print_explanation(target: &str, e: &Explanation) {
     }
     for warning in &e.warnings {
         println!("  ! warning: {}", printable(warning));
-    }
-}
-
-/// `firewall:` lines: what Docker says, what the kernel holds, whether
-/// they agree, and the host's IPv6 INPUT drop.
-fn print_firewall(style: &Style, firewall: &FirewallStatus) {
-    let says = match firewall.docker_says {
-        None => "unknown (Docker has not answered /info)".to_string(),
-        Some(d) => format!(
-            "{}{}{}",
-            match d.driver {
-                FirewallDriver::Iptables => "iptables",
-                FirewallDriver::Nftables => "nftables",
-                FirewallDriver::Unknown => "a driver portguard does not know",
-            },
-            if d.firewalld { "+firewalld" } else { "" },
-            match d.source {
-                DriverSource::Reported => "",
-                DriverSource::Assumed => " (assumed: the engine predates FirewallBackend)",
-            }
-        ),
-    };
-    let holds = if firewall.kernel_holds.is_empty() {
-        "no Docker rules visible".to_string()
-    } else {
-        firewall
-            .kernel_holds
-            .iter()
-            .map(|k| k.describe())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let agreement = match firewall.agreement {
-        Agreement::Agrees => style.paint("agree", "32"),
-        Agreement::Mismatch => style.paint("MISMATCH", "31;1"),
-        Agreement::Unknown => "cannot tell".to_string(),
-    };
-    println!("firewall:  Docker says {says}; the kernel holds {holds} ({agreement})");
-    for note in &firewall.notes {
-        println!("           {}", printable(note));
-    }
-    if let Some(drop) = &firewall.ipv6_input_drop {
-        println!(
-            "           {}",
-            style.paint(
-                &format!(
-                    "the host's IPv6 INPUT drops by default ({}{}): allowed ports served by docker-proxy over IPv6 may still be dropped (see guardctl ports)",
-                    printable(&drop.chains.join(", ")),
-                    if drop.ufw { ", ufw" } else { "" }
-                ),
-                "33"
-            )
-        );
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod blocked;
 mod cli;
 mod client;
+mod status_text;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::docker_api::DockerApiReport;
 use crate::hostfw::FirewallStatus;
 use crate::snapshot::L4Proto;
 use crate::verdict::{Explanation, PortReport};
@@ -184,6 +185,9 @@ pub struct Status {
     /// holds, and the host's IPv6 INPUT path (absent from older daemons).
     #[serde(default)]
     pub firewall: Option<FirewallStatus>,
+    /// TCP ports dockerd listens on (`-H tcp://...`): the Docker API.
+    #[serde(default)]
+    pub docker_api: Vec<DockerApiReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! verdict on every published port come out.
 
 pub mod control;
+pub mod docker_api;
 pub mod hostfw;
 pub mod intervals;
 pub mod plan;
@@ -14,4 +15,4 @@ pub mod verdict;
 pub use plan::plan;
 pub use render::render;
 pub use ruleset::Ruleset;
-pub use snapshot::{ContainerRef, L4Proto, PublishedPort, Snapshot};
+pub use snapshot::{ContainerRef, DockerApiListener, L4Proto, PublishedPort, Snapshot};

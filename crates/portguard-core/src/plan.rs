@@ -11,6 +11,12 @@
 //! * `input` (hook input, priority filter - 1): the same gate, then new
 //!   connections to a published host port (the userland-proxy path, which
 //!   never crosses FORWARD) are judged by `published_input`.
+//! * `input` also sends new TCP connections to Docker's API ports (2375,
+//!   2376, and any other port dockerd itself is seen listening on with
+//!   `-H tcp://...`) to `docker_api_input`,
+//!   which admits only allow entries that name a source (`from`): an
+//!   unsourced `port = 2375` would hand root on this host to the whole
+//!   network, so it does not open the Docker API.
 //! * `published_*`: allow entries match the original (pre-DNAT)
 //!   destination port in per-protocol interval sets (and the source
 //!   address via concatenated sets); anything else that is new is logged
@@ -26,7 +32,7 @@ use crate::ruleset::{
     BaseChain, Chain, CtStates, Element, Hook, IfMatch, PRIORITY_FILTER, Policy, Rule, Ruleset,
     Set, SetKey, Stmt,
 };
-use crate::snapshot::{L4Proto, Snapshot};
+use crate::snapshot::{DOCKER_API_PORTS, L4Proto, Snapshot};
 
 /// Names of the sets and chains, shared with the kernel backend and tests.
 pub mod names {
@@ -37,6 +43,9 @@ pub mod names {
     pub const INPUT: &str = "input";
     pub const PUBLISHED_FORWARD: &str = "published_forward";
     pub const PUBLISHED_INPUT: &str = "published_input";
+    pub const DOCKER_API_INPUT: &str = "docker_api_input";
+    /// TCP ports dockerd listens on (the Docker API).
+    pub const DOCKER_API_TCP: &str = "docker_api_tcp";
 
     pub fn allow(proto: crate::L4Proto) -> String {
         format!("allow_{proto}")
@@ -114,6 +123,7 @@ pub fn plan(config: &Config, snapshot: &Snapshot) -> Ruleset {
             elements: Vec::new(),
         });
     }
+    sets.push(docker_api_set(snapshot));
     let chains = vec![
         forward_chain(config),
         input_chain(config),
@@ -123,6 +133,7 @@ pub fn plan(config: &Config, snapshot: &Snapshot) -> Ruleset {
             config.guard.scope == Scope::Containers,
         ),
         judge_chain(names::PUBLISHED_INPUT, config, false),
+        docker_api_chain(config),
     ];
     Ruleset { sets, chains }
 }
@@ -245,6 +256,23 @@ fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
     }
 }
 
+/// Docker's registered API ports, and any other port dockerd is seen
+/// listening on beyond loopback.
+fn docker_api_set(snapshot: &Snapshot) -> Set {
+    let ports = snapshot
+        .docker_api
+        .iter()
+        .filter(|l| !l.is_local_only())
+        .map(|l| l.port)
+        .chain(DOCKER_API_PORTS)
+        .filter_map(PortRange::single);
+    Set {
+        name: names::DOCKER_API_TCP.to_string(),
+        key: SetKey::Port,
+        elements: merge_ports(ports).into_iter().map(Element::Port).collect(),
+    }
+}
+
 /// Rules that accept everything not from an untrusted interface.
 fn trust_gate(config: &Config) -> Vec<Rule> {
     let mut rules = vec![
@@ -330,6 +358,12 @@ fn forward_chain(config: &Config) -> Chain {
 
 fn input_chain(config: &Config) -> Chain {
     let mut rules = trust_gate(config);
+    rules.push(Rule::new([
+        Stmt::FibDaddrLocal,
+        Stmt::L4Proto(L4Proto::Tcp),
+        Stmt::DportInSet(names::DOCKER_API_TCP.into()),
+        Stmt::Jump(names::DOCKER_API_INPUT.into()),
+    ]));
     for proto in L4Proto::ALL {
         rules.push(Rule::new([
             Stmt::FibDaddrLocal,
@@ -377,6 +411,44 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
             ]),
         ));
     }
+    rules.extend(log_and_drop_new(config));
+    Chain {
+        name: name.into(),
+        base: None,
+        rules,
+    }
+}
+
+/// The Docker API on the input path: only allow entries with a source
+/// (`from`) open it; see the module documentation.
+fn docker_api_chain(config: &Config) -> Chain {
+    let tcp = L4Proto::Tcp;
+    let mut rules = vec![
+        Rule::new([
+            Stmt::L4Proto(tcp),
+            Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(tcp)),
+            Stmt::CtMarkOr(CT_MARK_ADMITTED),
+            Stmt::Accept,
+        ]),
+        Rule::new([
+            Stmt::L4Proto(tcp),
+            Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(tcp)),
+            Stmt::CtMarkOr(CT_MARK_ADMITTED),
+            Stmt::Accept,
+        ]),
+    ];
+    rules.extend(log_and_drop_new(config));
+    Chain {
+        name: names::DOCKER_API_INPUT.into(),
+        base: None,
+        rules,
+    }
+}
+
+/// The end of every judging chain: what is new and was not admitted is
+/// logged (rate-limited) and dropped, or only counted in audit mode.
+fn log_and_drop_new(config: &Config) -> Vec<Rule> {
+    let mut rules = Vec::new();
     let audit = config.guard.mode == Mode::Audit;
     if config.guard.log_blocked {
         rules.push(Rule::new([
@@ -434,11 +506,7 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
         verdict.push(Stmt::Drop);
     }
     rules.push(Rule::new(verdict));
-    Chain {
-        name: name.into(),
-        base: None,
-        rules,
-    }
+    rules
 }
 
 /// The log prefix of a blocked attempt, or in audit mode of one that

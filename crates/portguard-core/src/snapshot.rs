@@ -107,4 +107,40 @@ pub struct Snapshot {
     /// `com.docker.network.bridge.name` ones).
     pub bridges: BTreeSet<String>,
     pub published: Vec<PublishedPort>,
+    /// TCP sockets dockerd itself listens on (`-H tcp://...`): the Docker
+    /// API, root on this host to whoever reaches it. Found by the daemon
+    /// (sock_diag), not by asking Docker.
+    #[serde(default)]
+    pub docker_api: Vec<DockerApiListener>,
+}
+
+/// A listening TCP socket owned by dockerd.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DockerApiListener {
+    /// The address it is bound to (`0.0.0.0`, `::` for every address).
+    pub addr: IpAddr,
+    pub port: u16,
+    /// dockerd's process id.
+    pub pid: u32,
+}
+
+/// The port of the Docker API without TLS, by convention (2376 is TLS).
+pub const DOCKER_API_PLAIN_PORT: u16 = 2375;
+/// Docker's registered ports (IANA): 2375 plain, 2376 TLS. The guard
+/// closes them whether or not dockerd is seen listening, so that a dockerd
+/// starting with `-H tcp://0.0.0.0:2375` is closed from its first packet
+/// rather than from the moment the scanner finds it.
+pub const DOCKER_API_PORTS: [u16; 2] = [2375, 2376];
+
+impl DockerApiListener {
+    /// Bound to a loopback address only: unreachable from outside.
+    pub fn is_local_only(&self) -> bool {
+        self.addr.is_loopback()
+    }
+
+    /// On 2375, the port of the API without TLS: anybody who reaches it
+    /// runs containers as root without a password.
+    pub fn is_plain(&self) -> bool {
+        self.port == DOCKER_API_PLAIN_PORT
+    }
 }

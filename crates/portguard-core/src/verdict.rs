@@ -166,6 +166,11 @@ pub fn explain(
         .collect();
     let target = format!("{port}/{proto}");
     let source = from.map_or_else(|| "any source".to_string(), |ip| ip.to_string());
+    if published.is_empty()
+        && let Some(api) = crate::docker_api::explain(config, snapshot, port, proto, from)
+    {
+        return api;
+    }
     if published.is_empty() {
         reasons.push(format!(
             "no container publishes {target}; portguard only judges published ports, so the host's own firewall decides"

@@ -41,6 +41,7 @@ fn snapshot() -> Snapshot {
             port("dns", None, 5353, L4Proto::Udp, false),
             port("tele", None, 8086, L4Proto::Tcp, false),
         ],
+        ..Snapshot::default()
     }
 }
 

@@ -96,7 +96,7 @@ async fn observe(socket: PathBuf, mut report: impl FnMut(DockerUpdate) -> bool) 
             backoff = BACKOFF_START;
         }
         if connected || was_connected {
-            tracing::warn!(socket = %socket.display(), error, "Docker not reachable; retrying with backoff");
+            tracing::warn!(socket = %socket.display(), "Docker not reachable ({error}); retrying with backoff");
             if !report(DockerUpdate::Disconnected { error }) {
                 return;
             }
@@ -345,6 +345,7 @@ async fn full_snapshot(
         Snapshot {
             bridges: verified.bridges.clone(),
             published,
+            ..Snapshot::default()
         },
         verified,
     ))

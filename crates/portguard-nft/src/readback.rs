@@ -150,6 +150,7 @@ impl TableState {
         use portguard_core::plan::names;
         self.counted_packets(names::PUBLISHED_FORWARD)
             + self.counted_packets(names::PUBLISHED_INPUT)
+            + self.counted_packets(names::DOCKER_API_INPUT)
     }
 
     /// Blocked new connections per protocol and original destination

@@ -332,6 +332,18 @@ impl Dockerd {
         Dockerd::start_with(ns, DockerdOptions::default())
     }
 
+    /// As [`Dockerd::start`], with more dockerd flags (kept on restart).
+    pub fn start_with_args(ns: &NetNs, extra_args: &[&str]) -> Dockerd {
+        let args = extra_args.iter().map(|a| a.to_string()).collect();
+        Dockerd::start_with(
+            ns,
+            DockerdOptions {
+                args,
+                ..Default::default()
+            },
+        )
+    }
+
     /// As [`Dockerd::start`], with `options`.
     pub fn start_with(ns: &NetNs, options: DockerdOptions) -> Dockerd {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);

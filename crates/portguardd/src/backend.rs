@@ -153,7 +153,7 @@ impl Backend for Kernel {
         if let Some(mut leftover) = self.leftover.take()
             && let Err(e) = leftover.remove()
         {
-            tracing::warn!(error = %e, "could not remove a standby table left by another tier");
+            tracing::warn!("could not remove a standby table left by another tier: {e}");
         }
         Ok(outcomes)
     }

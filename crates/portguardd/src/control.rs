@@ -156,7 +156,7 @@ async fn serve_all(listener: std::os::unix::net::UnixListener, tx: Sender<Trigge
     let listener = match UnixListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
-            tracing::error!(error = %e, "control socket cannot be served");
+            tracing::error!("control socket cannot be served: {e}");
             return;
         }
     };
@@ -165,7 +165,7 @@ async fn serve_all(listener: std::os::unix::net::UnixListener, tx: Sender<Trigge
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "control socket accept failed");
+                tracing::warn!("control socket accept failed: {e}");
                 // Out of file descriptors, say: do not spin.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;

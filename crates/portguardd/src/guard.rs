@@ -12,11 +12,12 @@ use portguard_core::control::{
 };
 use portguard_core::hostfw::DockerFirewall;
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
-use portguard_core::{L4Proto, Ruleset, Snapshot, plan};
+use portguard_core::{DockerApiListener, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
 use portguard_nft::TableOutcome;
 
 use crate::backend::Backend;
+use crate::logging::event;
 use crate::metrics::Histogram;
 use crate::{lastgood, notify};
 
@@ -141,11 +142,13 @@ impl<B: Backend> Guard<B> {
                     let ms = since.elapsed().as_secs_f64() * 1000.0;
                     self.last_restore_ms = Some(ms);
                     tracing::warn!(
+                        portguard_event = event::RESTORE,
                         reason,
                         restores = self.restores,
                         restore_ms = %format!("{ms:.2}"),
                         found = %repaired.join("; "),
-                        "guard table restored: somebody else had changed it"
+                        "guard table restored after {reason}: somebody else had changed it ({})",
+                        repaired.join("; ")
                     );
                     Outcome::Restored(repaired.join("; "))
                 }
@@ -156,7 +159,11 @@ impl<B: Backend> Guard<B> {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &outcome {
             Outcome::Failed(error) => {
-                tracing::error!(reason, error, "reconcile failed; the next trigger retries")
+                tracing::error!(
+                    portguard_event = event::RECONCILE_FAILED,
+                    reason,
+                    "reconcile failed ({error}); the next trigger retries"
+                )
             }
             Outcome::Unchanged => tracing::debug!(reason, "reconcile: unchanged"),
             _ => {
@@ -211,6 +218,7 @@ impl<B: Backend> Guard<B> {
             Ok(stats) if stats.ended > 0 => {
                 self.ended_connections += stats.ended as u64;
                 tracing::info!(
+                    portguard_event = event::CONNECTIONS_ENDED,
                     reason,
                     ended = stats.ended,
                     examined = stats.examined,
@@ -219,7 +227,7 @@ impl<B: Backend> Guard<B> {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e, "could not end connections the allowlist no longer admits")
+                tracing::error!("could not end connections the allowlist no longer admits: {e}")
             }
         }
     }
@@ -232,10 +240,10 @@ impl<B: Backend> Guard<B> {
             Ok(restored) => {
                 for r in restored {
                     self.ip6_restores += 1;
-                    tracing::warn!(why, backend = ?r.backend, "IPv6 FORWARD policy was drop; set it back to accept");
+                    tracing::warn!(portguard_event = event::IPV6_POLICY_RESTORE, why, backend = ?r.backend, "IPv6 FORWARD policy was drop; set it back to accept");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "could not restore the IPv6 FORWARD policy"),
+            Err(e) => tracing::error!("could not restore the IPv6 FORWARD policy: {e}"),
         }
     }
 
@@ -243,7 +251,10 @@ impl<B: Backend> Guard<B> {
     /// the one in force (P7). Never reports what did not happen.
     pub fn reload(&mut self, loaded: Result<Config, String>) -> ReloadOutcome {
         let refuse = |guard: &mut Self, error: String| {
-            tracing::error!(error, "configuration refused; the one in force stays");
+            tracing::error!(
+                portguard_event = event::CONFIG_ERROR,
+                "configuration refused ({error}); the one in force stays"
+            );
             guard.config_error = Some(error.clone());
             ReloadOutcome {
                 applied: false,
@@ -271,7 +282,7 @@ impl<B: Backend> Guard<B> {
                 self.config_source = ConfigSource::Files;
                 self.config_error = None;
                 self.keep_last_good();
-                tracing::info!("configuration reloaded");
+                tracing::info!(portguard_event = event::RELOAD, "configuration reloaded");
                 ReloadOutcome {
                     applied: true,
                     error: None,
@@ -305,6 +316,7 @@ impl<B: Backend> Guard<B> {
                 engine,
                 firewall,
             } => {
+                tracing::info!(portguard_event = event::DOCKER_CONNECTED, %engine, "connected to Docker (Engine {engine})");
                 self.docker_firewall = firewall;
                 self.docker.connected = true;
                 self.docker.engine = Some(engine);
@@ -314,18 +326,68 @@ impl<B: Backend> Guard<B> {
             DockerUpdate::Snapshot(snapshot) => Some(snapshot),
             // P8: protection stays as it was while Docker is away.
             DockerUpdate::Disconnected { error } => {
+                if self.docker.connected {
+                    tracing::warn!(
+                        portguard_event = event::DOCKER_DISCONNECTED,
+                        "lost Docker ({error}); protection stays as last applied"
+                    );
+                }
                 self.docker.connected = false;
                 self.docker.error = Some(error);
                 None
             }
         };
-        if let Some(snapshot) = snapshot {
+        if let Some(mut snapshot) = snapshot {
+            // Docker does not know what dockerd listens on; the scanner does.
+            snapshot.docker_api = std::mem::take(&mut self.snapshot.docker_api);
             self.snapshot = snapshot;
             self.reconcile("docker", Instant::now());
         }
         if connected {
             self.restore_ip6_policy("Docker (re)connected");
         }
+    }
+
+    /// dockerd's TCP listeners changed: close (or reopen) them, and say so
+    /// loudly while any is reachable from outside.
+    pub fn on_docker_api(&mut self, listeners: Vec<DockerApiListener>) {
+        if listeners == self.snapshot.docker_api {
+            return;
+        }
+        for l in listeners.iter().filter(|l| !l.is_local_only()) {
+            let how = if l.is_plain() {
+                "WITHOUT TLS: whoever reaches it is root on this host"
+            } else {
+                "whoever reaches it with a client certificate (if TLS is on) is root on this host"
+            };
+            let guard = match self.config.guard.mode {
+                portguard_config::Mode::Enforce => {
+                    "closed on untrusted interfaces unless an allow entry with `from` opens it"
+                }
+                portguard_config::Mode::Audit => "audit mode: NOT closed",
+            };
+            tracing::warn!(
+                portguard_event = event::DOCKER_API_EXPOSED,
+                port = l.port,
+                address = %l.addr,
+                process = "dockerd",
+                pid = l.pid,
+                plain = l.is_plain(),
+                "the Docker API listens on {} (dockerd, pid {}), {how}; {guard}",
+                std::net::SocketAddr::new(l.addr, l.port),
+                l.pid
+            );
+        }
+        if listeners.iter().all(|l| l.is_local_only())
+            && self.snapshot.docker_api.iter().any(|l| !l.is_local_only())
+        {
+            tracing::info!(
+                portguard_event = event::DOCKER_API_GONE,
+                "dockerd no longer listens on TCP beyond loopback"
+            );
+        }
+        self.snapshot.docker_api = listeners;
+        self.reconcile("docker api", Instant::now());
     }
 
     pub fn notify_status(&self) {
@@ -562,6 +624,39 @@ mod tests {
             1,
             "kept as the last good configuration"
         );
+    }
+
+    #[test]
+    fn the_docker_api_stays_closed_across_docker_snapshots() {
+        use portguard_core::plan::names;
+        use portguard_core::ruleset::Element;
+        let (mut guard, _dir) = guard("");
+        guard.reconcile("start", Instant::now());
+        let api_ports = |guard: &Guard<FakeKernel>| {
+            guard.backend.tables[0]
+                .as_ref()
+                .unwrap()
+                .set(names::DOCKER_API_TCP)
+                .unwrap()
+                .elements
+                .clone()
+        };
+        let port = |p| Element::Port(portguard_config::PortRange::single(p).unwrap());
+        let registered = vec![Element::Port("2375-2376".parse().unwrap())];
+        // Docker's registered ports are closed before dockerd is seen.
+        assert_eq!(api_ports(&guard), registered);
+        guard.on_docker_api(vec![DockerApiListener {
+            addr: "0.0.0.0".parse().unwrap(),
+            port: 4243,
+            pid: 1,
+        }]);
+        let found = vec![registered[0].clone(), port(4243)];
+        assert_eq!(api_ports(&guard), found);
+        // Docker's snapshots know nothing of dockerd's listeners.
+        guard.on_docker(DockerUpdate::Snapshot(Snapshot::default()));
+        assert_eq!(api_ports(&guard), found);
+        guard.on_docker_api(Vec::new());
+        assert_eq!(api_ports(&guard), registered);
     }
 
     #[test]

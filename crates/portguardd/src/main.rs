@@ -10,8 +10,10 @@ mod backend;
 mod blocked;
 mod cli;
 mod control;
+mod docker_api;
 mod guard;
 mod lastgood;
+mod logging;
 mod metrics;
 mod nf_tables;
 mod notify;
@@ -25,14 +27,7 @@ use clap::Parser;
 use cli::Args;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTGUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    logging::init();
     let args = Args::parse();
     if args.remove_rules {
         return match backend::remove_all() {
@@ -41,7 +36,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not remove the guard's tables");
+                tracing::error!("could not remove the guard's tables: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -57,7 +52,7 @@ fn main() -> ExitCode {
     match reconcile::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "fatal");
+            tracing::error!("fatal: {e:#}");
             ExitCode::FAILURE
         }
     }

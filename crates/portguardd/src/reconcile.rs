@@ -15,9 +15,10 @@ use portguard_core::control::{ConfigSource, DockerStatus, RequestBody, ResponseB
 use crate::backend::{Backend, Kernel, choose_tier};
 use crate::blocked::{self, Blocked};
 use crate::guard::Guard;
+use crate::logging::event;
 use crate::metrics::Metrics;
 use crate::triggers::{Pending, ReplyTo, Trigger};
-use crate::{control, lastgood, notify, status, triggers};
+use crate::{control, docker_api, lastgood, notify, status, triggers};
 
 /// How often the table is verified even when nothing was heard.
 const VERIFY_INTERVAL: Duration = Duration::from_secs(30);
@@ -42,17 +43,17 @@ fn starting_config(options: &Options) -> (Config, ConfigSource, Option<String>) 
     match triggers::read_config_at_start(options.config_path.clone(), START_READ_TIMEOUT) {
         Ok(config) => (config, ConfigSource::Files, None),
         Err(error) => match lastgood::load(&options.state_dir).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the kept last good configuration is unreadable too");
+            tracing::error!("the kept last good configuration is unreadable too: {e}");
             None
         }) {
             Some(config) => {
-                tracing::error!(error, kept = %lastgood::path(&options.state_dir).display(), "invalid configuration at start; guarding with the last good one");
+                tracing::error!(portguard_event = event::CONFIG_ERROR, kept = %lastgood::path(&options.state_dir).display(), "invalid configuration at start ({error}); guarding with the last good one");
                 (config, ConfigSource::LastGood, Some(error))
             }
             None => {
                 tracing::error!(
-                    error,
-                    "invalid configuration at start and no last good one; every published port is closed"
+                    portguard_event = event::CONFIG_ERROR,
+                    "invalid configuration at start ({error}) and no last good one; every published port is closed"
                 );
                 (Config::default(), ConfigSource::Closed, Some(error))
             }
@@ -112,7 +113,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     }
     guard.keep_last_good();
     guard.restore_ip6_policy("start");
-    tracing::info!(protection = ?tier, "guard table installed");
+    tracing::info!(portguard_event = event::START, protection = ?tier, "guard table installed");
     // The judge chains' nflog rule is in place: follow what it reports.
     let blocked = blocked::spawn();
     control::spawn(&control_socket, control_group.as_deref(), tx.clone())?;
@@ -122,16 +123,31 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             tx.send(Trigger::Docker(update)).is_ok()
         })?;
     }
+    // After Docker: the scanner's first look may find dockerd's listeners.
+    let docker_api_scan = {
+        let tx = tx.clone();
+        docker_api::spawn(move |listeners| tx.send(Trigger::DockerApi(listeners)).is_ok())?
+    };
     guard.notify_status();
     let mut metrics = Metrics::start(options.metrics_file.clone(), &options.state_dir);
     metrics.update(&mut guard, true);
     notify::notify("READY=1\n");
     tracing::info!(control = %control_socket.display(), "guard ready");
-    event_loop(&mut guard, &mut metrics, &rx, &tx, &blocked)?;
+    event_loop(
+        &mut guard,
+        &mut metrics,
+        &rx,
+        &tx,
+        &blocked,
+        &docker_api_scan,
+    )?;
     notify::notify("STOPPING=1\n");
     metrics.stop(&mut guard);
     let _ = std::fs::remove_file(&control_socket);
-    tracing::info!("stopping; the guard table stays in place");
+    tracing::info!(
+        portguard_event = event::STOP,
+        "stopping; the guard table stays in place"
+    );
     Ok(())
 }
 
@@ -150,6 +166,7 @@ fn event_loop<B: Backend>(
     rx: &Receiver<Trigger>,
     tx: &Sender<Trigger>,
     blocked: &Blocked,
+    docker_api_scan: &docker_api::Poke,
 ) -> anyhow::Result<()> {
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let tick = watchdog.map_or(VERIFY_INTERVAL, |w| w.min(VERIFY_INTERVAL));
@@ -180,7 +197,17 @@ fn event_loop<B: Backend>(
             guard.restore_ip6_policy(&why);
         }
         for update in pending.docker.drain(..) {
+            // dockerd (re)started: it may listen on other `-H` addresses.
+            if matches!(update, portguard_docker::DockerUpdate::Connected { .. }) {
+                docker_api_scan.now();
+            }
             guard.on_docker(update);
+        }
+        if pending.netfilter_changed {
+            docker_api_scan.now();
+        }
+        if let Some(listeners) = pending.docker_api.take() {
+            guard.on_docker_api(listeners);
         }
         let mut reload_waiters: Vec<Option<ReplyTo>> = Vec::new();
         for (request, reply) in pending.control.drain(..) {

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use portguard_config::{Mode, Scope};
 use portguard_core::L4Proto;
 use portguard_core::control::{ConfigStatus, RulesetStatus, Status, rfc3339};
+use portguard_core::docker_api::docker_api_reports;
 use portguard_core::hostfw::{FirewallStatus, assess};
 use portguard_core::verdict::{
     Explanation, PortReport, explain, port_reports, warn_ipv6_input, warn_ipv6_input_explained,
@@ -57,6 +58,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         },
         published,
         firewall,
+        docker_api: docker_api_reports(&guard.config, &guard.snapshot),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use portguard_config::Config;
+use portguard_core::DockerApiListener;
 use portguard_core::control::{RequestBody, Response};
 use portguard_docker::DockerUpdate;
 use portguard_nft::{Change, Monitor, MonitorEvent};
@@ -23,6 +24,8 @@ pub enum Trigger {
     /// Notifications were lost: check everything.
     Overflow,
     Docker(DockerUpdate),
+    /// The Docker API scanner found other listeners than before.
+    DockerApi(Vec<DockerApiListener>),
     Control(RequestBody, ReplyTo),
     /// SIGHUP.
     Reload,
@@ -33,22 +36,26 @@ pub enum Trigger {
 
 pub fn spawn_monitor(tx: Sender<Trigger>) -> anyhow::Result<()> {
     let mut monitor = Monitor::open().context("subscribing to nftables changes")?;
-    std::thread::Builder::new().name("nft-monitor".into()).spawn(move || {
-        loop {
-            let trigger = match monitor.next_event() {
-                Ok(MonitorEvent::Change(change)) if change.ours => continue,
-                Ok(MonitorEvent::Change(change)) => Trigger::Netfilter(change, Instant::now()),
-                Ok(MonitorEvent::Overflow) => Trigger::Overflow,
-                Err(e) => {
-                    tracing::error!(error = %e, "nftables monitor failed; relying on periodic verification");
+    std::thread::Builder::new()
+        .name("nft-monitor".into())
+        .spawn(move || {
+            loop {
+                let trigger = match monitor.next_event() {
+                    Ok(MonitorEvent::Change(change)) if change.ours => continue,
+                    Ok(MonitorEvent::Change(change)) => Trigger::Netfilter(change, Instant::now()),
+                    Ok(MonitorEvent::Overflow) => Trigger::Overflow,
+                    Err(e) => {
+                        tracing::error!(
+                            "nftables monitor failed ({e}); relying on periodic verification"
+                        );
+                        return;
+                    }
+                };
+                if tx.send(trigger).is_err() {
                     return;
                 }
-            };
-            if tx.send(trigger).is_err() {
-                return;
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -83,7 +90,7 @@ pub fn read_config(path: PathBuf, tx: Sender<Trigger>) {
             let _ = tx.send(Trigger::ConfigRead(result));
         });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the configuration reader");
+        tracing::error!("could not start the configuration reader: {e}");
     }
 }
 
@@ -107,6 +114,11 @@ pub struct Pending {
     pub check_table: Option<(String, Instant)>,
     pub check_ip6: Option<String>,
     pub docker: Vec<DockerUpdate>,
+    /// Somebody else changed netfilter (dockerd starting writes its rules
+    /// right after it opened its `-H` listeners): worth a Docker API look.
+    pub netfilter_changed: bool,
+    /// The latest Docker API scan, if one came.
+    pub docker_api: Option<Vec<DockerApiListener>>,
     pub control: Vec<(RequestBody, ReplyTo)>,
     /// A reload was asked for (SIGHUP).
     pub reload: bool,
@@ -123,6 +135,7 @@ impl Pending {
                     change.process, change.pid
                 );
                 tracing::debug!(why, tables = ?change.tables, "netfilter changed");
+                self.netfilter_changed = true;
                 if change.may_touch_our_table() && self.check_table.is_none() {
                     self.check_table = Some((why.clone(), at));
                 }
@@ -136,6 +149,7 @@ impl Pending {
                 self.check_ip6 = Some("monitor overflow".into());
             }
             Trigger::Docker(update) => self.docker.push(update),
+            Trigger::DockerApi(listeners) => self.docker_api = Some(listeners),
             Trigger::Control(RequestBody::Reload, reply) => {
                 self.reload = true;
                 self.control.push((RequestBody::Reload, reply));

@@ -146,7 +146,7 @@ fn blocked_counts_attempts_per_host_port_and_names_the_top_source() {
     let out = daemon.guardctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("last hour: 5353/udp 26 attempts from 4 sources (most: 10.99.0.13 (20)"),
+        text.contains("Top blocked: 5353/udp: 26 attempts in the last hour, from 4 sources (most: 10.99.0.13 (20)"),
         "{text}"
     );
 }

@@ -288,6 +288,18 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
         journal.contains("IPv6 FORWARD policy was drop; set it back to accept"),
         "{journal}"
     );
+    // Structured fields (docs/operations.md): events found by name.
+    let restored =
+        c.sh("journalctl -u portguard PORTGUARD_EVENT=ipv6_policy_restore --no-pager -o cat");
+    assert!(
+        restored.contains("IPv6 FORWARD policy was drop"),
+        "PORTGUARD_EVENT=ipv6_policy_restore: {restored}"
+    );
+    let started = c.sh("journalctl -u portguard PORTGUARD_EVENT=start --no-pager -o cat");
+    assert!(
+        started.contains("guard table installed"),
+        "PORTGUARD_EVENT=start: {started}"
+    );
 
     // A reboot: the unit is enabled and the guard is up, in a fresh
     // network namespace, without anybody starting it; and a stand-in for
@@ -396,6 +408,11 @@ fn broken_configuration_at_restart_and_reboot_keeps_the_guard_running_and_report
     );
     let journal = c.sh("journalctl -b -u portguard --no-pager -o cat");
     assert!(journal.contains("this_key_does_not_exist"), "{journal}");
+    let errors = c.sh("journalctl -b -u portguard PORTGUARD_EVENT=config_error --no-pager -o cat");
+    assert!(
+        errors.contains("this_key_does_not_exist"),
+        "PORTGUARD_EVENT=config_error: {errors}"
+    );
 
     // A good file again: reload succeeds and the error is gone.
     c.sh("sed -i '1d' /etc/portguard/portguard.toml && systemctl reload portguard.service");

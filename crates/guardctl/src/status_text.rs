@@ -1,0 +1,365 @@
+//! `guardctl status` in plain words: one labelled sentence per line, each
+//! readable without knowing the source. A new line is one more
+//! [`Lines::push`] in [`render_status`]; the golden files under
+//! `tests/golden/` pin the whole text.
+
+use portguard_core::control::{ConfigSource, ProtectionTier, Status, printable};
+use portguard_core::docker_api::DockerApiReport;
+use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
+
+use crate::client::Style;
+
+/// Labelled lines, the labels aligned.
+#[derive(Default)]
+struct Lines(Vec<(&'static str, String)>);
+
+impl Lines {
+    fn push(&mut self, label: &'static str, text: String) {
+        self.0.push((label, text));
+    }
+
+    fn render(&self) -> String {
+        let width = self.0.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
+        self.0
+            .iter()
+            .map(|(label, text)| format!("{:<width$} {text}\n", format!("{label}:")))
+            .collect()
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Everything `guardctl status` prints above the table of ports.
+pub fn render_status(status: &Status, style: &Style) -> String {
+    let mut lines = Lines::default();
+    lines.push("Guard", guard_line(status, style));
+    lines.push("Ruleset", ruleset_line(status, style));
+    lines.push("Tables", tables_line(status.protection).into());
+    if let Some(r) = &status.last_reconcile {
+        lines.push(
+            "Last check",
+            format!(
+                "at {}, woken by {}, took {:.1} ms: {}.",
+                printable(&r.at),
+                trigger_words(&r.trigger),
+                r.duration_ms,
+                outcome_words(&r.outcome)
+            ),
+        );
+    }
+    lines.push("Docker", docker_line(status, style));
+    for api in &status.docker_api {
+        lines.push("Docker API", docker_api_line(api, style));
+    }
+    if let Some(firewall) = &status.firewall {
+        lines.push("Firewall", firewall_line(firewall, style));
+    }
+    lines.push("IPv6", ipv6_line(status, style));
+    lines.push("Restores", restores_line(status));
+    lines.push(
+        "Blocked",
+        format!(
+            "{} {} since the table was last replaced.",
+            plural(
+                status.blocked_packets,
+                "new connection attempt from outside",
+                "new connection attempts from outside"
+            ),
+            if status.mode == "audit" {
+                "would have been dropped"
+            } else {
+                "dropped"
+            }
+        ),
+    );
+    for top in crate::blocked::status_lines(&status.blocked_last_hour) {
+        lines.push("Top blocked", top);
+    }
+    if status.ended_connections > 0 {
+        lines.push(
+            "Ended",
+            format!(
+                "{} ended because the allowlist stopped admitting them.",
+                plural(
+                    status.ended_connections,
+                    "live connection was",
+                    "live connections were"
+                )
+            ),
+        );
+    }
+    lines.push("Config", config_line(status, style));
+    lines.render()
+}
+
+fn guard_line(status: &Status, style: &Style) -> String {
+    let scope = if status.scope == "all" {
+        "every new forwarded connection from outside is dropped unless an allow entry admits it"
+    } else {
+        "new connections from outside to published container ports are dropped unless an allow entry admits them"
+    };
+    match (status.ruleset.installed, status.mode.as_str()) {
+        (false, _) => style.paint(
+            "NOT PROTECTING: the guard's ruleset is not installed in the kernel.",
+            "31;1",
+        ),
+        (true, "audit") => format!(
+            "{}: nothing is dropped; attempts that would be are counted and logged.",
+            style.paint("auditing", "33")
+        ),
+        (true, _) => format!("{}: {scope}.", style.paint("enforcing", "32")),
+    }
+}
+
+fn ruleset_line(status: &Status, style: &Style) -> String {
+    match (status.ruleset.installed, &status.ruleset.verified_at) {
+        (true, Some(at)) => format!(
+            "installed, and found intact in the kernel at {}.",
+            printable(at)
+        ),
+        (true, None) => "installed, not verified yet.".into(),
+        (false, _) => style.paint(
+            "missing from the kernel; see the daemon's log (journalctl -u portguard).",
+            "31",
+        ),
+    }
+}
+
+fn tables_line(tier: ProtectionTier) -> &'static str {
+    match tier {
+        ProtectionTier::OwnedPersistent => {
+            "owned by the daemon and persistent: the kernel refuses changes by anybody else, and the table stays when the daemon stops."
+        }
+        ProtectionTier::OwnedStandby => {
+            "owned by the daemon, with a standby copy that guards while the daemon is stopped."
+        }
+        ProtectionTier::Twin => {
+            "two copies, each put back at once when somebody deletes or changes it."
+        }
+    }
+}
+
+/// What woke the daemon's loop (`start`, `docker`, `netfilter change by
+/// nft (pid 42)`, ...), in words.
+fn trigger_words(trigger: &str) -> String {
+    match trigger {
+        "start" => "the daemon's start".into(),
+        "docker" => "a change in Docker".into(),
+        "docker api" => "a change in what dockerd listens on".into(),
+        "reload" => "a configuration reload".into(),
+        "reload rollback" => "a reload that had to be rolled back".into(),
+        "periodic verify" => "the periodic check".into(),
+        "monitor overflow" => "lost change notifications (everything was checked)".into(),
+        other if other.starts_with("netfilter change") => format!("a {}", printable(other)),
+        other => printable(other).into_owned(),
+    }
+}
+
+/// The daemon's reconcile outcome (`unchanged`, `applied`,
+/// `restored (...)`, `failed: ...`) in words.
+fn outcome_words(outcome: &str) -> String {
+    if outcome == "unchanged" {
+        "the kernel held exactly the wanted ruleset".into()
+    } else if outcome == "applied" {
+        "a new ruleset was applied".into()
+    } else if let Some(what) = outcome
+        .strip_prefix("restored (")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        format!(
+            "somebody else had changed the guard's table ({}); it was put back",
+            printable(what)
+        )
+    } else if let Some(error) = outcome.strip_prefix("failed: ") {
+        format!(
+            "applying failed ({}); the next check retries",
+            printable(error)
+        )
+    } else {
+        printable(outcome).into_owned()
+    }
+}
+
+fn docker_line(status: &Status, style: &Style) -> String {
+    let d = &status.docker;
+    if d.connected {
+        format!(
+            "connected to Docker Engine {} at {}.",
+            printable(d.engine.as_deref().unwrap_or("(version unknown)")),
+            printable(&d.socket)
+        )
+    } else {
+        style.paint(
+            &format!(
+                "not connected to {} ({}); protection stays as last applied.",
+                printable(&d.socket),
+                printable(d.error.as_deref().unwrap_or("no reason given"))
+            ),
+            "33",
+        )
+    }
+}
+
+fn docker_api_line(api: &DockerApiReport, style: &Style) -> String {
+    let at = format!(
+        "dockerd (pid {}) listens on {}",
+        api.pid,
+        std::net::SocketAddr::new(api.addr, api.port)
+    );
+    let danger = if api.plain {
+        "WITHOUT TLS: whoever reaches it runs containers as root on this host"
+    } else {
+        "whoever reaches it (with a client certificate, if TLS is on) is root on this host"
+    };
+    let mut text = match api.verdict.as_str() {
+        "local-only" => format!("{at}, on loopback only: not reachable from other hosts."),
+        "audit" => style.paint(
+            &format!("WARNING: {at}, {danger}. Audit mode: it is NOT closed."),
+            "31;1",
+        ),
+        _ => {
+            let open = if api.open_to.is_empty() {
+                "closed to every untrusted interface".to_string()
+            } else {
+                format!(
+                    "closed except to {}",
+                    api.open_to
+                        .iter()
+                        .map(|e| printable(e).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            };
+            let warning = format!("WARNING: {at}, {danger}. The guard keeps it {open}.");
+            style.paint(&warning, if api.plain { "31;1" } else { "33" })
+        }
+    };
+    for entry in &api.ignored {
+        text.push_str(&format!(
+            " The entry {} does not open it: only entries with `from` open the Docker API.",
+            printable(entry)
+        ));
+    }
+    text
+}
+
+/// What Docker says its firewall backend is, what the kernel holds, and
+/// whether the host's IPv6 INPUT path drops what the guard allows.
+fn firewall_line(firewall: &FirewallStatus, style: &Style) -> String {
+    let says = match firewall.docker_says {
+        None => "Docker has not said which firewall backend it uses".to_string(),
+        Some(d) => format!(
+            "Docker says it uses {}{}{}",
+            match d.driver {
+                FirewallDriver::Iptables => "iptables",
+                FirewallDriver::Nftables => "nftables",
+                FirewallDriver::Unknown => "a backend portguard does not know",
+            },
+            if d.firewalld { " with firewalld" } else { "" },
+            match d.source {
+                DriverSource::Reported => "",
+                DriverSource::Assumed => " (assumed: this engine predates FirewallBackend)",
+            }
+        ),
+    };
+    let holds = if firewall.kernel_holds.is_empty() {
+        "no Docker rules are visible in the kernel".to_string()
+    } else {
+        format!(
+            "the kernel holds {}",
+            firewall
+                .kernel_holds
+                .iter()
+                .map(|k| k.describe())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let agreement = match firewall.agreement {
+        Agreement::Agrees => "; they agree.".to_string(),
+        Agreement::Mismatch => format!("; {}", style.paint("MISMATCH: they disagree.", "31;1")),
+        Agreement::Unknown => "; whether they agree cannot be told.".to_string(),
+    };
+    let mut text = format!("{says}, and {holds}{agreement}");
+    for note in &firewall.notes {
+        text.push(' ');
+        text.push_str(&printable(note));
+    }
+    if let Some(drop) = &firewall.ipv6_input_drop {
+        text.push(' ');
+        text.push_str(&style.paint(
+            &format!(
+                "The host's IPv6 INPUT path drops by default ({}{}): allowed ports that docker-proxy serves over IPv6 may still be dropped there (see guardctl ports).",
+                printable(&drop.chains.join(", ")),
+                if drop.ufw { ", ufw" } else { "" }
+            ),
+            "33",
+        ));
+    }
+    text
+}
+
+fn ipv6_line(status: &Status, style: &Style) -> String {
+    let restores = match status.ipv6_policy_restores {
+        0 => String::new(),
+        n => format!(
+            " The guard has set it back from drop {}.",
+            plural(n, "time", "times")
+        ),
+    };
+    match status.ipv6_forward_policy.as_str() {
+        "none" => "no IPv6 FORWARD chain exists, so nothing blocks routed IPv6 traffic.".into(),
+        "accept" => {
+            format!("the IPv6 FORWARD policy is accept: routed IPv6 traffic flows.{restores}")
+        }
+        "drop" => style.paint(
+            &format!(
+                "the IPv6 FORWARD policy is drop: routed IPv6 traffic is blocked.{}",
+                if restores.is_empty() {
+                    " Set [ipv6] restore_forward_policy = true to have it set back to accept."
+                } else {
+                    &restores
+                }
+            ),
+            "33",
+        ),
+        other => format!(
+            "the IPv6 FORWARD policy could not be read: {}.",
+            printable(other)
+        ),
+    }
+}
+
+fn restores_line(status: &Status) -> String {
+    match (status.restores, status.last_restore_ms) {
+        (0, _) => "nobody has changed the guard's table since the daemon started.".into(),
+        (n, ms) => format!(
+            "the guard's table was changed by somebody else and put back {}{}.",
+            plural(n, "time", "times"),
+            ms.map(|ms| format!("; the last took {ms:.1} ms"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn config_line(status: &Status, style: &Style) -> String {
+    let c = &status.config;
+    let entries = plural(c.allow_entries as u64, "allow entry", "allow entries");
+    match &c.error {
+        None => format!("{} is in force, with {entries}.", printable(&c.path)),
+        Some(error) => {
+            let in_force = match c.in_force {
+                ConfigSource::Files => {
+                    format!("reload refused; the configuration read before stays in force ({entries})")
+                }
+                ConfigSource::LastGood => format!(
+                    "the files were invalid at start; the last good configuration is in force ({entries})"
+                ),
+                ConfigSource::Closed => "the files were invalid at start and no good configuration was kept; every published port is closed".into(),
+            };
+            style.paint(&format!("{in_force}. Error: {}", printable(error)), "31")
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! What status says about an exposed Docker API: each listener dockerd
+//! holds, whether the guard closes it, and which allow entries open it.
+
+use std::net::IpAddr;
+
+use portguard_config::{AllowEntry, Config, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::entry_admits;
+use crate::snapshot::{L4Proto, Snapshot};
+use crate::verdict::Explanation;
+
+/// One Docker API listener, as `status --json` shows it (`docker_api`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerApiReport {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// dockerd's process id.
+    pub pid: u32,
+    /// On 2375, the port of the API without TLS.
+    pub plain: bool,
+    /// `closed` (new connections from untrusted interfaces are dropped,
+    /// but for `open_to`), `local-only` (bound to loopback) or `audit`
+    /// (audit mode: counted, not dropped).
+    pub verdict: String,
+    /// Allow entries with a source that open it (their description).
+    pub open_to: Vec<String>,
+    /// Allow entries without a source that name its port: they do not
+    /// open the Docker API (root on this host to the whole network).
+    pub ignored: Vec<String>,
+}
+
+pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApiReport> {
+    snapshot
+        .docker_api
+        .iter()
+        .map(|l| {
+            let naming = |sourced: bool| -> Vec<String> {
+                config
+                    .allow
+                    .iter()
+                    .filter(|e| e.from.is_empty() != sourced && names_port(e, snapshot, l.port))
+                    .map(|e| e.describe())
+                    .collect()
+            };
+            let verdict = if l.is_local_only() {
+                "local-only"
+            } else if config.guard.mode == Mode::Audit {
+                "audit"
+            } else {
+                "closed"
+            };
+            DockerApiReport {
+                addr: l.addr,
+                port: l.port,
+                pid: l.pid,
+                plain: l.is_plain(),
+                verdict: verdict.into(),
+                open_to: naming(true),
+                ignored: naming(false),
+            }
+        })
+        .collect()
+}
+
+/// Whether `entry` opens TCP `port` for some source (a sourced entry is
+/// asked about the first address it lists).
+fn names_port(entry: &AllowEntry, snapshot: &Snapshot, port: u16) -> bool {
+    let source = entry.from.first().map(|c| c.addr());
+    entry_admits(entry, snapshot, port, L4Proto::Tcp, source)
+}
+
+/// `guardctl explain` for a port dockerd listens on (and no container
+/// publishes): `None` for any other port.
+pub fn explain(
+    config: &Config,
+    snapshot: &Snapshot,
+    port: u16,
+    proto: L4Proto,
+    from: Option<IpAddr>,
+) -> Option<Explanation> {
+    let listeners: Vec<_> = snapshot
+        .docker_api
+        .iter()
+        .filter(|l| proto == L4Proto::Tcp && l.port == port)
+        .collect();
+    let first = listeners.first()?;
+    let target = format!("{port}/{proto}");
+    let mut reasons = vec![format!(
+        "dockerd (pid {}) listens on {}: the Docker API{}",
+        first.pid,
+        std::net::SocketAddr::new(first.addr, port),
+        if first.is_plain() {
+            ", without TLS: whoever reaches it is root on this host"
+        } else {
+            ""
+        }
+    )];
+    if listeners.iter().all(|l| l.is_local_only()) {
+        reasons.push("it is bound to loopback only: unreachable from other hosts".into());
+        return Some(Explanation {
+            answer: "local-only".into(),
+            reasons,
+            warnings: Vec::new(),
+        });
+    }
+    let source = from.map_or_else(|| "any source".to_string(), |ip| ip.to_string());
+    let mut open = false;
+    for entry in &config.allow {
+        if !names_port(entry, snapshot, port) {
+            continue;
+        }
+        if entry.from.is_empty() {
+            reasons.push(format!(
+                "{} has no `from`, so it does not open the Docker API",
+                entry.describe()
+            ));
+        } else if entry.admits_source(from) {
+            reasons.push(format!("allowed for {source} by {}", entry.describe()));
+            open = true;
+        } else {
+            reasons.push(format!("{} does not admit {source}", entry.describe()));
+        }
+    }
+    if !open {
+        reasons.push(format!(
+            "no allow entry with `from` admits {target} from {source}: new connections from untrusted interfaces are dropped{}",
+            if config.guard.mode == Mode::Audit {
+                " (audit mode: counted and logged, not dropped)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Some(Explanation {
+        answer: if open { "open" } else { "closed" }.into(),
+        reasons,
+        warnings: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::snapshot::DockerApiListener;
+
+    fn snapshot(addr: &str) -> Snapshot {
+        Snapshot {
+            docker_api: vec![DockerApiListener {
+                addr: addr.parse().unwrap(),
+                port: 2375,
+                pid: 7,
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn only_sourced_entries_open_the_docker_api_and_unsourced_ones_are_named() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 2375\n\
+             [[allow]]\nport = \"2000-3000\"\nfrom = [\"192.0.2.0/24\"]\n\
+             [[allow]]\nport = 2376\nfrom = [\"192.0.2.9\"]\n\
+             [[allow]]\nport = 2375\nproto = \"udp\"\nfrom = [\"192.0.2.9\"]\n",
+        )
+        .unwrap();
+        let report = &docker_api_reports(&config, &snapshot("0.0.0.0"))[0];
+        assert!(report.plain);
+        assert_eq!(report.verdict, "closed");
+        assert_eq!(report.open_to.len(), 1, "{report:?}");
+        assert!(report.open_to[0].starts_with("port 2000-3000/tcp from 192.0.2.0/24"));
+        assert_eq!(report.ignored.len(), 1, "{report:?}");
+        assert!(report.ignored[0].starts_with("port 2375/tcp"));
+    }
+
+    #[test]
+    fn explain_names_the_docker_api_and_what_opens_it() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 2375\n[[allow]]\nport = 2375\nfrom = [\"192.0.2.9\"]\n",
+        )
+        .unwrap();
+        let any = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, None).unwrap();
+        assert_eq!(any.answer, "closed", "{any:?}");
+        assert!(any.reasons[0].contains("without TLS"), "{any:?}");
+        assert!(any.reasons[1].contains("has no `from`"), "{any:?}");
+        let ci = "192.0.2.9".parse().ok();
+        let ci = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, ci).unwrap();
+        assert_eq!(ci.answer, "open", "{ci:?}");
+        assert!(explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Udp, None).is_none());
+        assert!(explain(&config, &snapshot("0.0.0.0"), 2376, L4Proto::Tcp, None).is_none());
+    }
+
+    #[test]
+    fn loopback_listeners_are_local_only_and_audit_mode_says_so() {
+        let config = Config::default();
+        assert_eq!(
+            docker_api_reports(&config, &snapshot("127.0.0.1"))[0].verdict,
+            "local-only"
+        );
+        let audit = Config::from_toml_str("[guard]\nmode = \"audit\"\n").unwrap();
+        assert_eq!(
+            docker_api_reports(&audit, &snapshot("::"))[0].verdict,
+            "audit"
+        );
+    }
+}
