@@ -100,7 +100,7 @@ fn docker_api_on_tcp_is_closed_to_outside_warned_about_and_opened_only_by_a_sour
     let human = daemon.guardctl(&["status"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
-        text.contains("Docker API: WARNING: dockerd")
+        text.contains("WARNING: dockerd")
             && text.contains(":2375, WITHOUT TLS")
             && text.contains("closed to every untrusted interface"),
         "{text}"

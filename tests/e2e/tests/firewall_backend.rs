@@ -80,7 +80,7 @@ fn status_flags_docker_saying_nftables_while_the_kernel_holds_iptables() {
             );
             assert_eq!(firewall["agreement"], "mismatch", "{firewall:#}");
             assert!(
-                text.contains("Docker says nftables; the kernel holds iptables-nft")
+                text.contains("Docker says it uses nftables, and the kernel holds iptables-nft")
                     && text.contains("MISMATCH"),
                 "{text}"
             );
