@@ -56,6 +56,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// dripping answer would otherwise hold the observer forever (bollard's
 /// own timeout covers only the headers).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `GET /info` only feeds status; the snapshot does not wait longer for it.
+const INFO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the observer on its own thread (a single-threaded tokio runtime).
 /// `report` is called for every update; returning `false` stops it.
@@ -144,14 +146,23 @@ async fn session(
         .unwrap_or_else(|| "unknown".into());
     // Engines before 28.1 have no `FirewallBackend` (iptables). /info is
     // only for status: its failure must not keep the guard from Docker.
-    let firewall = match docker.info().await {
-        Ok(info) => Some(DockerFirewall::from_driver(
+    // Bounded: bollard's timeout covers only the headers, and an Engine
+    // whose storage or plugin driver hangs answers /info slowly or never.
+    let firewall = match tokio::time::timeout(INFO_TIMEOUT, docker.info()).await {
+        Ok(Ok(info)) => Some(DockerFirewall::from_driver(
             info.firewall_backend
                 .and_then(|backend| backend.driver)
                 .as_deref(),
         )),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %fail(e), "Docker's /info did not answer; its firewall backend is unknown");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "Docker's /info did not answer within {} s; its firewall backend is unknown",
+                INFO_TIMEOUT.as_secs()
+            );
             None
         }
     };

@@ -296,3 +296,31 @@ fn only_real_bridges_named_by_docker_are_trusted() {
         }
     }
 }
+
+/// `GET /info` only feeds status (the firewall backend Docker says): an
+/// Engine that sends its headers and then nothing (a wedged storage or
+/// plugin driver) must not keep the observer from connecting, which would
+/// leave the guard on its last snapshot.
+#[test]
+fn a_silent_info_answer_does_not_keep_the_observer_from_connecting() {
+    let ns = NetNs::new("dksilentinfo");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let _engine = FakeEngine::start(
+        &socket,
+        vec![
+            ("/version", version()),
+            ("/events", Answer::Silent),
+            ("/info", Answer::Silent),
+            ("/containers/json", Answer::Json("[]".into())),
+            ("/networks", Answer::Json("[]".into())),
+        ],
+    );
+    let rx = observe(&ns, &socket);
+    match next(&rx, Duration::from_secs(45)) {
+        DockerUpdate::Connected { firewall, .. } => {
+            assert_eq!(firewall, None, "no answer, no backend");
+        }
+        other => panic!("expected a connection, got {other:?}"),
+    }
+}
