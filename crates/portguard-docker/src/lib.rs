@@ -56,6 +56,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// dripping answer would otherwise hold the observer forever (bollard's
 /// own timeout covers only the headers).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `GET /version` and `GET /info` are small answers (the engine's version
+/// and the firewall backend for status); the observer does not wait longer
+/// for them, since bollard's own timeout covers only the headers.
+const INFO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn no_answer(path: &str) -> String {
+    format!(
+        "the Docker Engine did not answer {path} within {} s",
+        INFO_TIMEOUT.as_secs()
+    )
+}
 
 /// Runs the observer on its own thread (a single-threaded tokio runtime).
 /// `report` is called for every update; returning `false` stops it.
@@ -120,7 +131,12 @@ async fn session(
     let cap = transport::MAX_RESPONSE_BYTES;
     let (docker, cap_hit) = transport::connect(socket, cap).map_err(|e| transport::describe(&e))?;
     let fail = |e: bollard::errors::Error| cap_hit.explain(&e, cap);
-    let docker = docker.negotiate_version().await.map_err(fail)?;
+    // Bounded like /info below: a silent answer would hold this session,
+    // and with it every reconnection, forever.
+    let docker = tokio::time::timeout(INFO_TIMEOUT, docker.negotiate_version())
+        .await
+        .map_err(|_| no_answer("/version"))?
+        .map_err(fail)?;
     let (links, mut link_events) = link_watch()
         .map_err(|e| format!("cannot ask the kernel about Docker's bridges (rtnetlink): {e}"))?;
     // Subscribe before the first snapshot, so that no change falls between.
@@ -136,22 +152,28 @@ async fn session(
         filters: Some(filters),
         ..Default::default()
     }));
-    let engine = docker
-        .version()
+    let engine = tokio::time::timeout(INFO_TIMEOUT, docker.version())
         .await
         .ok()
+        .and_then(Result::ok)
         .and_then(|v| v.version)
         .unwrap_or_else(|| "unknown".into());
     // Engines before 28.1 have no `FirewallBackend` (iptables). /info is
     // only for status: its failure must not keep the guard from Docker.
-    let firewall = match docker.info().await {
-        Ok(info) => Some(DockerFirewall::from_driver(
+    // Bounded: bollard's timeout covers only the headers, and an Engine
+    // whose storage or plugin driver hangs answers /info slowly or never.
+    let firewall = match tokio::time::timeout(INFO_TIMEOUT, docker.info()).await {
+        Ok(Ok(info)) => Some(DockerFirewall::from_driver(
             info.firewall_backend
                 .and_then(|backend| backend.driver)
                 .as_deref(),
         )),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %fail(e), "Docker's /info did not answer; its firewall backend is unknown");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("{}; its firewall backend is unknown", no_answer("/info"));
             None
         }
     };

@@ -296,3 +296,65 @@ fn only_real_bridges_named_by_docker_are_trusted() {
         }
     }
 }
+
+/// `GET /info` only feeds status (the firewall backend Docker says): an
+/// Engine that sends its headers and then nothing (a wedged storage or
+/// plugin driver) must not keep the observer from connecting, which would
+/// leave the guard on its last snapshot.
+#[test]
+fn a_silent_info_answer_does_not_keep_the_observer_from_connecting() {
+    let ns = NetNs::new("dksilentinfo");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let _engine = FakeEngine::start(
+        &socket,
+        vec![
+            ("/version", version()),
+            ("/events", Answer::Silent),
+            ("/info", Answer::Silent),
+            ("/containers/json", Answer::Json("[]".into())),
+            ("/networks", Answer::Json("[]".into())),
+        ],
+    );
+    let rx = observe(&ns, &socket);
+    match next(&rx, Duration::from_secs(45)) {
+        DockerUpdate::Connected { firewall, .. } => {
+            assert_eq!(firewall, None, "no answer, no backend");
+        }
+        other => panic!("expected a connection, got {other:?}"),
+    }
+}
+
+/// An Engine that sends the headers of `/version` and then nothing (the
+/// first request of every connection) must not hold the observer forever:
+/// it gives up, backs off and connects once the Engine answers again.
+#[test]
+fn a_silent_version_answer_is_given_up_and_retried() {
+    let ns = NetNs::new("dksilentver");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let engine = FakeEngine::start(
+        &socket,
+        vec![
+            ("/version", Answer::Silent),
+            ("/events", Answer::Silent),
+            ("/containers/json", Answer::Json("[]".into())),
+            ("/networks", Answer::Json("[]".into())),
+        ],
+    );
+    let rx = observe(&ns, &socket);
+    std::thread::sleep(Duration::from_secs(2));
+    engine.set("/version", version());
+    // It may say that it gave up first; then it connects.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        match next(&rx, deadline.saturating_duration_since(Instant::now())) {
+            DockerUpdate::Connected { engine, .. } => {
+                assert_eq!(engine, "99.0-fake");
+                break;
+            }
+            DockerUpdate::Disconnected { error } => assert!(error.contains("/version"), "{error}"),
+            other => panic!("expected a connection, got {other:?}"),
+        }
+    }
+}

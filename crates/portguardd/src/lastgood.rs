@@ -51,11 +51,22 @@ pub fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> anyhow::Resul
         name.to_string_lossy(),
         std::process::id()
     ));
+    // The directory may be writable by others (node_exporter's textfile
+    // directory, any --metrics-file): whatever sits at the temporary name
+    // (a crash's leftover, or a planted link) is unlinked, never followed,
+    // and the file is created afresh (O_EXCL, O_NOFOLLOW), so the daemon
+    // cannot be made to write, as root, through a link.
+    match std::fs::remove_file(&temporary) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", temporary.display()));
+        }
+        _ => {}
+    }
     let written = (|| -> anyhow::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .mode(mode)
             .open(&temporary)
             .with_context(|| format!("writing {}", temporary.display()))?;
@@ -230,6 +241,39 @@ container = "shop/web"
             let back = load(dir.path()).unwrap().unwrap();
             assert_eq!(without_origins(back), without_origins(config), "{text}");
         }
+    }
+
+    /// The metrics file may live in a directory another user can write
+    /// (node_exporter's textfile directory, any `--metrics-file`): a link
+    /// planted at the temporary name must not make the daemon, as root,
+    /// truncate and rewrite the file it points to.
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let target = dir.path().join("portguard.prom");
+        let planted = dir
+            .path()
+            .join(format!(".portguard.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomically(&target, b"portguard_up 1\n", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "portguard_up 1\n"
+        );
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the victim's mode was changed");
+        // A stale temporary file (a crash mid-write) does not stop the next write.
+        std::fs::write(&planted, "stale").unwrap();
+        write_atomically(&target, b"portguard_up 0\n", 0o644).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "portguard_up 0\n"
+        );
     }
 
     #[test]
