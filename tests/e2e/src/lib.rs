@@ -103,9 +103,28 @@ impl Env {
             "run -d --name {name} {extra} {} {BUSYBOX_IMAGE} /bin/httpd -f -p 80 -h /www",
             publish.join(" ")
         ));
+        self.wait_serving(name);
         if self.daemon.is_some() {
             self.wait_published(name);
         }
+    }
+
+    /// Waits until container `name`'s httpd accepts connections (probed
+    /// from the host namespace, straight to the container's address), so
+    /// that a refused probe later means the guard, not a server still
+    /// starting.
+    pub fn wait_serving(&self, name: &str) {
+        let ip = self.dockerd.docker(&format!(
+            "inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} {{{{end}}}}' {name}"
+        ));
+        let Some(addr) = ip.split_whitespace().next().map(|ip| sa(&format!("{ip}:80"))) else {
+            return;
+        };
+        until(
+            &format!("{name}'s httpd listening"),
+            Duration::from_secs(10),
+            || tcp_probe(&self.lab.host, addr, PROBE),
+        );
     }
 
     /// Waits until `guardctl ports` lists a port of container `name`.
