@@ -509,6 +509,19 @@ fn log_and_drop_new(config: &Config) -> Vec<Rule> {
     rules
 }
 
+/// Removes the rules that report blocked attempts over nflog. For a
+/// kernel that cannot load nfnetlink_log (`CONFIG_NETFILTER_NETLINK_LOG`
+/// off, or module loading disabled): it refuses a whole transaction that
+/// holds a `log group` rule, and protection must not depend on a report.
+/// Every other rule, the counting and the drop included, stays.
+pub fn without_nflog(ruleset: &mut Ruleset) {
+    for chain in &mut ruleset.chains {
+        chain
+            .rules
+            .retain(|rule| !rule.stmts.iter().any(|s| matches!(s, Stmt::Nflog { .. })));
+    }
+}
+
 /// The log prefix of a blocked attempt, or in audit mode of one that
 /// would have been blocked.
 fn log_prefix(audit: bool) -> &'static str {

@@ -286,6 +286,39 @@ pub(crate) fn probe_table_flags(name: &str, flags: u32) -> Vec<BatchItem> {
     ]
 }
 
+/// A batch that creates a table holding one chain with one `rule`, and at
+/// once deletes the table: it commits only if the kernel can hold that
+/// rule (its expressions and the modules they need).
+pub(crate) fn probe_rule(name: &str, rule: &Rule) -> Vec<BatchItem> {
+    let chain = Chain {
+        name: "probe".into(),
+        base: None,
+        rules: Vec::new(),
+    };
+    vec![
+        item(
+            NfTablesMessage::NewTable(table_msg(name, 0)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add probe table inet {name}"),
+        ),
+        item(
+            NfTablesMessage::NewChain(chain_msg(name, &chain)),
+            NLM_F_CREATE,
+            format!("add probe chain inet {name} probe"),
+        ),
+        item(
+            NfTablesMessage::NewRule(rule_msg(name, "probe", rule)),
+            NLM_F_CREATE | NLM_F_APPEND,
+            format!("add probe rule to inet {name} probe"),
+        ),
+        item(
+            NfTablesMessage::DeleteTable(table_msg(name, 0)),
+            0,
+            format!("delete probe table inet {name}"),
+        ),
+    ]
+}
+
 fn item(message: NfTablesMessage, flags: u16, what: String) -> BatchItem {
     BatchItem {
         family: NetfilterProtoFamily::Inet,

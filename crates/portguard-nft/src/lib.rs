@@ -36,5 +36,6 @@ pub use monitor::{Change, Monitor, MonitorEvent};
 pub use nflog::{Attempt, Nflog, Reports};
 pub use readback::TableState;
 pub use table::{
-    ApplyStats, GuardTable, Ownership, STANDBY_TABLE, TableOutcome, TableSpec, probe_ownership,
+    ApplyStats, GuardTable, Ownership, STANDBY_TABLE, TableOutcome, TableSpec, probe_nflog,
+    probe_ownership,
 };

@@ -355,3 +355,26 @@ pub fn probe_ownership() -> Result<Ownership, NftError> {
     }
     Ok(Ownership::Unowned)
 }
+
+/// Whether the kernel can hold the judge chains' nflog rule (`log group`
+/// needs nfnetlink_log, which a kernel may lack or be unable to load): a
+/// probe table holding such a rule, created and deleted in one
+/// transaction. A kernel that refuses it would refuse the guard's whole
+/// ruleset, so the daemon then plans without that rule
+/// ([`portguard_core::plan::without_nflog`]).
+pub fn probe_nflog() -> Result<bool, NftError> {
+    use portguard_core::plan::{NFLOG_GROUP, NFLOG_SNAPLEN};
+    use portguard_core::ruleset::{Rule, Stmt};
+    let mut sock = NfSocket::open()?;
+    let name = format!("portguard_probe_nflog_{}", std::process::id());
+    let rule = Rule::new([Stmt::Nflog {
+        prefix: "probe".into(),
+        group: NFLOG_GROUP,
+        snaplen: NFLOG_SNAPLEN,
+    }]);
+    match sock.send_batch(encode::probe_rule(&name, &rule)) {
+        Ok(()) => Ok(true),
+        Err(NftError::Kernel { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -68,6 +68,10 @@ pub struct Guard<B> {
     /// Per table (primary first): times it was created or recreated whole,
     /// which starts its kernel counters from zero (the metrics carry them).
     pub tables_replaced: Vec<u64>,
+    /// Whether the kernel can hold the nflog rule (see
+    /// [`portguard_nft::probe_nflog`]); without it the guard plans
+    /// without the reports, never without protection.
+    pub nflog_available: bool,
 }
 
 impl<B: Backend> Guard<B> {
@@ -98,11 +102,16 @@ impl<B: Backend> Guard<B> {
             ended_connections: 0,
             reconcile_seconds: Histogram::default(),
             tables_replaced: Vec::new(),
+            nflog_available: true,
         }
     }
 
     pub fn desired(&self) -> Ruleset {
-        plan(&self.config, &self.snapshot)
+        let mut ruleset = plan(&self.config, &self.snapshot);
+        if !self.nflog_available {
+            portguard_core::plan::without_nflog(&mut ruleset);
+        }
+        ruleset
     }
 
     /// Makes the kernel hold exactly the desired ruleset and proves it.
@@ -534,6 +543,18 @@ mod tests {
             },
         );
         (guard, dir)
+    }
+
+    #[test]
+    fn without_nflog_the_kernel_gets_the_ruleset_minus_the_reports() {
+        let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
+        guard.nflog_available = false;
+        assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
+        let installed = guard.backend.tables[0].clone().unwrap();
+        let mut expected = plan(&guard.config, &guard.snapshot);
+        assert_ne!(installed, expected, "the nflog rules were installed");
+        portguard_core::plan::without_nflog(&mut expected);
+        assert_eq!(installed, expected);
     }
 
     #[test]

@@ -106,6 +106,15 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         },
     );
     guard.config_error = error;
+    // A kernel that cannot load nfnetlink_log would refuse the whole
+    // ruleset because of the reporting rule: guard without the reports.
+    guard.nflog_available = portguard_nft::probe_nflog()
+        .context("probing nf_tables (portguardd needs CAP_NET_ADMIN)")?;
+    if !guard.nflog_available {
+        tracing::error!(
+            "the kernel refuses nflog rules (nfnetlink_log is missing or cannot be loaded): blocked attempts are not reported to guardctl blocked; protection is unaffected"
+        );
+    }
     // Protection first, before Docker is even asked (P5), then READY.
     let outcome = guard.reconcile("start", Instant::now());
     if let crate::guard::Outcome::Failed(e) = &outcome {

@@ -117,7 +117,11 @@ impl Env {
         let ip = self.dockerd.docker(&format!(
             "inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} {{{{end}}}}' {name}"
         ));
-        let Some(addr) = ip.split_whitespace().next().map(|ip| sa(&format!("{ip}:80"))) else {
+        let Some(addr) = ip
+            .split_whitespace()
+            .next()
+            .map(|ip| sa(&format!("{ip}:80")))
+        else {
             return;
         };
         until(
