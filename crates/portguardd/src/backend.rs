@@ -4,7 +4,6 @@
 
 use portguard_config::Protection;
 use portguard_core::control::ProtectionTier;
-use portguard_core::hostfw::NetfilterInventory;
 use portguard_core::{L4Proto, Ruleset};
 use portguard_nft::{
     Conntrack, Flow, ForwardPolicy, GuardTable, Ip6Policy, NftError, Ownership, PolicyRestore,
@@ -24,11 +23,6 @@ pub trait Backend {
     /// the tier, by table name (`None`: that table does not exist).
     fn blocked_per_port(&mut self) -> Result<Vec<TableCounters>, NftError>;
     fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError>;
-    /// Other firewalls' chains and the legacy tables in use, for status
-    /// (read-only). A backend that cannot tell shows nothing.
-    fn netfilter_inventory(&mut self) -> Result<NetfilterInventory, NftError> {
-        Ok(NetfilterInventory::default())
-    }
     fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError>;
     /// Ends tracked connections carrying `mark` that `keep` refuses.
     fn end_connections(
@@ -173,10 +167,6 @@ impl Backend for Kernel {
 
     fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
         self.ip6.forward_policy()
-    }
-
-    fn netfilter_inventory(&mut self) -> Result<NetfilterInventory, NftError> {
-        portguard_nft::netfilter_inventory()
     }
 
     fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {

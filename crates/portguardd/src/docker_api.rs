@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -23,6 +23,8 @@ use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use portguard_core::DockerApiListener;
+
+use crate::triggers::Poke;
 
 /// How often dockerd's listeners are looked at without being asked.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
@@ -194,62 +196,15 @@ pub fn scan() -> std::io::Result<Vec<DockerApiListener>> {
 pub fn spawn(
     report: impl Fn(Vec<DockerApiListener>) -> bool + Send + 'static,
 ) -> std::io::Result<Poke> {
-    let (tx, rx) = sync_channel(1);
-    std::thread::Builder::new()
-        .name("docker-api-scan".into())
-        .spawn(move || scan_loop(&rx, report))?;
-    Ok(Poke(tx))
-}
-
-fn scan_loop(rx: &Receiver<()>, report: impl Fn(Vec<DockerApiListener>) -> bool) {
-    let mut last: Option<Vec<DockerApiListener>> = None;
-    let mut failing = false;
-    loop {
-        let started = std::time::Instant::now();
-        let result = scan();
-        tracing::debug!(
-            elapsed_ms = %format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
-            listeners = result.as_ref().map_or(0, Vec::len),
-            "looked for the Docker API"
-        );
-        match result {
-            Ok(found) => {
-                failing = false;
-                if last.as_ref() != Some(&found) {
-                    last = Some(found.clone());
-                    if !report(found) {
-                        return;
-                    }
-                }
-            }
-            // Kept as it was: a failed look proves nothing either way.
-            Err(e) if !failing => {
-                failing = true;
-                tracing::error!(
-                    "could not look for an exposed Docker API (sock_diag): {e}; the last result stays"
-                );
-            }
-            Err(_) => {}
-        }
-        std::thread::sleep(MIN_GAP);
-        match rx.recv_timeout(RESCAN_INTERVAL - MIN_GAP) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// Asks the scanner to look again, without ever waiting for it.
-#[derive(Clone)]
-pub struct Poke(SyncSender<()>);
-
-impl Poke {
-    pub fn now(&self) {
-        // Full: a look is already due, which is as good.
-        if let Err(TrySendError::Disconnected(())) = self.0.try_send(()) {
-            tracing::warn!("the Docker API scanner has stopped");
-        }
-    }
+    crate::triggers::spawn_rescanner(
+        "docker-api-scan",
+        "look for an exposed Docker API (sock_diag)",
+        MIN_GAP,
+        RESCAN_INTERVAL,
+        scan,
+        // The scanner keeps its own copy to compare with; a few listeners.
+        move |found| report(Arc::unwrap_or_clone(found)),
+    )
 }
 
 #[cfg(test)]

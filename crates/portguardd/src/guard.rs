@@ -4,13 +4,14 @@
 //! after tampering and the periodic verify.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use portguard_config::Config;
 use portguard_core::control::{
     ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome, rfc3339,
 };
-use portguard_core::hostfw::DockerFirewall;
+use portguard_core::hostfw::{DockerFirewall, NetfilterInventory};
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::{DockerApiListener, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
@@ -72,6 +73,9 @@ pub struct Guard<B> {
     /// [`portguard_nft::probe_nflog`]); without it the guard plans
     /// without the reports, never without protection.
     pub nflog_available: bool,
+    /// Other firewalls' chains at the inventory worker's latest read
+    /// (`None` until its first): status, ports and explain assess these.
+    pub netfilter: Option<Arc<NetfilterInventory>>,
 }
 
 impl<B: Backend> Guard<B> {
@@ -103,6 +107,7 @@ impl<B: Backend> Guard<B> {
             reconcile_seconds: Histogram::default(),
             tables_replaced: Vec::new(),
             nflog_available: true,
+            netfilter: None,
         }
     }
 

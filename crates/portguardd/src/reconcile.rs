@@ -17,7 +17,7 @@ use crate::blocked::{self, Blocked};
 use crate::guard::Guard;
 use crate::logging::event;
 use crate::metrics::Metrics;
-use crate::triggers::{Pending, ReplyTo, Trigger};
+use crate::triggers::{Pending, Poke, ReplyTo, Trigger};
 use crate::{control, docker_api, lastgood, notify, status, triggers};
 
 /// How often the table is verified even when nothing was heard.
@@ -137,6 +137,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let tx = tx.clone();
         docker_api::spawn(move |listeners| tx.send(Trigger::DockerApi(listeners)).is_ok())?
     };
+    // Other firewalls' chains, for status/ports/explain: read off the loop.
+    let inventory_scan = triggers::spawn_inventory(tx.clone())?;
     guard.notify_status();
     let mut metrics = Metrics::start(options.metrics_file.clone(), &options.state_dir);
     metrics.update(&mut guard, true);
@@ -148,7 +150,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         &rx,
         &tx,
         &blocked,
-        &docker_api_scan,
+        &Rescanners {
+            docker_api: docker_api_scan,
+            inventory: inventory_scan,
+        },
     )?;
     notify::notify("STOPPING=1\n");
     metrics.stop(&mut guard);
@@ -169,13 +174,19 @@ struct Reloads {
     next: Vec<Option<ReplyTo>>,
 }
 
+/// The threads that look again when the loop pokes them.
+struct Rescanners {
+    docker_api: Poke,
+    inventory: Poke,
+}
+
 fn event_loop<B: Backend>(
     guard: &mut Guard<B>,
     metrics: &mut Metrics,
     rx: &Receiver<Trigger>,
     tx: &Sender<Trigger>,
     blocked: &Blocked,
-    docker_api_scan: &docker_api::Poke,
+    rescan: &Rescanners,
 ) -> anyhow::Result<()> {
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let tick = watchdog.map_or(VERIFY_INTERVAL, |w| w.min(VERIFY_INTERVAL));
@@ -207,13 +218,19 @@ fn event_loop<B: Backend>(
         }
         for update in pending.docker.drain(..) {
             // dockerd (re)started: it may listen on other `-H` addresses.
+            // Its firewall driver may have changed too.
             if matches!(update, portguard_docker::DockerUpdate::Connected { .. }) {
-                docker_api_scan.now();
+                rescan.docker_api.now();
+                rescan.inventory.now();
             }
             guard.on_docker(update);
         }
         if pending.netfilter_changed {
-            docker_api_scan.now();
+            rescan.docker_api.now();
+            rescan.inventory.now();
+        }
+        if let Some(inventory) = pending.inventory.take() {
+            guard.netfilter = Some(inventory);
         }
         if let Some(listeners) = pending.docker_api.take() {
             guard.on_docker_api(listeners);

@@ -1,5 +1,8 @@
 //! `guardctl status`, `ports` and `explain`, answered from the guard's
-//! state (and one read of the kernel for what only the kernel knows).
+//! state (and small reads of the guard's own table). Other firewalls'
+//! chains come from the inventory worker's latest dump, never from a dump
+//! here: with tens of thousands of chains it takes seconds, and the loop
+//! must not stall on a status request.
 
 use std::net::IpAddr;
 
@@ -62,16 +65,14 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
     }
 }
 
-/// What Docker says of its firewall against what the kernel holds; `None`
-/// when the kernel cannot be read (the error is logged).
-pub fn host_firewall<B: Backend>(guard: &mut Guard<B>) -> Option<FirewallStatus> {
-    match guard.backend.netfilter_inventory() {
-        Ok(inventory) => Some(assess(guard.docker_firewall, &inventory)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the host's other firewall chains");
-            None
-        }
-    }
+/// What Docker says of its firewall against what the kernel held at the
+/// inventory worker's latest read; `None` until it has read once (or while
+/// it has never managed to: the error is in the log).
+pub fn host_firewall<B: Backend>(guard: &Guard<B>) -> Option<FirewallStatus> {
+    guard
+        .netfilter
+        .as_deref()
+        .map(|inventory| assess(guard.docker_firewall, inventory))
 }
 
 /// The verdicts, with the host firewall's warnings.

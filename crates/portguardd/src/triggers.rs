@@ -1,16 +1,20 @@
 //! Why the loop wakes up, and the threads that wake it: the nftables
-//! monitor, signals, and the configuration reader. Anything that may block
+//! monitor, signals, the configuration reader, and the rescanners (the
+//! Docker API scan, the netfilter inventory). Anything that may block
 //! (reading a file that could be a FIFO or on a hung mount) runs here, off
 //! the loop; the loop only ever waits on its channel, with a timeout.
 
+use std::fmt::Display;
 use std::path::PathBuf;
-use std::sync::mpsc::{Sender, channel};
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, Sender, SyncSender, TrySendError, channel, sync_channel};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use portguard_config::Config;
 use portguard_core::DockerApiListener;
 use portguard_core::control::{RequestBody, Response};
+use portguard_core::hostfw::NetfilterInventory;
 use portguard_docker::DockerUpdate;
 use portguard_nft::{Change, Monitor, MonitorEvent};
 
@@ -26,6 +30,9 @@ pub enum Trigger {
     Docker(DockerUpdate),
     /// The Docker API scanner found other listeners than before.
     DockerApi(Vec<DockerApiListener>),
+    /// The netfilter inventory worker read other firewalls' chains anew
+    /// (and they changed).
+    Inventory(Arc<NetfilterInventory>),
     Control(RequestBody, ReplyTo),
     /// SIGHUP.
     Reload,
@@ -108,6 +115,99 @@ pub fn read_config_at_start(path: PathBuf, timeout: Duration) -> Result<Config, 
     }
 }
 
+/// How often the other firewalls' chains are read without being asked.
+const INVENTORY_INTERVAL: Duration = Duration::from_secs(30);
+/// Least time between two inventory reads: with tens of thousands of
+/// chains (kube-proxy on iptables-nft) one read takes seconds, and such a
+/// host changes netfilter all the time.
+const INVENTORY_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Starts the netfilter inventory worker: every chain of every table is
+/// dumped here, never on the loop (a dump of 100,000 chains took 5 s);
+/// `status`, `ports` and `explain` answer from the latest one it sent.
+pub fn spawn_inventory(tx: Sender<Trigger>) -> std::io::Result<Poke> {
+    spawn_rescanner(
+        "netfilter-inventory",
+        "read the host's other firewall chains",
+        INVENTORY_MIN_GAP,
+        INVENTORY_INTERVAL,
+        portguard_nft::netfilter_inventory,
+        move |inventory| tx.send(Trigger::Inventory(inventory)).is_ok(),
+    )
+}
+
+/// Starts a thread that calls `look` at once, then every `interval` and
+/// whenever poked, but never twice within `min_gap` (a storm of pokes
+/// costs one look per `min_gap`). `report` gets each result that differs
+/// from the last one (false: stop). A failed look is logged once and the
+/// last result stays: it proves nothing either way. Returns the poke.
+pub fn spawn_rescanner<T, E>(
+    name: &str,
+    what: &'static str,
+    min_gap: Duration,
+    interval: Duration,
+    mut look: impl FnMut() -> Result<T, E> + Send + 'static,
+    report: impl Fn(Arc<T>) -> bool + Send + 'static,
+) -> std::io::Result<Poke>
+where
+    T: PartialEq + Send + Sync + 'static,
+    E: Display,
+{
+    let (tx, rx) = sync_channel(1);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut last: Option<Arc<T>> = None;
+            let mut failing = false;
+            loop {
+                let started = Instant::now();
+                let result = look();
+                tracing::debug!(
+                    elapsed_ms = %format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                    ok = result.is_ok(),
+                    "{what}"
+                );
+                match result {
+                    Ok(found) => {
+                        failing = false;
+                        if last.as_deref() != Some(&found) {
+                            let found = Arc::new(found);
+                            last = Some(Arc::clone(&found));
+                            if !report(found) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!("could not {what}: {e}; the last result stays");
+                    }
+                    Err(_) => {}
+                }
+                std::thread::sleep(min_gap);
+                if let Err(RecvTimeoutError::Disconnected) =
+                    rx.recv_timeout(interval.saturating_sub(min_gap))
+                {
+                    return;
+                }
+            }
+        })?;
+    Ok(Poke(tx))
+}
+
+/// Asks a rescanner to look again, without ever waiting for it.
+#[derive(Clone)]
+pub struct Poke(SyncSender<()>);
+
+impl Poke {
+    pub fn now(&self) {
+        // Full: a look is already due, which is as good.
+        if let Err(TrySendError::Disconnected(())) = self.0.try_send(()) {
+            tracing::warn!("a rescanner has stopped");
+        }
+    }
+}
+
 /// What a burst of triggers asks for, merged.
 #[derive(Default)]
 pub struct Pending {
@@ -119,6 +219,8 @@ pub struct Pending {
     pub netfilter_changed: bool,
     /// The latest Docker API scan, if one came.
     pub docker_api: Option<Vec<DockerApiListener>>,
+    /// The latest netfilter inventory, if one came.
+    pub inventory: Option<Arc<NetfilterInventory>>,
     pub control: Vec<(RequestBody, ReplyTo)>,
     /// A reload was asked for (SIGHUP).
     pub reload: bool,
@@ -150,6 +252,7 @@ impl Pending {
             }
             Trigger::Docker(update) => self.docker.push(update),
             Trigger::DockerApi(listeners) => self.docker_api = Some(listeners),
+            Trigger::Inventory(inventory) => self.inventory = Some(inventory),
             Trigger::Control(RequestBody::Reload, reply) => {
                 self.reload = true;
                 self.control.push((RequestBody::Reload, reply));

@@ -262,3 +262,110 @@ fn p7_a_start_with_a_broken_configuration_still_guards() {
     let out = daemon.guardctl(&["reload"]);
     assert!(!out.status.success(), "a refused reload must fail visibly");
 }
+
+/// Chains in `table ip kube` for the many-chains test: what a host running
+/// kube-proxy on iptables-nft holds (tens of thousands).
+const MANY_CHAINS: usize = 100_000;
+
+/// `guardctl status` must not stall the guard: the dump of every chain of
+/// every table (seconds with this many) happens off the loop, so a deleted
+/// table is restored promptly while status requests keep coming, and
+/// status still shows what that dump found.
+#[test]
+fn status_calls_amid_many_chains_do_not_delay_restores() {
+    let lab = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portguard.toml");
+    // The tier whose tables anybody may delete: the restore is measured.
+    write_config(
+        &config,
+        "[guard]\nprotection = \"twin\"\n",
+        &dir.path().join("no-docker.sock"),
+    );
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut nft = lab.host.enter(reader);
+    let daemon = Daemon::start(&lab.host, &config, Some(&notify_path), &[]);
+    wait_notify(&notify, "READY=1", Duration::from_secs(10));
+
+    // One transaction: the chains, and an IPv6 INPUT path that drops.
+    let mut ruleset = String::from(
+        "table ip6 filter {\n chain INPUT { type filter hook input priority 0; policy drop; }\n}\ntable ip kube {\n",
+    );
+    for i in 0..MANY_CHAINS {
+        ruleset.push_str(&format!(" chain KUBE-SVC-{i:06} {{ }}\n"));
+    }
+    ruleset.push_str("}\n");
+    let file = dir.path().join("many-chains.nft");
+    std::fs::write(&file, ruleset).unwrap();
+    lab.host.sh(&format!("nft -f {}", file.display()));
+
+    // Status shows the assessment of the (new) inventory.
+    let took = until(
+        "status shows the ip6 INPUT drop",
+        Duration::from_secs(60),
+        || {
+            let status = daemon.guardctl_json(&["status"]);
+            status["firewall"]["ipv6_input_drop"]["chains"]
+                .as_array()
+                .is_some_and(|chains| chains.iter().any(|c| c == "ip6 filter INPUT (policy drop)"))
+        },
+    );
+    println!("{MANY_CHAINS} chains: status showed the ip6 INPUT drop after {took:?}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = std::thread::scope(|scope| {
+        let caller = scope.spawn(|| {
+            let mut calls = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let out = daemon.guardctl(&["status", "--json"]);
+                // Exit 1 (not installed) is a right answer while the
+                // table is deleted; an answer there must be.
+                let status: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                        panic!(
+                            "guardctl status: {e}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                    });
+                assert!(status["firewall"].is_object(), "{status}");
+                calls.push(started.elapsed());
+            }
+            calls
+        });
+        let mut worst = Duration::ZERO;
+        for round in 0..5 {
+            std::thread::sleep(Duration::from_millis(300));
+            lab.host.sh("nft delete table inet portguard");
+            let took = until(
+                "table restored amid status calls",
+                Duration::from_secs(30),
+                || table_exists(&mut nft),
+            );
+            println!("round {round}: table restored after {took:?} amid status calls");
+            worst = worst.max(took);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let calls = caller.join().unwrap();
+        assert!(
+            worst < Duration::from_secs(1),
+            "a deleted table took {worst:?} to come back while status was asked"
+        );
+        calls
+    });
+    let slowest = calls.iter().max().copied().unwrap_or_default();
+    println!(
+        "{} status calls meanwhile, slowest {slowest:?}",
+        calls.len()
+    );
+    assert!(!calls.is_empty(), "no status call was made");
+    // nsenter execs portguardd: the same pid.
+    let peak = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    println!("portguardd peak RSS with {MANY_CHAINS} chains: {peak}");
+}
