@@ -384,20 +384,77 @@ pub fn spawn() -> Arc<Blocked> {
     shared
 }
 
+/// Which ports had an attempt written to the log this minute: the first
+/// attempt per port and minute goes to the journal (`PORTGUARD_EVENT=blocked`
+/// with port and source), the rest is only counted, so a flood writes at
+/// most [`JOURNAL_PORTS_PER_MINUTE`] lines a minute.
+#[derive(Default)]
+struct JournalPace {
+    minute: u64,
+    ports: std::collections::BTreeSet<(L4Proto, u16)>,
+}
+
+/// Blocked-attempt lines per minute at most (one per port).
+const JOURNAL_PORTS_PER_MINUTE: usize = 64;
+
+impl JournalPace {
+    /// Whether `attempt` is the first at its port this minute (and the
+    /// minute still has room).
+    fn first(&mut self, attempt: &Attempt, now: u64) -> bool {
+        if self.minute != now {
+            self.minute = now;
+            self.ports.clear();
+        }
+        self.ports.len() < JOURNAL_PORTS_PER_MINUTE
+            && self.ports.insert((attempt.proto, attempt.port))
+    }
+}
+
+fn journal(attempt: &Attempt) {
+    let verb = if attempt.audit {
+        "would have blocked (audit mode)"
+    } else {
+        "blocked"
+    };
+    tracing::info!(
+        portguard_event = crate::logging::event::BLOCKED,
+        port = attempt.port,
+        proto = %attempt.proto,
+        source = %attempt.source,
+        audit = attempt.audit,
+        "{verb} a new connection from {} to port {}/{}; further attempts at this port this minute are only counted (guardctl blocked)",
+        attempt.source,
+        attempt.port,
+        attempt.proto
+    );
+}
+
 /// Takes attempts off the queue into the summary, a burst per lock.
 fn summarize(shared: &Blocked, rx: &Receiver<Attempt>) {
+    let mut pace = JournalPace::default();
     while let Ok(first) = rx.recv() {
         let now = shared.minute();
-        let Ok(mut summary) = shared.summary.lock() else {
-            return;
-        };
-        summary.record(&first, now);
-        for _ in 0..QUEUE {
-            match rx.try_recv() {
-                Ok(attempt) => summary.record(&attempt, now),
-                Err(_) => break,
+        let mut to_journal = Vec::new();
+        {
+            let Ok(mut summary) = shared.summary.lock() else {
+                return;
+            };
+            let mut take = |attempt: Attempt| {
+                summary.record(&attempt, now);
+                if pace.first(&attempt, now) {
+                    to_journal.push(attempt);
+                }
+            };
+            take(first);
+            for _ in 0..QUEUE {
+                match rx.try_recv() {
+                    Ok(attempt) => take(attempt),
+                    Err(_) => break,
+                }
             }
         }
+        // Logged outside the lock: `guardctl blocked` never waits on it.
+        to_journal.iter().for_each(journal);
     }
 }
 
@@ -408,6 +465,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_journal_gets_the_first_attempt_per_port_and_minute_and_at_most_64_lines() {
+        let mut pace = JournalPace::default();
+        let a = attempt(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), 8081);
+        assert!(pace.first(&a, 5));
+        assert!(!pace.first(&a, 5));
+        assert!(pace.first(&attempt(a.source, 8082), 5));
+        assert!(pace.first(&a, 6), "a new minute");
+        let flood = (0..1000u16)
+            .filter(|p| pace.first(&attempt(a.source, 10_000 + p), 7))
+            .count();
+        assert_eq!(flood, JOURNAL_PORTS_PER_MINUTE);
+    }
 
     fn attempt(source: IpAddr, port: u16) -> Attempt {
         Attempt {

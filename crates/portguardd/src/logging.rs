@@ -33,6 +33,9 @@ pub mod event {
     pub const DOCKER_API_GONE: &str = "docker_api_gone";
     pub const DOCKER_CONNECTED: &str = "docker_connected";
     pub const DOCKER_DISCONNECTED: &str = "docker_disconnected";
+    /// A new connection was blocked (or, in audit mode, would have been):
+    /// the first attempt per port and minute, with its source.
+    pub const BLOCKED: &str = "blocked";
     /// Applying or verifying the ruleset failed.
     pub const RECONCILE_FAILED: &str = "reconcile_failed";
     pub const STOP: &str = "stop";

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portguard_core::L4Proto;
 use portguard_core::control::ProtectionTier;
+use portguard_core::docker_api::docker_api_reports;
 use portguard_core::verdict::{Verdict, port_reports};
 use serde::{Deserialize, Serialize};
 
@@ -190,6 +191,10 @@ pub struct Values {
     /// Published ports per verdict.
     pub published: [(Verdict, usize); 4],
     pub docker_connected: bool,
+    /// TCP ports dockerd listens on beyond loopback (the Docker API):
+    /// address, port, plain (2375, no TLS), and whether the guard closes it
+    /// to untrusted interfaces.
+    pub docker_api: Vec<(std::net::IpAddr, u16, bool, bool)>,
     pub config_error: bool,
     pub reconcile_seconds: Histogram,
     pub last_verify: Option<SystemTime>,
@@ -313,6 +318,19 @@ pub fn render(v: &Values) -> String {
         "1 while portguardd is connected to the Docker Engine API.",
         u8::from(v.docker_connected),
     );
+    header(
+        &mut out,
+        "portguard_docker_api_exposed",
+        "gauge",
+        "1 for each TCP address dockerd listens on beyond loopback (the Docker API: root on this host to whoever reaches it); plain=\"true\" on 2375 (no TLS); closed=\"true\" while the guard drops it from untrusted interfaces (false in audit mode).",
+    );
+    for (addr, port, plain, closed) in &v.docker_api {
+        let _ = writeln!(
+            out,
+            "portguard_docker_api_exposed{{address=\"{}\",port=\"{port}\",plain=\"{plain}\",closed=\"{closed}\"}} 1",
+            label(&addr.to_string())
+        );
+    }
     gauge(
         &mut out,
         "portguard_config_error",
@@ -506,6 +524,11 @@ impl Metrics {
             blocked: self.blocked.totals(),
             published,
             docker_connected: guard.docker.connected,
+            docker_api: docker_api_reports(&guard.config, &guard.snapshot)
+                .into_iter()
+                .filter(|r| r.verdict != "local-only")
+                .map(|r| (r.addr, r.port, r.plain, r.verdict == "closed"))
+                .collect(),
             config_error: guard.config_error.is_some(),
             reconcile_seconds: self
                 .earlier
@@ -712,6 +735,7 @@ mod tests {
                 (Verdict::HostNetwork, 0),
             ],
             docker_connected: true,
+            docker_api: vec![("0.0.0.0".parse().unwrap(), 2375, true, true)],
             config_error: false,
             reconcile_seconds: h,
             last_verify: Some(UNIX_EPOCH + Duration::from_millis(1_795_376_401_250)),
@@ -733,6 +757,7 @@ mod tests {
             "# TYPE portguard_blocked_attempts_total counter",
             "portguard_blocked_attempts_total{port=\"8081\",proto=\"tcp\"} 3",
             "portguard_blocked_attempts_total{port=\"5353\",proto=\"udp\"} 1",
+            "portguard_docker_api_exposed{address=\"0.0.0.0\",port=\"2375\",plain=\"true\",closed=\"true\"} 1",
             "portguard_published_ports{verdict=\"allowed\"} 1",
             "portguard_published_ports{verdict=\"blocked\"} 2",
             "portguard_published_ports{verdict=\"local-only\"} 0",

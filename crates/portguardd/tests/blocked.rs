@@ -149,6 +149,17 @@ fn blocked_counts_attempts_per_host_port_and_names_the_top_source() {
         text.contains("Top blocked: 5353/udp: 26 attempts in the last hour, from 4 sources (most: 10.99.0.13 (20)"),
         "{text}"
     );
+    // The log (the journal under systemd) has one `blocked` event per port
+    // and minute, with the host port and the source, not one per attempt.
+    let log = daemon.log();
+    let events: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("portguard_event=\"blocked\"") && l.contains("port=5353"))
+        .collect();
+    assert!(
+        !events.is_empty() && events.len() <= 2 && events[0].contains("source=10.99.0."),
+        "{log}"
+    );
 }
 
 #[test]

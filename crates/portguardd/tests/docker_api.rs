@@ -105,6 +105,17 @@ fn docker_api_on_tcp_is_closed_to_outside_warned_about_and_opened_only_by_a_sour
             && text.contains("closed to every untrusted interface"),
         "{text}"
     );
+    // ... and in the metrics, for the fleet's alerting.
+    let metrics = daemon.guardctl(&["metrics"]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portguard_docker_api_exposed{")
+                && l.contains("port=\"2375\",plain=\"true\",closed=\"true\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
     let log = daemon.log();
     // What one look costs (sock_diag dump plus dockerd's /proc/PID/fd).
     for line in log
