@@ -482,6 +482,7 @@ fn blocked_attempts_are_counted_per_original_port_in_the_kernel() {
     lab.host.sh(
         "nft delete rule inet portguard published_forward handle $(nft -a list chain inet portguard published_forward | sed -n 's/.*@blocked_tcp.*# handle //p') \
          && nft delete rule inet portguard published_input handle $(nft -a list chain inet portguard published_input | sed -n 's/.*@blocked_tcp.*# handle //p') \
+         && nft delete rule inet portguard docker_api_input handle $(nft -a list chain inet portguard docker_api_input | sed -n 's/.*@blocked_tcp.*# handle //p') \
          && nft delete set inet portguard blocked_tcp \
          && nft add set inet portguard blocked_tcp '{ type inet_service; size 8; flags dynamic; }'",
     );

@@ -343,6 +343,7 @@ pub fn spawn() -> Arc<Blocked> {
     let spawned = std::thread::Builder::new()
         .name("nflog".into())
         .spawn(move || {
+            crate::triggers::background_priority();
             loop {
                 let reports = match nflog.next_reports() {
                     Ok(reports) => reports,
@@ -376,7 +377,10 @@ pub fn spawn() -> Arc<Blocked> {
             let summary = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("blocked".into())
-                .spawn(move || summarize(&summary, &rx))
+                .spawn(move || {
+                    crate::triggers::background_priority();
+                    summarize(&summary, &rx)
+                })
         });
     if let Err(e) = spawned {
         shared.set_error(format!("cannot start the nflog threads: {e}"));

@@ -44,6 +44,8 @@ const READ_INTERVAL: Duration = Duration::from_secs(10);
 /// The file is rewritten at least this often, changed or not, so that its
 /// age tells a stalled daemon apart (node_textfile_mtime_seconds).
 const WRITE_INTERVAL: Duration = Duration::from_secs(60);
+/// The least time between two writes of the metrics files.
+const MIN_WRITE_GAP: Duration = Duration::from_secs(1);
 /// How long a clean stop waits for its last write (`portguard_up 0`).
 const STOP_FLUSH: Duration = Duration::from_secs(2);
 /// Upper bounds (seconds) of the reconcile duration histogram: a fast-path
@@ -391,7 +393,9 @@ pub struct Metrics {
     last_read: Option<Instant>,
     read_error_logged: bool,
     last_write: Option<Instant>,
+    /// The latest text made, and the latest one handed to the writer.
     last_text: String,
+    text_written: String,
     writer: Writer,
 }
 
@@ -423,6 +427,7 @@ impl Metrics {
             read_error_logged: false,
             last_write: None,
             last_text: String::new(),
+            text_written: String::new(),
             writer: Writer::spawn(),
         }
     }
@@ -437,15 +442,29 @@ impl Metrics {
             self.read_kernel(guard);
         }
         let text = render(&self.values(guard, true));
-        let stale = self
-            .last_write
-            .is_none_or(|t| t.elapsed() >= WRITE_INTERVAL);
-        if text != self.last_text || stale {
+        let since_write = self.last_write.map(|t| t.elapsed());
+        let stale = since_write.is_none_or(|e| e >= WRITE_INTERVAL);
+        // At most one write a second: under a tampering storm every
+        // reconcile changes the histogram, and two fsyncs per restore would
+        // only compete with the restores. A change held back here is
+        // written on the loop's next pass after the gap.
+        let paced = since_write.is_none_or(|e| e >= MIN_WRITE_GAP);
+        if (text != self.text_written && paced) || stale {
             self.writer.submit(self.files(&text, guard));
             self.last_write = Some(Instant::now());
-            self.last_text.clone_from(&text);
+            self.text_written.clone_from(&text);
         }
+        self.last_text.clone_from(&text);
         text
+    }
+
+    /// When a change held back by the write pacing is due to be written
+    /// (the loop wakes then), if one is held back.
+    pub fn write_due(&self) -> Option<Duration> {
+        let held = self.text_written != self.last_text;
+        held.then(|| {
+            MIN_WRITE_GAP.saturating_sub(self.last_write.map_or(MIN_WRITE_GAP, |t| t.elapsed()))
+        })
     }
 
     /// A clean stop: the file says `portguard_up 0`, and the totals are
@@ -614,7 +633,10 @@ impl Writer {
         let theirs = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("metrics-writer".into())
-            .spawn(move || write_forever(&theirs));
+            .spawn(move || {
+                crate::triggers::background_priority();
+                write_forever(&theirs)
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start the metrics writer; no metrics file");
         }

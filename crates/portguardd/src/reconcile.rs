@@ -194,7 +194,9 @@ fn event_loop<B: Backend>(
     let mut reloads = Reloads::default();
     loop {
         let mut pending = Pending::default();
-        match rx.recv_timeout(tick) {
+        // A metrics write held back by its pacing is due soon: wake for it.
+        let wait = metrics.write_due().map_or(tick, |due| due.min(tick));
+        match rx.recv_timeout(wait) {
             // The first trigger is handled at once; whatever queued up
             // behind it (a burst) is merged into the same pass.
             Ok(trigger) => {

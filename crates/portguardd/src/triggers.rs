@@ -157,6 +157,7 @@ where
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            background_priority();
             let mut last: Option<Arc<T>> = None;
             let mut failing = false;
             loop {
@@ -262,5 +263,40 @@ impl Pending {
             Trigger::ConfigRead(result) => self.config_read = Some(result),
             Trigger::Stop => self.stop = true,
         }
+    }
+}
+
+/// Lowers the calling thread's CPU priority to nice 10. The daemon's
+/// helpers (scans, nflog reports, the metrics file) may wait; a restore on
+/// the loop must not wait for them on a busy host. Linux keeps the nice
+/// value per thread: this touches only the calling thread.
+pub fn background_priority() {
+    if rustix::process::nice(10).is_err() {
+        tracing::debug!("could not lower a helper thread's priority");
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The nice value of the calling thread (field 19 of its stat line).
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_helper_thread_is_lowered_and_the_loop_thread_is_not() {
+        let before = own_nice();
+        let helper = std::thread::spawn(|| {
+            super::background_priority();
+            own_nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(helper, (before + 10).min(19));
+        assert_eq!(own_nice(), before, "the calling thread's priority moved");
     }
 }
