@@ -12,15 +12,17 @@
 //!   connections to a published host port (the userland-proxy path, which
 //!   never crosses FORWARD) are judged by `published_input`.
 //! * `published_*`: allow entries match the original (pre-DNAT)
-//!   destination port in per-protocol interval sets (and the source
-//!   address via concatenated sets); anything else that is new is logged
-//!   (rate-limited) and dropped, or only counted in audit mode.
+//!   destination port in per-protocol sets: single ports in a hash set
+//!   (`allow_tcp`), real ranges in an interval set (`allow_tcp_ranges`),
+//!   and the source address via concatenated sets; anything else that is
+//!   new is logged (rate-limited) and dropped, or only counted in audit
+//!   mode.
 
 use std::collections::BTreeSet;
 
 use portguard_config::{AllowTarget, Config, Mode, PortRange, Scope};
 
-use crate::intervals::{AddrPorts, disjoint_addr_ports, merge_ports};
+use crate::intervals::{AddrPorts, disjoint_addr_ports, split_singles_and_ranges};
 use crate::ruleset::{
     BaseChain, Chain, CtStates, Element, Hook, IfMatch, PRIORITY_FILTER, Policy, Rule, Ruleset,
     Set, SetKey, Stmt,
@@ -37,8 +39,14 @@ pub mod names {
     pub const PUBLISHED_FORWARD: &str = "published_forward";
     pub const PUBLISHED_INPUT: &str = "published_input";
 
+    /// Single ports (hash set).
     pub fn allow(proto: crate::L4Proto) -> String {
         format!("allow_{proto}")
+    }
+
+    /// Port ranges (interval set).
+    pub fn allow_ranges(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_ranges")
     }
 
     pub fn allow_from_v4(proto: crate::L4Proto) -> String {
@@ -141,7 +149,12 @@ fn entry_ports(target: &AllowTarget, proto: L4Proto, snapshot: &Snapshot) -> Vec
     }
 }
 
-fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 3] {
+/// The allow sets of `proto`, in this order: single ports (hash), port
+/// ranges (interval), and the source-restricted concatenations. The range
+/// set exists even when empty, so that the table's structure does not
+/// depend on the configuration's shape and a first range arriving is an
+/// element change, applied in place like any other.
+fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 4] {
     let mut any_source = Vec::new();
     let mut from_v4 = Vec::new();
     let mut from_v6 = Vec::new();
@@ -163,14 +176,17 @@ fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 3] 
             }));
         }
     }
+    let (singles, ranges) = split_singles_and_ranges(any_source);
     [
         Set {
             name: names::allow(proto),
             key: SetKey::Port,
-            elements: merge_ports(any_source)
-                .into_iter()
-                .map(Element::Port)
-                .collect(),
+            elements: singles.into_iter().map(Element::Port).collect(),
+        },
+        Set {
+            name: names::allow_ranges(proto),
+            key: SetKey::PortInterval,
+            elements: ranges.into_iter().map(Element::Port).collect(),
         },
         Set {
             name: names::allow_from_v4(proto),
@@ -198,16 +214,23 @@ fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 3] 
     ]
 }
 
+/// Docker publishes a range as one binding per port, so the published
+/// ports are single ports: a hash set.
 fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
-    let ports = snapshot
+    let ports: BTreeSet<u16> = snapshot
         .published
         .iter()
         .filter(|p| p.proto == proto && p.is_exposed())
-        .filter_map(|p| PortRange::single(p.host_port));
+        .map(|p| p.host_port)
+        .collect();
     Set {
         name: names::published(proto),
         key: SetKey::Port,
-        elements: merge_ports(ports).into_iter().map(Element::Port).collect(),
+        elements: ports
+            .into_iter()
+            .filter_map(PortRange::single)
+            .map(Element::Port)
+            .collect(),
     }
 }
 
@@ -318,14 +341,17 @@ fn input_chain(config: &Config) -> Chain {
 fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
     let mut rules = Vec::new();
     let dnat = || require_dnat.then_some(Stmt::CtStatusDnat);
+    // Single ports first: the usual case is decided by one hash lookup.
     for proto in L4Proto::ALL {
-        rules.push(Rule::new(
-            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
-                Stmt::CtOriginalDportInSet(names::allow(proto)),
-                Stmt::CtMarkOr(CT_MARK_ADMITTED),
-                Stmt::Accept,
-            ]),
-        ));
+        for set in [names::allow(proto), names::allow_ranges(proto)] {
+            rules.push(Rule::new(
+                [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
+                    Stmt::CtOriginalDportInSet(set),
+                    Stmt::CtMarkOr(CT_MARK_ADMITTED),
+                    Stmt::Accept,
+                ]),
+            ));
+        }
     }
     for proto in L4Proto::ALL {
         rules.push(Rule::new(
@@ -384,4 +410,75 @@ pub fn entry_admits(
             .iter()
             .any(|r| r.contains(port))
         && entry.admits_source(source)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::render::render_element;
+
+    fn elements(ruleset: &Ruleset, name: &str) -> (SetKey, Vec<String>) {
+        let set = ruleset.set(name).unwrap();
+        (set.key, set.elements.iter().map(render_element).collect())
+    }
+
+    #[test]
+    fn single_ports_go_in_the_hash_set_and_ranges_in_the_range_set() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 8080\n[[allow]]\nport = 8081\n\
+             [[allow]]\nport = \"9000-9010\"\n[[allow]]\nport = 9005\n\
+             [[allow]]\nport = \"5000-5001\"\nproto = \"udp\"\n",
+        )
+        .unwrap();
+        let ruleset = plan(&config, &Snapshot::default());
+        assert_eq!(
+            elements(&ruleset, "allow_tcp"),
+            (SetKey::Port, vec!["8080".into(), "8081".into()])
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_ranges"),
+            (SetKey::PortInterval, vec!["9000-9010".into()])
+        );
+        assert_eq!(elements(&ruleset, "allow_udp"), (SetKey::Port, vec![]));
+        assert_eq!(
+            elements(&ruleset, "allow_udp_ranges"),
+            (SetKey::PortInterval, vec!["5000-5001".into()])
+        );
+        assert!(!SetKey::Port.is_interval() && SetKey::PortInterval.is_interval());
+        // Both sets are judged, single ports first, in both judge chains.
+        for chain in [names::PUBLISHED_FORWARD, names::PUBLISHED_INPUT] {
+            let lookups: Vec<&str> = ruleset
+                .chain(chain)
+                .unwrap()
+                .rules
+                .iter()
+                .flat_map(|r| &r.stmts)
+                .filter_map(|s| match s {
+                    Stmt::CtOriginalDportInSet(set) => Some(set.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                lookups,
+                ["allow_tcp", "allow_tcp_ranges", "allow_udp", "allow_udp_ranges"]
+            );
+        }
+    }
+
+    #[test]
+    fn the_range_sets_exist_without_ranges_so_the_structure_stays() {
+        let singles = Config::from_toml_str("[[allow]]\nport = 8080\n").unwrap();
+        let ranged =
+            Config::from_toml_str("[[allow]]\nport = 8080\n[[allow]]\nport = \"1-2\"\n").unwrap();
+        let (a, b) = (
+            plan(&singles, &Snapshot::default()),
+            plan(&ranged, &Snapshot::default()),
+        );
+        // Same chains, same set names: a first range is an element change.
+        assert_eq!(a.chains, b.chains);
+        let names = |r: &Ruleset| r.sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+    }
 }

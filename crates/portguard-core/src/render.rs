@@ -68,7 +68,7 @@ fn render_set(set: &Set) -> String {
     let mut block = format!("\tset {} {{\n", set.name);
     let key = match set.key {
         SetKey::Ifname => "ifname",
-        SetKey::Port => "inet_service",
+        SetKey::Port | SetKey::PortInterval => "inet_service",
         SetKey::Ipv4Port => "ipv4_addr . inet_service",
         SetKey::Ipv6Port => "ipv6_addr . inet_service",
     };

@@ -75,7 +75,7 @@ fn every_foreign_change_is_found_exactly_and_put_right_in_place() {
     // place, leaving exactly what is wanted.
     for tamper in [
         "nft add element inet portguard allow_tcp { 27017 }",
-        "nft add element inet portguard allow_tcp { 2000-3000 }",
+        "nft add element inet portguard allow_tcp_ranges { 2000-3000 }",
         "nft add element inet portguard allow_tcp_v4 { 192.0.2.1 . 22 }",
         "nft delete element inet portguard allow_tcp { 1111 }",
         "nft add element inet portguard trusted_ifaces { \"eth0\" }",

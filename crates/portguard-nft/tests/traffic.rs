@@ -435,3 +435,67 @@ fn p1_a_bridge_docker_has_not_reported_yet_is_judged_from_the_first_packet() {
     nft.reconcile(&ruleset("[[allow]]\nport = 8099\n")).unwrap();
     assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8099"), PROBE));
 }
+
+#[test]
+fn p1_single_ports_in_the_hash_set_and_ranges_in_the_range_set_both_admit() {
+    let lab = lab();
+    let mut nft = lab.host.enter(guard_table);
+    let both = ruleset(
+        "[[allow]]\nport = 8080\n[[allow]]\nport = \"8082-8083\"\n\
+         [[allow]]\nport = \"5350-5360\"\nproto = \"udp\"\n",
+    );
+    nft.reconcile(&both).unwrap();
+    // The kernel holds single ports in a hash set and ranges in an
+    // interval set, as planned.
+    let single_set = lab.host.sh("nft list set inet portguard allow_tcp");
+    assert!(
+        single_set.contains("8080") && !single_set.contains("interval"),
+        "{single_set}"
+    );
+    let range_set = lab.host.sh("nft list set inet portguard allow_tcp_ranges");
+    assert!(
+        range_set.contains("flags interval") && range_set.contains("8082-8083"),
+        "{range_set}"
+    );
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE),
+        "single allowed port (hash set)"
+    );
+    for port in [8082, 8083] {
+        assert!(
+            tcp_probe(&lab.wan, sa(&format!("10.99.0.1:{port}")), PROBE),
+            "port {port} of an allowed range (interval set)"
+        );
+    }
+    assert!(
+        udp_probe(&lab.wan, sa("10.99.0.1:5353"), PROBE),
+        "UDP port inside an allowed range"
+    );
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "unlisted port between the single port and the range"
+    );
+    assert!(
+        !tcp_probe(&lab.wan, sa("[fd00:99::1]:8081"), PROBE),
+        "unlisted port over IPv6"
+    );
+
+    // Dropping the range, and bringing it back, are element changes made
+    // in place: the range set stays, empty, in between.
+    let single = ruleset("[[allow]]\nport = 8080\n");
+    for (rules, range_open) in [(&single, false), (&both, true)] {
+        let outcome = nft.reconcile(rules).unwrap();
+        assert!(
+            matches!(outcome, TableOutcome::Repaired(_)),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            tcp_probe(&lab.wan, sa("10.99.0.1:8082"), PROBE),
+            range_open,
+            "port 8082 with the range {}",
+            if range_open { "back" } else { "removed" }
+        );
+        assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE));
+        assert!(!tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE));
+    }
+}
