@@ -447,6 +447,7 @@ mod tests {
             (SetKey::PortInterval, vec!["5000-5001".into()])
         );
         assert!(!SetKey::Port.is_interval() && SetKey::PortInterval.is_interval());
+        assert!(SetKey::Port.is_dynamic() && !SetKey::PortInterval.is_dynamic());
         // Both sets are judged, single ports first, in both judge chains.
         for chain in [names::PUBLISHED_FORWARD, names::PUBLISHED_INPUT] {
             let lookups: Vec<&str> = ruleset

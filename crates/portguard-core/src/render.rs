@@ -76,6 +76,9 @@ fn render_set(set: &Set) -> String {
     if set.key.is_interval() {
         block.push_str("\t\tflags interval\n");
     }
+    if set.key.is_dynamic() {
+        block.push_str("\t\tflags dynamic\n");
+    }
     if !set.elements.is_empty() {
         let elements: Vec<String> = set.elements.iter().map(render_element).collect();
         let _ = writeln!(block, "\t\telements = {{ {} }}", elements.join(", "));

@@ -316,6 +316,9 @@ pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
     if set.key.is_interval() {
         flags |= SetFlags::Interval;
     }
+    if set.key.is_dynamic() {
+        flags |= SetFlags::Eval;
+    }
     if !fields.is_empty() {
         flags |= SetFlags::Concat;
     }

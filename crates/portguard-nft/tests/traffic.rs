@@ -445,11 +445,13 @@ fn p1_single_ports_in_the_hash_set_and_ranges_in_the_range_set_both_admit() {
          [[allow]]\nport = \"5350-5360\"\nproto = \"udp\"\n",
     );
     nft.reconcile(&both).unwrap();
-    // The kernel holds single ports in a hash set and ranges in an
-    // interval set, as planned.
+    // The kernel holds single ports in a hash set (`dynamic`: not the
+    // bitmap backend) and ranges in an interval set, as planned.
     let single_set = lab.host.sh("nft list set inet portguard allow_tcp");
     assert!(
-        single_set.contains("8080") && !single_set.contains("interval"),
+        single_set.contains("8080")
+            && single_set.contains("flags dynamic")
+            && !single_set.contains("interval"),
         "{single_set}"
     );
     let range_set = lab.host.sh("nft list set inet portguard allow_tcp_ranges");
