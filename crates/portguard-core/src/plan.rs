@@ -57,6 +57,15 @@ pub mod names {
         format!("allow_{proto}_v6")
     }
 
+    /// Source networks or address ranges, or port ranges (interval set).
+    pub fn allow_from_v4_ranges(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_v4_ranges")
+    }
+
+    pub fn allow_from_v6_ranges(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_v6_ranges")
+    }
+
     pub fn published(proto: crate::L4Proto) -> String {
         format!("published_{proto}")
     }
@@ -150,11 +159,13 @@ fn entry_ports(target: &AllowTarget, proto: L4Proto, snapshot: &Snapshot) -> Vec
 }
 
 /// The allow sets of `proto`, in this order: single ports (hash), port
-/// ranges (interval), and the source-restricted concatenations. The range
-/// set exists even when empty, so that the table's structure does not
-/// depend on the configuration's shape and a first range arriving is an
-/// element change, applied in place like any other.
-fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 4] {
+/// ranges (interval), then the source-restricted concatenations, IPv4 and
+/// IPv6, each as one address . one port (hash) and the rest (interval,
+/// pipapo: its commit copies the whole set, 125 ms for one element of
+/// 10,000). The range sets exist even when empty, so that the table's
+/// structure does not depend on the configuration's shape and a first
+/// range arriving is an element change, applied in place like any other.
+fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 6] {
     let mut any_source = Vec::new();
     let mut from_v4 = Vec::new();
     let mut from_v6 = Vec::new();
@@ -188,28 +199,53 @@ fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 4] 
             key: SetKey::PortInterval,
             elements: ranges.into_iter().map(Element::Port).collect(),
         },
+    ]
+    .into_iter()
+    .chain(sourced_sets(
+        &from_v4,
+        [names::allow_from_v4(proto), names::allow_from_v4_ranges(proto)],
+        [SetKey::Ipv4Port, SetKey::Ipv4PortInterval],
+        |r| Element::Ipv4Port {
+            // IPv4 bounds come from 32-bit addresses.
+            addrs: (r.addrs.0 as u32, r.addrs.1.min(u128::from(u32::MAX)) as u32),
+            ports: r.ports,
+        },
+    ))
+    .chain(sourced_sets(
+        &from_v6,
+        [names::allow_from_v6(proto), names::allow_from_v6_ranges(proto)],
+        [SetKey::Ipv6Port, SetKey::Ipv6PortInterval],
+        |r| Element::Ipv6Port {
+            addrs: r.addrs,
+            ports: r.ports,
+        },
+    ))
+    .collect::<Vec<_>>()
+    .try_into()
+    .unwrap_or_else(|_| unreachable!("two port sets and two pairs of sourced sets"))
+}
+
+/// The hash set (one address . one port) and the interval set (the rest)
+/// of one address family: the disjoint cover of `rects`, split.
+fn sourced_sets(
+    rects: &[AddrPorts],
+    [hash_name, interval_name]: [String; 2],
+    [hash_key, interval_key]: [SetKey; 2],
+    element: impl Fn(AddrPorts) -> Element,
+) -> [Set; 2] {
+    let (points, rest): (Vec<AddrPorts>, Vec<AddrPorts>) = disjoint_addr_ports(rects)
+        .into_iter()
+        .partition(|r| r.addrs.0 == r.addrs.1 && r.ports.start() == r.ports.end());
+    [
         Set {
-            name: names::allow_from_v4(proto),
-            key: SetKey::Ipv4Port,
-            elements: disjoint_addr_ports(&from_v4)
-                .into_iter()
-                .map(|r| Element::Ipv4Port {
-                    // IPv4 bounds come from 32-bit addresses.
-                    addrs: (r.addrs.0 as u32, r.addrs.1.min(u128::from(u32::MAX)) as u32),
-                    ports: r.ports,
-                })
-                .collect(),
+            name: hash_name,
+            key: hash_key,
+            elements: points.into_iter().map(&element).collect(),
         },
         Set {
-            name: names::allow_from_v6(proto),
-            key: SetKey::Ipv6Port,
-            elements: disjoint_addr_ports(&from_v6)
-                .into_iter()
-                .map(|r| Element::Ipv6Port {
-                    addrs: r.addrs,
-                    ports: r.ports,
-                })
-                .collect(),
+            name: interval_name,
+            key: interval_key,
+            elements: rest.into_iter().map(&element).collect(),
         },
     ]
 }
@@ -354,20 +390,21 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
         }
     }
     for proto in L4Proto::ALL {
-        rules.push(Rule::new(
-            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
-                Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(proto)),
-                Stmt::CtMarkOr(CT_MARK_ADMITTED),
-                Stmt::Accept,
-            ]),
-        ));
-        rules.push(Rule::new(
-            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
-                Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(proto)),
-                Stmt::CtMarkOr(CT_MARK_ADMITTED),
-                Stmt::Accept,
-            ]),
-        ));
+        let sourced = [
+            Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(proto)),
+            Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4_ranges(proto)),
+            Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(proto)),
+            Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6_ranges(proto)),
+        ];
+        for lookup in sourced {
+            rules.push(Rule::new(
+                [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
+                    lookup,
+                    Stmt::CtMarkOr(CT_MARK_ADMITTED),
+                    Stmt::Accept,
+                ]),
+            ));
+        }
     }
     let audit = config.guard.mode == Mode::Audit;
     if config.guard.log_blocked {
@@ -466,6 +503,36 @@ mod tests {
                 ["allow_tcp", "allow_tcp_ranges", "allow_udp", "allow_udp_ranges"]
             );
         }
+    }
+
+    #[test]
+    fn one_address_and_one_port_go_in_the_sourced_hash_sets() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 22\nfrom = [\"192.0.2.7/32\", \"198.51.100.0/24\", \"2001:db8::7/128\"]\n\
+             [[allow]]\nport = \"6000-6001\"\nfrom = [\"192.0.2.8/32\"]\n",
+        )
+        .unwrap();
+        let ruleset = plan(&config, &Snapshot::default());
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v4"),
+            (SetKey::Ipv4Port, vec!["192.0.2.7 . 22".into()])
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v4_ranges"),
+            (
+                SetKey::Ipv4PortInterval,
+                vec!["192.0.2.8 . 6000-6001".into(), "198.51.100.0/24 . 22".into()]
+            )
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v6"),
+            (SetKey::Ipv6Port, vec!["2001:db8::7 . 22".into()])
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v6_ranges"),
+            (SetKey::Ipv6PortInterval, vec![])
+        );
+        assert!(!SetKey::Ipv4Port.is_interval() && SetKey::Ipv4PortInterval.is_interval());
     }
 
     #[test]

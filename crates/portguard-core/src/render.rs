@@ -69,8 +69,8 @@ fn render_set(set: &Set) -> String {
     let key = match set.key {
         SetKey::Ifname => "ifname",
         SetKey::Port | SetKey::PortInterval => "inet_service",
-        SetKey::Ipv4Port => "ipv4_addr . inet_service",
-        SetKey::Ipv6Port => "ipv6_addr . inet_service",
+        SetKey::Ipv4Port | SetKey::Ipv4PortInterval => "ipv4_addr . inet_service",
+        SetKey::Ipv6Port | SetKey::Ipv6PortInterval => "ipv6_addr . inet_service",
     };
     let _ = writeln!(block, "\t\ttype {key}");
     if set.key.is_interval() {

@@ -61,10 +61,14 @@ pub enum SetKey {
     Port,
     /// `type inet_service; flags interval`
     PortInterval,
-    /// `type ipv4_addr . inet_service; flags interval`
+    /// `type ipv4_addr . inet_service` (hash): one address . one port.
     Ipv4Port,
-    /// `type ipv6_addr . inet_service; flags interval`
+    /// `type ipv4_addr . inet_service; flags interval` (pipapo)
+    Ipv4PortInterval,
+    /// `type ipv6_addr . inet_service` (hash): one address . one port.
     Ipv6Port,
+    /// `type ipv6_addr . inet_service; flags interval` (pipapo)
+    Ipv6PortInterval,
 }
 
 impl SetKey {
@@ -76,7 +80,7 @@ impl SetKey {
     pub fn is_interval(self) -> bool {
         matches!(
             self,
-            SetKey::PortInterval | SetKey::Ipv4Port | SetKey::Ipv6Port
+            SetKey::PortInterval | SetKey::Ipv4PortInterval | SetKey::Ipv6PortInterval
         )
     }
 }

@@ -305,8 +305,13 @@ pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
     let (key_type, key_len, fields): (u32, u32, &[u32]) = match set.key {
         SetKey::Ifname => (TYPE_IFNAME, IFNAMSIZ as u32, &[]),
         SetKey::Port | SetKey::PortInterval => (TYPE_INET_SERVICE, 2, &[]),
-        SetKey::Ipv4Port => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[4, 2]),
-        SetKey::Ipv6Port => (
+        // Hash sets of concatenations carry no field description and no
+        // CONCAT flag: nft (1.0.6) sends them only for interval sets
+        // (pipapo), and a set `nft -f` creates must compare equal.
+        SetKey::Ipv4Port => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[]),
+        SetKey::Ipv4PortInterval => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[4, 2]),
+        SetKey::Ipv6Port => ((TYPE_IP6ADDR << TYPE_BITS) | TYPE_INET_SERVICE, 20, &[]),
+        SetKey::Ipv6PortInterval => (
             (TYPE_IP6ADDR << TYPE_BITS) | TYPE_INET_SERVICE,
             20,
             &[16, 2],
@@ -440,6 +445,25 @@ pub(crate) fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttri
                         SetElementFlags::IntervalEnd,
                         None,
                     ));
+                }
+            }
+            // Hash sets hold one address . one port per element (the
+            // planner puts nothing else there); a wider element would be
+            // one key per point, so it is never narrowed silently.
+            Element::Ipv4Port { addrs, ports } if !set.key.is_interval() => {
+                for addr in addrs.0..=addrs.1 {
+                    for port in ports.start()..=ports.end() {
+                        let key = [addr.to_be_bytes(), port_slot(port)].concat();
+                        out.push(element(key, SetElementFlags::empty(), None));
+                    }
+                }
+            }
+            Element::Ipv6Port { addrs, ports } if !set.key.is_interval() => {
+                for addr in addrs.0..=addrs.1 {
+                    for port in ports.start()..=ports.end() {
+                        let key = [addr.to_be_bytes().as_slice(), &port_slot(port)].concat();
+                        out.push(element(key, SetElementFlags::empty(), None));
+                    }
                 }
             }
             Element::Ipv4Port { addrs, ports } => {

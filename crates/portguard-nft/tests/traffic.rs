@@ -500,4 +500,30 @@ fn p1_single_ports_in_the_hash_set_and_ranges_in_the_range_set_both_admit() {
         assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE));
         assert!(!tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE));
     }
+
+    // One address . one port goes in the sourced hash set, a network in
+    // the interval one; wan is 10.99.0.2.
+    nft.reconcile(&ruleset(
+        "[[allow]]\nport = 8081\nfrom = [\"10.99.0.2/32\"]\n\
+         [[allow]]\nport = 8080\nfrom = [\"10.99.0.3/32\"]\n\
+         [[allow]]\nport = 8082\nfrom = [\"10.99.0.0/30\"]\n",
+    ))
+    .unwrap();
+    let hosts = lab.host.sh("nft list set inet portguard allow_tcp_v4");
+    assert!(
+        hosts.contains("10.99.0.2 . 8081") && !hosts.contains("interval"),
+        "{hosts}"
+    );
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "the source's own address . port (hash set)"
+    );
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8082"), PROBE),
+        "a network containing the source (interval set)"
+    );
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE),
+        "another address's port"
+    );
 }
