@@ -35,9 +35,8 @@ pub fn merge_ports(ranges: impl IntoIterator<Item = PortRange>) -> Vec<PortRange
 pub fn split_singles_and_ranges(
     ranges: impl IntoIterator<Item = PortRange>,
 ) -> (Vec<PortRange>, Vec<PortRange>) {
-    let (singles, wide): (Vec<PortRange>, Vec<PortRange>) = ranges
-        .into_iter()
-        .partition(|r| r.start() == r.end());
+    let (singles, wide): (Vec<PortRange>, Vec<PortRange>) =
+        ranges.into_iter().partition(|r| r.start() == r.end());
     let wide = merge_ports(wide);
     let mut singles: Vec<PortRange> = singles
         .into_iter()
@@ -189,7 +188,13 @@ mod tests {
         // is covered by the range; one next to it stays single.
         assert_eq!(
             singles,
-            vec![p(1, 1), p(8080, 8080), p(8081, 8081), p(40201, 40201), p(65535, 65535)]
+            vec![
+                p(1, 1),
+                p(8080, 8080),
+                p(8081, 8081),
+                p(40201, 40201),
+                p(65535, 65535)
+            ]
         );
         assert_eq!(ranges, vec![p(40000, 40200)]);
         let (singles, ranges) = split_singles_and_ranges([p(1, 65535), p(7, 7)]);

@@ -203,7 +203,10 @@ fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 6] 
     .into_iter()
     .chain(sourced_sets(
         &from_v4,
-        [names::allow_from_v4(proto), names::allow_from_v4_ranges(proto)],
+        [
+            names::allow_from_v4(proto),
+            names::allow_from_v4_ranges(proto),
+        ],
         [SetKey::Ipv4Port, SetKey::Ipv4PortInterval],
         |r| Element::Ipv4Port {
             // IPv4 bounds come from 32-bit addresses.
@@ -213,7 +216,10 @@ fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 6] 
     ))
     .chain(sourced_sets(
         &from_v6,
-        [names::allow_from_v6(proto), names::allow_from_v6_ranges(proto)],
+        [
+            names::allow_from_v6(proto),
+            names::allow_from_v6_ranges(proto),
+        ],
         [SetKey::Ipv6Port, SetKey::Ipv6PortInterval],
         |r| Element::Ipv6Port {
             addrs: r.addrs,
@@ -500,7 +506,12 @@ mod tests {
                 .collect();
             assert_eq!(
                 lookups,
-                ["allow_tcp", "allow_tcp_ranges", "allow_udp", "allow_udp_ranges"]
+                [
+                    "allow_tcp",
+                    "allow_tcp_ranges",
+                    "allow_udp",
+                    "allow_udp_ranges"
+                ]
             );
         }
     }
@@ -521,7 +532,10 @@ mod tests {
             elements(&ruleset, "allow_tcp_v4_ranges"),
             (
                 SetKey::Ipv4PortInterval,
-                vec!["192.0.2.8 . 6000-6001".into(), "198.51.100.0/24 . 22".into()]
+                vec![
+                    "192.0.2.8 . 6000-6001".into(),
+                    "198.51.100.0/24 . 22".into()
+                ]
             )
         );
         assert_eq!(

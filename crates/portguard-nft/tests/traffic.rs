@@ -487,10 +487,7 @@ fn p1_single_ports_in_the_hash_set_and_ranges_in_the_range_set_both_admit() {
     let single = ruleset("[[allow]]\nport = 8080\n");
     for (rules, range_open) in [(&single, false), (&both, true)] {
         let outcome = nft.reconcile(rules).unwrap();
-        assert!(
-            matches!(outcome, TableOutcome::Repaired(_)),
-            "{outcome:?}"
-        );
+        assert!(matches!(outcome, TableOutcome::Repaired(_)), "{outcome:?}");
         assert_eq!(
             tcp_probe(&lab.wan, sa("10.99.0.1:8082"), PROBE),
             range_open,
