@@ -83,7 +83,8 @@ struct Verified {
     ruleset: Ruleset,
     /// `ruleset` encoded and walked into read-back form, kept so that the
     /// next element change encodes only the new ruleset (with 10,000
-    /// entries, each encoding costs milliseconds).
+    /// entries, each encoding costs milliseconds), and a restore of the
+    /// same ruleset encodes nothing to compare with.
     state: TableState,
 }
 
@@ -137,7 +138,14 @@ impl GuardTable {
         {
             return Ok(TableOutcome::Unchanged);
         }
-        let want = expected_state(&self.spec, desired);
+        // After a deletion or a foreign change the wanted ruleset is usually
+        // the one last verified, whose read-back form is kept: encoding it
+        // again costs milliseconds (tens under load, debug build) on the
+        // restore's critical path, while the host may be down to one copy.
+        let want = match &self.verified {
+            Some(verified) if verified.ruleset == *desired => verified.state.clone(),
+            _ => expected_state(&self.spec, desired),
+        };
         if let Some(outcome) = self.reconcile_known(desired, &want)? {
             return Ok(outcome);
         }
