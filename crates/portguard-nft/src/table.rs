@@ -23,6 +23,8 @@ const CONSISTENT_READ_TRIES: usize = 8;
 /// round can only fail because somebody changed the table in between).
 const APPLY_ROUNDS: usize = 3;
 
+const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+
 /// Who may change a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ownership {
@@ -326,6 +328,13 @@ impl GuardTable {
             let before = self.genid()?;
             let state = match readback::read_table(&mut self.sock, &self.spec.name) {
                 Err(NftError::Interrupted) => continue,
+                // The table (or one of its sets) was deleted between two of
+                // the dumps: a missing table is answered `None` by the
+                // first request, so this is a race like an interrupted
+                // dump. Read again at once; failing the whole reconcile
+                // would leave the deleted copy unrestored until the next
+                // trigger.
+                Err(e) if e.errno() == Some(ENOENT) => continue,
                 other => other?,
             };
             if self.genid()? == before {
