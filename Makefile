@@ -63,6 +63,7 @@ bench: deps
 	cargo bench -p portguard-nft --bench apply_vs_nft
 	cargo bench -p portguard-nft --bench packet
 	cargo bench -p portguard-nft --bench exposure
+	cargo bench -p portguard-nft --bench docker
 
 deb: deps
 	./packaging/build-deb

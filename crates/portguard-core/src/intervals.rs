@@ -25,6 +25,35 @@ pub fn merge_ports(ranges: impl IntoIterator<Item = PortRange>) -> Vec<PortRange
     merged
 }
 
+/// Splits port ranges into single ports (for a hash set) and real ranges
+/// (for an interval set), together covering exactly the ports of `ranges`:
+/// the ranges merged, and the single ports that no range covers, both
+/// sorted and without duplicates. Single ports are never merged into
+/// ranges, even when adjacent: 10,000 consecutive allowed ports stay
+/// 10,000 hash elements, so that adding or removing one of them is one
+/// element change and not a split of a range.
+pub fn split_singles_and_ranges(
+    ranges: impl IntoIterator<Item = PortRange>,
+) -> (Vec<PortRange>, Vec<PortRange>) {
+    let (singles, wide): (Vec<PortRange>, Vec<PortRange>) =
+        ranges.into_iter().partition(|r| r.start() == r.end());
+    let wide = merge_ports(wide);
+    let mut singles: Vec<PortRange> = singles
+        .into_iter()
+        .filter(|single| {
+            // `wide` is sorted and disjoint: the only range that can hold
+            // the port is the last one starting at or before it.
+            let after = wide.partition_point(|r| r.start() <= single.start());
+            !after
+                .checked_sub(1)
+                .is_some_and(|i| wide[i].contains(single.start()))
+        })
+        .collect();
+    singles.sort();
+    singles.dedup();
+    (singles, wide)
+}
+
 /// A rectangle of (address range, port range); addresses inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AddrPorts {
@@ -140,6 +169,36 @@ mod tests {
             merge_ports([p(65535, 65535), p(1, 65534)]),
             vec![p(1, 65535)]
         );
+    }
+
+    #[test]
+    fn single_ports_go_apart_from_ranges_and_never_merge() {
+        let (singles, ranges) = split_singles_and_ranges([
+            p(8080, 8080),
+            p(8081, 8081),
+            p(40000, 40100),
+            p(40050, 40200),
+            p(40100, 40100),
+            p(40201, 40201),
+            p(8080, 8080),
+            p(1, 1),
+            p(65535, 65535),
+        ]);
+        // Adjacent single ports stay single; a single port inside a range
+        // is covered by the range; one next to it stays single.
+        assert_eq!(
+            singles,
+            vec![
+                p(1, 1),
+                p(8080, 8080),
+                p(8081, 8081),
+                p(40201, 40201),
+                p(65535, 65535)
+            ]
+        );
+        assert_eq!(ranges, vec![p(40000, 40200)]);
+        let (singles, ranges) = split_singles_and_ranges([p(1, 65535), p(7, 7)]);
+        assert_eq!((singles, ranges), (vec![], vec![p(1, 65535)]));
     }
 
     #[test]

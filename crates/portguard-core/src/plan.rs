@@ -18,16 +18,18 @@
 //!   unsourced `port = 2375` would hand root on this host to the whole
 //!   network, so it does not open the Docker API.
 //! * `published_*`: allow entries match the original (pre-DNAT)
-//!   destination port in per-protocol interval sets (and the source
-//!   address via concatenated sets); anything else that is new is logged
-//!   (rate-limited), reported to the daemon over nflog (rate-limited, see
-//!   [`NFLOG_GROUP`]) and dropped, or only counted in audit mode.
+//!   destination port in per-protocol sets: single ports in a hash set
+//!   (`allow_tcp`), real ranges in an interval set (`allow_tcp_ranges`),
+//!   and the source address via concatenated sets; anything else that is
+//!   new is counted per port (`blocked_tcp`), logged (rate-limited),
+//!   reported to the daemon over nflog (rate-limited, see [`NFLOG_GROUP`])
+//!   and dropped, or only counted in audit mode.
 
 use std::collections::BTreeSet;
 
 use portguard_config::{AllowTarget, Config, Mode, PortRange, Scope};
 
-use crate::intervals::{AddrPorts, disjoint_addr_ports, merge_ports};
+use crate::intervals::{AddrPorts, disjoint_addr_ports, split_singles_and_ranges};
 use crate::ruleset::{
     BaseChain, Chain, CtStates, Element, Hook, IfMatch, PRIORITY_FILTER, Policy, Rule, Ruleset,
     Set, SetKey, Stmt,
@@ -47,8 +49,14 @@ pub mod names {
     /// TCP ports dockerd listens on (the Docker API).
     pub const DOCKER_API_TCP: &str = "docker_api_tcp";
 
+    /// Single ports (hash set).
     pub fn allow(proto: crate::L4Proto) -> String {
         format!("allow_{proto}")
+    }
+
+    /// Port ranges (interval set).
+    pub fn allow_ranges(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_ranges")
     }
 
     pub fn allow_from_v4(proto: crate::L4Proto) -> String {
@@ -57,6 +65,15 @@ pub mod names {
 
     pub fn allow_from_v6(proto: crate::L4Proto) -> String {
         format!("allow_{proto}_v6")
+    }
+
+    /// Source networks or address ranges, or port ranges (interval set).
+    pub fn allow_from_v4_ranges(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_v4_ranges")
+    }
+
+    pub fn allow_from_v6_ranges(proto: crate::L4Proto) -> String {
+        format!("allow_{proto}_v6_ranges")
     }
 
     pub fn published(proto: crate::L4Proto) -> String {
@@ -186,7 +203,14 @@ fn entry_ports(target: &AllowTarget, proto: L4Proto, snapshot: &Snapshot) -> Vec
     }
 }
 
-fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 3] {
+/// The allow sets of `proto`, in this order: single ports (hash), port
+/// ranges (interval), then the source-restricted concatenations, IPv4 and
+/// IPv6, each as one address . one port (hash) and the rest (interval,
+/// pipapo: its commit copies the whole set, 125 ms for one element of
+/// 10,000). The range sets exist even when empty, so that the table's
+/// structure does not depend on the configuration's shape and a first
+/// range arriving is an element change, applied in place like any other.
+fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 6] {
     let mut any_source = Vec::new();
     let mut from_v4 = Vec::new();
     let mut from_v6 = Vec::new();
@@ -208,51 +232,92 @@ fn allow_sets(config: &Config, snapshot: &Snapshot, proto: L4Proto) -> [Set; 3] 
             }));
         }
     }
+    let (singles, ranges) = split_singles_and_ranges(any_source);
     [
         Set {
             name: names::allow(proto),
             key: SetKey::Port,
-            elements: merge_ports(any_source)
-                .into_iter()
-                .map(Element::Port)
-                .collect(),
+            elements: singles.into_iter().map(Element::Port).collect(),
         },
         Set {
-            name: names::allow_from_v4(proto),
-            key: SetKey::Ipv4Port,
-            elements: disjoint_addr_ports(&from_v4)
-                .into_iter()
-                .map(|r| Element::Ipv4Port {
-                    // IPv4 bounds come from 32-bit addresses.
-                    addrs: (r.addrs.0 as u32, r.addrs.1.min(u128::from(u32::MAX)) as u32),
-                    ports: r.ports,
-                })
-                .collect(),
+            name: names::allow_ranges(proto),
+            key: SetKey::PortInterval,
+            elements: ranges.into_iter().map(Element::Port).collect(),
+        },
+    ]
+    .into_iter()
+    .chain(sourced_sets(
+        &from_v4,
+        [
+            names::allow_from_v4(proto),
+            names::allow_from_v4_ranges(proto),
+        ],
+        [SetKey::Ipv4Port, SetKey::Ipv4PortInterval],
+        |r| Element::Ipv4Port {
+            // IPv4 bounds come from 32-bit addresses.
+            addrs: (r.addrs.0 as u32, r.addrs.1.min(u128::from(u32::MAX)) as u32),
+            ports: r.ports,
+        },
+    ))
+    .chain(sourced_sets(
+        &from_v6,
+        [
+            names::allow_from_v6(proto),
+            names::allow_from_v6_ranges(proto),
+        ],
+        [SetKey::Ipv6Port, SetKey::Ipv6PortInterval],
+        |r| Element::Ipv6Port {
+            addrs: r.addrs,
+            ports: r.ports,
+        },
+    ))
+    .collect::<Vec<_>>()
+    .try_into()
+    .unwrap_or_else(|_| unreachable!("two port sets and two pairs of sourced sets"))
+}
+
+/// The hash set (one address . one port) and the interval set (the rest)
+/// of one address family: the disjoint cover of `rects`, split.
+fn sourced_sets(
+    rects: &[AddrPorts],
+    [hash_name, interval_name]: [String; 2],
+    [hash_key, interval_key]: [SetKey; 2],
+    element: impl Fn(AddrPorts) -> Element,
+) -> [Set; 2] {
+    let (points, rest): (Vec<AddrPorts>, Vec<AddrPorts>) = disjoint_addr_ports(rects)
+        .into_iter()
+        .partition(|r| r.addrs.0 == r.addrs.1 && r.ports.start() == r.ports.end());
+    [
+        Set {
+            name: hash_name,
+            key: hash_key,
+            elements: points.into_iter().map(&element).collect(),
         },
         Set {
-            name: names::allow_from_v6(proto),
-            key: SetKey::Ipv6Port,
-            elements: disjoint_addr_ports(&from_v6)
-                .into_iter()
-                .map(|r| Element::Ipv6Port {
-                    addrs: r.addrs,
-                    ports: r.ports,
-                })
-                .collect(),
+            name: interval_name,
+            key: interval_key,
+            elements: rest.into_iter().map(&element).collect(),
         },
     ]
 }
 
+/// Docker publishes a range as one binding per port, so the published
+/// ports are single ports: a hash set.
 fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
-    let ports = snapshot
+    let ports: BTreeSet<u16> = snapshot
         .published
         .iter()
         .filter(|p| p.proto == proto && p.is_exposed())
-        .filter_map(|p| PortRange::single(p.host_port));
+        .map(|p| p.host_port)
+        .collect();
     Set {
         name: names::published(proto),
         key: SetKey::Port,
-        elements: merge_ports(ports).into_iter().map(Element::Port).collect(),
+        elements: ports
+            .into_iter()
+            .filter_map(PortRange::single)
+            .map(Element::Port)
+            .collect(),
     }
 }
 
@@ -265,11 +330,17 @@ fn docker_api_set(snapshot: &Snapshot) -> Set {
         .filter(|l| !l.is_local_only())
         .map(|l| l.port)
         .chain(DOCKER_API_PORTS)
-        .filter_map(PortRange::single);
+        .collect::<BTreeSet<u16>>();
+    // A hash set: one element per port (2375 and 2376 are never merged
+    // into a range).
     Set {
         name: names::DOCKER_API_TCP.to_string(),
         key: SetKey::Port,
-        elements: merge_ports(ports).into_iter().map(Element::Port).collect(),
+        elements: ports
+            .into_iter()
+            .filter_map(PortRange::single)
+            .map(Element::Port)
+            .collect(),
     }
 }
 
@@ -386,30 +457,34 @@ fn input_chain(config: &Config) -> Chain {
 fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
     let mut rules = Vec::new();
     let dnat = || require_dnat.then_some(Stmt::CtStatusDnat);
+    // Single ports first: the usual case is decided by one hash lookup.
     for proto in L4Proto::ALL {
-        rules.push(Rule::new(
-            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
-                Stmt::CtOriginalDportInSet(names::allow(proto)),
-                Stmt::CtMarkOr(CT_MARK_ADMITTED),
-                Stmt::Accept,
-            ]),
-        ));
+        for set in [names::allow(proto), names::allow_ranges(proto)] {
+            rules.push(Rule::new(
+                [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
+                    Stmt::CtOriginalDportInSet(set),
+                    Stmt::CtMarkOr(CT_MARK_ADMITTED),
+                    Stmt::Accept,
+                ]),
+            ));
+        }
     }
     for proto in L4Proto::ALL {
-        rules.push(Rule::new(
-            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
-                Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(proto)),
-                Stmt::CtMarkOr(CT_MARK_ADMITTED),
-                Stmt::Accept,
-            ]),
-        ));
-        rules.push(Rule::new(
-            [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
-                Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(proto)),
-                Stmt::CtMarkOr(CT_MARK_ADMITTED),
-                Stmt::Accept,
-            ]),
-        ));
+        let sourced = [
+            Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(proto)),
+            Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4_ranges(proto)),
+            Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(proto)),
+            Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6_ranges(proto)),
+        ];
+        for lookup in sourced {
+            rules.push(Rule::new(
+                [Stmt::L4Proto(proto)].into_iter().chain(dnat()).chain([
+                    lookup,
+                    Stmt::CtMarkOr(CT_MARK_ADMITTED),
+                    Stmt::Accept,
+                ]),
+            ));
+        }
     }
     rules.extend(log_and_drop_new(config));
     Chain {
@@ -546,4 +621,114 @@ pub fn entry_admits(
             .iter()
             .any(|r| r.contains(port))
         && entry.admits_source(source)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::render::render_element;
+
+    fn elements(ruleset: &Ruleset, name: &str) -> (SetKey, Vec<String>) {
+        let set = ruleset.set(name).unwrap();
+        (set.key, set.elements.iter().map(render_element).collect())
+    }
+
+    #[test]
+    fn single_ports_go_in_the_hash_set_and_ranges_in_the_range_set() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 8080\n[[allow]]\nport = 8081\n\
+             [[allow]]\nport = \"9000-9010\"\n[[allow]]\nport = 9005\n\
+             [[allow]]\nport = \"5000-5001\"\nproto = \"udp\"\n",
+        )
+        .unwrap();
+        let ruleset = plan(&config, &Snapshot::default());
+        assert_eq!(
+            elements(&ruleset, "allow_tcp"),
+            (SetKey::Port, vec!["8080".into(), "8081".into()])
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_ranges"),
+            (SetKey::PortInterval, vec!["9000-9010".into()])
+        );
+        assert_eq!(elements(&ruleset, "allow_udp"), (SetKey::Port, vec![]));
+        assert_eq!(
+            elements(&ruleset, "allow_udp_ranges"),
+            (SetKey::PortInterval, vec!["5000-5001".into()])
+        );
+        assert!(!SetKey::Port.is_interval() && SetKey::PortInterval.is_interval());
+        assert!(SetKey::Port.is_dynamic() && !SetKey::PortInterval.is_dynamic());
+        // Both sets are judged, single ports first, in both judge chains.
+        for chain in [names::PUBLISHED_FORWARD, names::PUBLISHED_INPUT] {
+            let lookups: Vec<&str> = ruleset
+                .chain(chain)
+                .unwrap()
+                .rules
+                .iter()
+                .flat_map(|r| &r.stmts)
+                .filter_map(|s| match s {
+                    Stmt::CtOriginalDportInSet(set) => Some(set.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                lookups,
+                [
+                    "allow_tcp",
+                    "allow_tcp_ranges",
+                    "allow_udp",
+                    "allow_udp_ranges"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn one_address_and_one_port_go_in_the_sourced_hash_sets() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 22\nfrom = [\"192.0.2.7/32\", \"198.51.100.0/24\", \"2001:db8::7/128\"]\n\
+             [[allow]]\nport = \"6000-6001\"\nfrom = [\"192.0.2.8/32\"]\n",
+        )
+        .unwrap();
+        let ruleset = plan(&config, &Snapshot::default());
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v4"),
+            (SetKey::Ipv4Port, vec!["192.0.2.7 . 22".into()])
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v4_ranges"),
+            (
+                SetKey::Ipv4PortInterval,
+                vec![
+                    "192.0.2.8 . 6000-6001".into(),
+                    "198.51.100.0/24 . 22".into()
+                ]
+            )
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v6"),
+            (SetKey::Ipv6Port, vec!["2001:db8::7 . 22".into()])
+        );
+        assert_eq!(
+            elements(&ruleset, "allow_tcp_v6_ranges"),
+            (SetKey::Ipv6PortInterval, vec![])
+        );
+        assert!(!SetKey::Ipv4Port.is_interval() && SetKey::Ipv4PortInterval.is_interval());
+    }
+
+    #[test]
+    fn the_range_sets_exist_without_ranges_so_the_structure_stays() {
+        let singles = Config::from_toml_str("[[allow]]\nport = 8080\n").unwrap();
+        let ranged =
+            Config::from_toml_str("[[allow]]\nport = 8080\n[[allow]]\nport = \"1-2\"\n").unwrap();
+        let (a, b) = (
+            plan(&singles, &Snapshot::default()),
+            plan(&ranged, &Snapshot::default()),
+        );
+        // Same chains, same set names: a first range is an element change.
+        assert_eq!(a.chains, b.chains);
+        let names = |r: &Ruleset| r.sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+    }
 }

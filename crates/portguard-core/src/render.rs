@@ -68,18 +68,19 @@ fn render_set(set: &Set) -> String {
     let mut block = format!("\tset {} {{\n", set.name);
     let key = match set.key {
         SetKey::Ifname => "ifname",
-        SetKey::Port => "inet_service",
-        SetKey::Ipv4Port => "ipv4_addr . inet_service",
-        SetKey::Ipv6Port => "ipv6_addr . inet_service",
-        SetKey::PortCounters { .. } => "inet_service",
+        SetKey::Port | SetKey::PortInterval | SetKey::PortCounters { .. } => "inet_service",
+        SetKey::Ipv4Port | SetKey::Ipv4PortInterval => "ipv4_addr . inet_service",
+        SetKey::Ipv6Port | SetKey::Ipv6PortInterval => "ipv6_addr . inet_service",
     };
     let _ = writeln!(block, "\t\ttype {key}");
     if let SetKey::PortCounters { size } = set.key {
         let _ = writeln!(block, "\t\tsize {size}");
-        block.push_str("\t\tflags dynamic\n");
     }
     if set.key.is_interval() {
         block.push_str("\t\tflags interval\n");
+    }
+    if set.key.is_dynamic() {
+        block.push_str("\t\tflags dynamic\n");
     }
     if !set.elements.is_empty() {
         let elements: Vec<String> = set.elements.iter().map(render_element).collect();

@@ -85,7 +85,7 @@ fn nft_accepts_every_rendering() {
 #[test]
 fn rendered_ruleset_loads_into_a_kernel_and_lists_back_identically() {
     let dir = tempfile_dir();
-    for case in ["from_v4_v6", "containers", "interfaces", "audit"] {
+    for case in ["from_v4_v6", "containers", "interfaces", "audit", "range"] {
         let path = golden_dir().join(format!("{case}.toml"));
         let text = rendered(case, &path);
         let file = dir.join(format!("{case}.load.nft"));

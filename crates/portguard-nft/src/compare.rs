@@ -142,6 +142,7 @@ pub(crate) fn expected_state(spec: &TableSpec, ruleset: &Ruleset) -> TableState 
                 })
                 .collect();
             state.elements.sort();
+            state.elements_are_counts = set.key.elements_are_counts();
             state
         })
         .collect();
@@ -204,9 +205,10 @@ pub fn compare(want: &TableState, have: Option<&TableState>) -> Vec<Difference> 
             Some(held) if held.definition != set.definition => {
                 out.push(Difference::SetDefinition(set.name.clone()))
             }
-            // What the packet path adds to a dynamic set is counted, not
-            // wanted: only its definition is the guard's.
-            Some(held) if !set.is_dynamic() && held.elements != set.elements => {
+            // What the packet path adds to a counting set is counted, not
+            // wanted: only its definition is the guard's. Decided by the
+            // wanted state, never by flags the kernel reports.
+            Some(held) if !set.elements_are_counts && held.elements != set.elements => {
                 let (missing, foreign) = sorted_difference(&set.elements, &held.elements);
                 out.push(Difference::Elements {
                     set: set.name.clone(),
@@ -271,31 +273,36 @@ mod tests {
     }
 
     #[test]
-    fn elements_of_a_dynamic_set_are_counts_not_differences() {
+    fn elements_of_a_counting_set_are_counts_not_differences() {
         use crate::readback::SetState;
         const NFTA_SET_FLAGS: u16 = 3;
-        let set = |flags: u32, elements: Vec<Attrs>| SetState {
+        let set = |flags: u32, counts: bool, elements: Vec<Attrs>| SetState {
             name: "s".into(),
             definition: vec![(NFTA_SET_FLAGS, flags.to_be_bytes().to_vec())],
             elements,
+            elements_are_counts: counts,
         };
         let dynamic = 0x20;
-        let want = table_with(set(dynamic, vec![]));
+        let want = table_with(set(dynamic, true, vec![]));
         assert_eq!(
-            compare(&want, Some(&table_with(set(dynamic, vec![e(1)])))),
+            compare(&want, Some(&table_with(set(dynamic, false, vec![e(1)])))),
             vec![]
         );
         // The definition still counts ...
         assert_eq!(
-            compare(&want, Some(&table_with(set(0, vec![])))),
+            compare(&want, Some(&table_with(set(0, false, vec![])))),
             vec![Difference::SetDefinition("s".into())]
         );
-        // ... and a set that is not dynamic is compared element for element.
-        let plain = table_with(set(0, vec![]));
-        assert!(matches!(
-            compare(&plain, Some(&table_with(set(0, vec![e(1)])))).as_slice(),
-            [Difference::Elements { .. }]
-        ));
+        // ... and a set wanted with its elements is compared element for
+        // element, `flags dynamic` or not (the allowlist's hash sets are
+        // dynamic for their backend): the kernel's flags decide nothing.
+        for flags in [0, dynamic] {
+            let plain = table_with(set(flags, false, vec![]));
+            assert!(matches!(
+                compare(&plain, Some(&table_with(set(flags, true, vec![e(1)])))).as_slice(),
+                [Difference::Elements { .. }]
+            ));
+        }
     }
 
     #[test]

@@ -347,9 +347,16 @@ pub(crate) fn table_msg(name: &str, flags: u32) -> TableMessage {
 pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
     let (key_type, key_len, fields): (u32, u32, &[u32]) = match set.key {
         SetKey::Ifname => (TYPE_IFNAME, IFNAMSIZ as u32, &[]),
-        SetKey::Port | SetKey::PortCounters { .. } => (TYPE_INET_SERVICE, 2, &[]),
-        SetKey::Ipv4Port => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[4, 2]),
-        SetKey::Ipv6Port => (
+        SetKey::Port | SetKey::PortInterval | SetKey::PortCounters { .. } => {
+            (TYPE_INET_SERVICE, 2, &[])
+        }
+        // Hash sets of concatenations carry no field description and no
+        // CONCAT flag: nft (1.0.6) sends them only for interval sets
+        // (pipapo), and a set `nft -f` creates must compare equal.
+        SetKey::Ipv4Port => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[]),
+        SetKey::Ipv4PortInterval => ((TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE, 8, &[4, 2]),
+        SetKey::Ipv6Port => ((TYPE_IP6ADDR << TYPE_BITS) | TYPE_INET_SERVICE, 20, &[]),
+        SetKey::Ipv6PortInterval => (
             (TYPE_IP6ADDR << TYPE_BITS) | TYPE_INET_SERVICE,
             20,
             &[16, 2],
@@ -359,11 +366,11 @@ pub(crate) fn set_msg(table: &str, set: &Set, id: u32) -> SetMessage {
     if set.key.is_interval() {
         flags |= SetFlags::Interval;
     }
-    if !fields.is_empty() {
-        flags |= SetFlags::Concat;
-    }
     if set.key.is_dynamic() {
         flags |= SetFlags::Eval;
+    }
+    if !fields.is_empty() {
+        flags |= SetFlags::Concat;
     }
     let mut attributes = vec![
         SetAttribute::Table(table.into()),
@@ -440,17 +447,20 @@ fn port_slot(port: u16) -> [u8; 4] {
     [hi, lo, 0, 0]
 }
 
-/// Set elements as the kernel wants them. Plain interval sets (rbtree)
-/// take a start element and an end element one past the range, flagged
-/// INTERVAL_END, as nft sends them (including the leading end marker at 0);
-/// concatenated interval sets (pipapo) take KEY and an inclusive KEY_END.
+/// Set elements as the kernel wants them. Hash sets take one key per
+/// element (a port range given to a port hash set becomes one key per
+/// port: what the set matches never depends on the planner's split).
+/// Plain interval sets (rbtree) take a start element and an end element
+/// one past the range, flagged INTERVAL_END, as nft sends them (including
+/// the leading end marker at 0); concatenated interval sets (pipapo) take
+/// KEY and an inclusive KEY_END.
 pub(crate) fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(set.elements.len());
     let first_port_start = set.elements.iter().find_map(|e| match e {
         Element::Port(r) => Some(r.start()),
         _ => None,
     });
-    if first_port_start.is_some_and(|start| start > 0) {
+    if set.key == SetKey::PortInterval && first_port_start.is_some_and(|start| start > 0) {
         out.push(element(
             0u16.to_be_bytes().to_vec(),
             SetElementFlags::IntervalEnd,
@@ -461,6 +471,15 @@ pub(crate) fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttri
         match e {
             Element::Ifname(name) => {
                 out.push(element(ifname_bytes(name), SetElementFlags::empty(), None))
+            }
+            Element::Port(range) if !set.key.is_interval() => {
+                for port in range.start()..=range.end() {
+                    out.push(element(
+                        port.to_be_bytes().to_vec(),
+                        SetElementFlags::empty(),
+                        None,
+                    ));
+                }
             }
             Element::Port(range) => {
                 out.push(element(
@@ -474,6 +493,25 @@ pub(crate) fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttri
                         SetElementFlags::IntervalEnd,
                         None,
                     ));
+                }
+            }
+            // Hash sets hold one address . one port per element (the
+            // planner puts nothing else there); a wider element would be
+            // one key per point, so it is never narrowed silently.
+            Element::Ipv4Port { addrs, ports } if !set.key.is_interval() => {
+                for addr in addrs.0..=addrs.1 {
+                    for port in ports.start()..=ports.end() {
+                        let key = [addr.to_be_bytes(), port_slot(port)].concat();
+                        out.push(element(key, SetElementFlags::empty(), None));
+                    }
+                }
+            }
+            Element::Ipv6Port { addrs, ports } if !set.key.is_interval() => {
+                for addr in addrs.0..=addrs.1 {
+                    for port in ports.start()..=ports.end() {
+                        let key = [addr.to_be_bytes().as_slice(), &port_slot(port)].concat();
+                        out.push(element(key, SetElementFlags::empty(), None));
+                    }
                 }
             }
             Element::Ipv4Port { addrs, ports } => {

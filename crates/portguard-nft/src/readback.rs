@@ -64,21 +64,15 @@ pub struct SetState {
     pub definition: Attrs,
     /// Each element's attributes (key, key end, flags), sorted.
     pub elements: Vec<Attrs>,
+    /// Set on the wanted state only, from the ruleset's
+    /// [`SetKey::elements_are_counts`](portguard_core::SetKey::elements_are_counts):
+    /// the packet path fills the set, so its elements are not compared.
+    /// Never taken from what the kernel says (a `dynamic` flag there must
+    /// not make a guard set's elements unverified).
+    pub elements_are_counts: bool,
 }
 
 impl SetState {
-    /// Whether the packet path fills this set (`flags dynamic`): its
-    /// elements are then counts, not desired state.
-    pub fn is_dynamic(&self) -> bool {
-        const NFTA_SET_FLAGS: u16 = 3;
-        const NFT_SET_EVAL: u32 = 0x20;
-        self.definition.iter().any(|(kind, value)| {
-            *kind == NFTA_SET_FLAGS
-                && <[u8; 4]>::try_from(value.as_slice())
-                    .is_ok_and(|b| u32::from_be_bytes(b) & NFT_SET_EVAL != 0)
-        })
-    }
-
     /// The elements of a counting set: `(port, packets)` for each element
     /// whose key is a port and that carries a counter.
     pub fn port_counters(&self) -> Vec<(u16, u64)> {
@@ -384,6 +378,7 @@ pub(crate) fn set_state(set: &SetMessage) -> SetState {
         name,
         definition,
         elements: Vec::new(),
+        elements_are_counts: false,
     }
 }
 

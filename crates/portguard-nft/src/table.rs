@@ -23,6 +23,8 @@ const CONSISTENT_READ_TRIES: usize = 8;
 /// round can only fail because somebody changed the table in between).
 const APPLY_ROUNDS: usize = 3;
 
+const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+
 /// Who may change a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ownership {
@@ -77,6 +79,17 @@ pub struct ApplyStats {
     pub messages: usize,
 }
 
+/// What the kernel was last proved to hold.
+struct Verified {
+    genid: u32,
+    ruleset: Ruleset,
+    /// `ruleset` encoded and walked into read-back form, kept so that the
+    /// next element change encodes only the new ruleset (with 10,000
+    /// entries, each encoding costs milliseconds), and a restore of the
+    /// same ruleset encodes nothing to compare with.
+    state: TableState,
+}
+
 /// A handle on one of the guard's tables in one network namespace. Owned
 /// tables belong to this handle's socket: keep the handle for as long as
 /// the daemon runs, and make every change through it.
@@ -84,8 +97,8 @@ pub struct GuardTable {
     sock: NfSocket,
     spec: TableSpec,
     /// The generation at which the kernel was last seen holding exactly
-    /// `.1`: while the generation stays, nothing can have changed.
-    verified: Option<(u32, Ruleset)>,
+    /// this ruleset: while the generation stays, nothing can have changed.
+    verified: Option<Verified>,
     last_stats: ApplyStats,
 }
 
@@ -117,16 +130,33 @@ impl GuardTable {
     /// races the repair is caught by that second comparison and repaired
     /// too. Cheap when nothing changed anywhere (one GETGEN).
     pub fn reconcile(&mut self, desired: &Ruleset) -> Result<TableOutcome, NftError> {
-        if let Some(outcome) = self.reconcile_known(desired)? {
+        let unchanged_at = self
+            .verified
+            .as_ref()
+            .filter(|v| v.ruleset == *desired)
+            .map(|v| v.genid);
+        if let Some(genid) = unchanged_at
+            && self.genid()? == genid
+        {
+            return Ok(TableOutcome::Unchanged);
+        }
+        // After a deletion or a foreign change the wanted ruleset is usually
+        // the one last verified, whose read-back form is kept: encoding it
+        // again costs milliseconds (tens under load, debug build) on the
+        // restore's critical path, while the host may be down to one copy.
+        let want = match &self.verified {
+            Some(verified) if verified.ruleset == *desired => verified.state.clone(),
+            _ => expected_state(&self.spec, desired),
+        };
+        if let Some(outcome) = self.reconcile_known(desired, &want)? {
             return Ok(outcome);
         }
-        let want = expected_state(&self.spec, desired);
         let mut outcome = None;
         for _ in 0..APPLY_ROUNDS {
             let (genid, have) = self.read_consistent()?;
             let differences = compare(&want, have.as_ref());
             if differences.is_empty() {
-                self.verified = Some((genid, desired.clone()));
+                self.verify_at(genid, desired, want);
                 return Ok(outcome.unwrap_or(TableOutcome::Unchanged));
             }
             self.verified = None;
@@ -163,7 +193,7 @@ impl GuardTable {
             // `desired`. Anything else is read and compared again.
             let after = self.genid()?;
             if after == genid.wrapping_add(1) {
-                self.verified = Some((after, desired.clone()));
+                self.verify_at(after, desired, want);
                 return Ok(done);
             }
             outcome = Some(done);
@@ -173,7 +203,7 @@ impl GuardTable {
         let differences = compare(&want, have.as_ref());
         self.last_stats.verify = verify_started.elapsed();
         if differences.is_empty() {
-            self.verified = Some((genid, desired.clone()));
+            self.verify_at(genid, desired, want);
             return Ok(outcome.unwrap_or(TableOutcome::Unchanged));
         }
         Err(NftError::NotApplied(
@@ -187,25 +217,23 @@ impl GuardTable {
     /// and if the generation after our commit is exactly one more, nobody
     /// else committed in between: the kernel holds exactly `desired`.
     /// `None` when that cannot be known; the caller reads and compares.
-    fn reconcile_known(&mut self, desired: &Ruleset) -> Result<Option<TableOutcome>, NftError> {
-        let Some((genid, verified)) = &self.verified else {
+    /// `want` is `desired` in read-back form.
+    fn reconcile_known(
+        &mut self,
+        desired: &Ruleset,
+        want: &TableState,
+    ) -> Result<Option<TableOutcome>, NftError> {
+        let Some(verified) = self.verified.take() else {
             return Ok(None);
         };
-        let (genid, verified) = (*genid, verified.clone());
+        let genid = verified.genid;
         if self.genid()? != genid {
             return Ok(None);
         }
-        if verified == *desired {
-            return Ok(Some(TableOutcome::Unchanged));
-        }
-        let differences = compare(
-            &expected_state(&self.spec, desired),
-            Some(&expected_state(&self.spec, &verified)),
-        );
+        let differences = compare(want, Some(&verified.state));
         if !differences.iter().all(Difference::in_place) {
             return Ok(None);
         }
-        self.verified = None;
         let batch = encode::repair_table(&self.spec, desired, &differences);
         let messages = batch.len() + 2;
         let started = Instant::now();
@@ -222,8 +250,18 @@ impl GuardTable {
             verify: Duration::ZERO,
             messages,
         };
-        self.verified = Some((after, desired.clone()));
+        self.verify_at(after, desired, want.clone());
         Ok(Some(TableOutcome::Repaired(differences)))
+    }
+
+    /// Records that the kernel held exactly `ruleset` (in read-back form
+    /// `state`) at generation `genid`.
+    fn verify_at(&mut self, genid: u32, ruleset: &Ruleset, state: TableState) {
+        self.verified = Some(Verified {
+            genid,
+            ruleset: ruleset.clone(),
+            state,
+        });
     }
 
     /// Whether the table exists (one request): cheap enough to decide
@@ -290,6 +328,13 @@ impl GuardTable {
             let before = self.genid()?;
             let state = match readback::read_table(&mut self.sock, &self.spec.name) {
                 Err(NftError::Interrupted) => continue,
+                // The table (or one of its sets) was deleted between two of
+                // the dumps: a missing table is answered `None` by the
+                // first request, so this is a race like an interrupted
+                // dump. Read again at once; failing the whole reconcile
+                // would leave the deleted copy unrestored until the next
+                // trigger.
+                Err(e) if e.errno() == Some(ENOENT) => continue,
                 other => other?,
             };
             if self.genid()? == before {

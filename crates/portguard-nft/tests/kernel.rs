@@ -31,6 +31,7 @@ const CONFIGS: &[&str] = &[
     "[[allow]]\nport = 8086\n",
     "[[allow]]\nport = \"40000-40100\"\nproto = \"both\"\n[[allow]]\nport = 65535\n",
     "[[allow]]\nport = 8086\nfrom = [\"203.0.113.0/24\", \"2001:db8::/32\", \"10.0.0.0/8\"]\n[[allow]]\nport = 9000\nfrom = [\"10.1.0.0/16\"]\n",
+    "[[allow]]\nport = 22\nfrom = [\"192.0.2.7/32\", \"2001:db8::7/128\", \"198.51.100.0/24\"]\n[[allow]]\nport = \"6000-6001\"\nfrom = [\"192.0.2.8/32\"]\n[[allow]]\nport = 8080\n[[allow]]\nport = \"9000-9100\"\nproto = \"udp\"\n",
     "[guard]\nmode = \"audit\"\nscope = \"all\"\ntrusted_interfaces = [\"wg0\", \"tun*\"]\nexternal_interfaces = [\"eth0\"]\n[[allow]]\nport = 1\n",
 ];
 
@@ -51,6 +52,26 @@ fn applied_ruleset_lists_exactly_as_rendered() {
         assert_eq!(nft.check(&ruleset).unwrap(), vec![], "config:\n{config}");
         assert_eq!(nft.reconcile(&ruleset).unwrap(), TableOutcome::Unchanged);
     }
+}
+
+/// `nft -f` of the rendering builds exactly the table the guard would:
+/// same set flags and types (hash or interval, as planned), same elements,
+/// same rules, compared attribute for attribute.
+#[test]
+fn nft_builds_from_the_rendering_exactly_what_the_guard_would() {
+    let ns = NetNs::new("nftbuild");
+    let mut nft = nft_in(&ns);
+    let file = std::env::temp_dir().join(format!("pg-nftbuild-{}.nft", std::process::id()));
+    for config in CONFIGS {
+        let ruleset = ruleset(config);
+        std::fs::write(&file, render::render(&ruleset)).unwrap();
+        ns.sh(&format!(
+            "nft delete table inet portguard 2>/dev/null; nft -f {}",
+            file.display()
+        ));
+        assert_eq!(nft.check(&ruleset).unwrap(), vec![], "config:\n{config}");
+    }
+    let _ = std::fs::remove_file(&file);
 }
 
 #[test]
@@ -75,7 +96,7 @@ fn every_foreign_change_is_found_exactly_and_put_right_in_place() {
     // place, leaving exactly what is wanted.
     for tamper in [
         "nft add element inet portguard allow_tcp { 27017 }",
-        "nft add element inet portguard allow_tcp { 2000-3000 }",
+        "nft add element inet portguard allow_tcp_ranges { 2000-3000 }",
         "nft add element inet portguard allow_tcp_v4 { 192.0.2.1 . 22 }",
         "nft delete element inet portguard allow_tcp { 1111 }",
         "nft add element inet portguard trusted_ifaces { \"eth0\" }",

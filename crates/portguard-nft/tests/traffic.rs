@@ -499,3 +499,92 @@ fn blocked_attempts_are_counted_per_original_port_in_the_kernel() {
     ));
     assert_eq!(nft.check(&desired).unwrap(), vec![]);
 }
+
+#[test]
+fn p1_single_ports_in_the_hash_set_and_ranges_in_the_range_set_both_admit() {
+    let lab = lab();
+    let mut nft = lab.host.enter(guard_table);
+    let both = ruleset(
+        "[[allow]]\nport = 8080\n[[allow]]\nport = \"8082-8083\"\n\
+         [[allow]]\nport = \"5350-5360\"\nproto = \"udp\"\n",
+    );
+    nft.reconcile(&both).unwrap();
+    // The kernel holds single ports in a hash set (`dynamic`: not the
+    // bitmap backend) and ranges in an interval set, as planned.
+    let single_set = lab.host.sh("nft list set inet portguard allow_tcp");
+    assert!(
+        single_set.contains("8080")
+            && single_set.contains("flags dynamic")
+            && !single_set.contains("interval"),
+        "{single_set}"
+    );
+    let range_set = lab.host.sh("nft list set inet portguard allow_tcp_ranges");
+    assert!(
+        range_set.contains("flags interval") && range_set.contains("8082-8083"),
+        "{range_set}"
+    );
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE),
+        "single allowed port (hash set)"
+    );
+    for port in [8082, 8083] {
+        assert!(
+            tcp_probe(&lab.wan, sa(&format!("10.99.0.1:{port}")), PROBE),
+            "port {port} of an allowed range (interval set)"
+        );
+    }
+    assert!(
+        udp_probe(&lab.wan, sa("10.99.0.1:5353"), PROBE),
+        "UDP port inside an allowed range"
+    );
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "unlisted port between the single port and the range"
+    );
+    assert!(
+        !tcp_probe(&lab.wan, sa("[fd00:99::1]:8081"), PROBE),
+        "unlisted port over IPv6"
+    );
+
+    // Dropping the range, and bringing it back, are element changes made
+    // in place: the range set stays, empty, in between.
+    let single = ruleset("[[allow]]\nport = 8080\n");
+    for (rules, range_open) in [(&single, false), (&both, true)] {
+        let outcome = nft.reconcile(rules).unwrap();
+        assert!(matches!(outcome, TableOutcome::Repaired(_)), "{outcome:?}");
+        assert_eq!(
+            tcp_probe(&lab.wan, sa("10.99.0.1:8082"), PROBE),
+            range_open,
+            "port 8082 with the range {}",
+            if range_open { "back" } else { "removed" }
+        );
+        assert!(tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE));
+        assert!(!tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE));
+    }
+
+    // One address . one port goes in the sourced hash set, a network in
+    // the interval one; wan is 10.99.0.2.
+    nft.reconcile(&ruleset(
+        "[[allow]]\nport = 8081\nfrom = [\"10.99.0.2/32\"]\n\
+         [[allow]]\nport = 8080\nfrom = [\"10.99.0.3/32\"]\n\
+         [[allow]]\nport = 8082\nfrom = [\"10.99.0.0/30\"]\n",
+    ))
+    .unwrap();
+    let hosts = lab.host.sh("nft list set inet portguard allow_tcp_v4");
+    assert!(
+        hosts.contains("10.99.0.2 . 8081") && !hosts.contains("interval"),
+        "{hosts}"
+    );
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8081"), PROBE),
+        "the source's own address . port (hash set)"
+    );
+    assert!(
+        tcp_probe(&lab.wan, sa("10.99.0.1:8082"), PROBE),
+        "a network containing the source (interval set)"
+    );
+    assert!(
+        !tcp_probe(&lab.wan, sa("10.99.0.1:8080"), PROBE),
+        "another address's port"
+    );
+}
