@@ -668,7 +668,8 @@ mod tests {
                 .clone()
         };
         let port = |p| Element::Port(portguard_config::PortRange::single(p).unwrap());
-        let registered = vec![Element::Port("2375-2376".parse().unwrap())];
+        // One element per port (a hash set): never merged into a range.
+        let registered = vec![port(2375), port(2376)];
         // Docker's registered ports are closed before dockerd is seen.
         assert_eq!(api_ports(&guard), registered);
         guard.on_docker_api(vec![DockerApiListener {
@@ -676,7 +677,7 @@ mod tests {
             port: 4243,
             pid: 1,
         }]);
-        let found = vec![registered[0].clone(), port(4243)];
+        let found = vec![port(2375), port(2376), port(4243)];
         assert_eq!(api_ports(&guard), found);
         // Docker's snapshots know nothing of dockerd's listeners.
         guard.on_docker(DockerUpdate::Snapshot(Snapshot::default()));

@@ -97,10 +97,13 @@ fn dripping_clients_do_not_delay_another_clients_status() {
         "guardctl status: median {base:?} alone ({baseline:?}), {drip:?} with 4 dripping clients ({dripping:?}); bytes dripped {sent:?}"
     );
     assert!(sent.iter().all(|&n| n >= 2), "the drippers kept dripping");
+    // A server that waits on a dripping client answers after its 10 s
+    // deadline; scheduling noise on a busy machine is a few tens of ms, so
+    // the median is held close to the baseline and no answer may take 1 s.
     let worst = *dripping.iter().max().unwrap();
     assert!(
-        worst < base + Duration::from_millis(100),
-        "status took {worst:?} beside dripping clients, {base:?} alone"
+        drip < base + Duration::from_millis(100) && worst < Duration::from_secs(1),
+        "status took {drip:?} (median; worst {worst:?}) beside dripping clients, {base:?} alone"
     );
 }
 
