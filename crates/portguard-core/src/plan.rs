@@ -304,37 +304,36 @@ fn sourced_sets(
 /// Docker publishes a range as one binding per port, so the published
 /// ports are single ports: a hash set.
 fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
-    let ports: BTreeSet<u16> = snapshot
-        .published
-        .iter()
-        .filter(|p| p.proto == proto && p.is_exposed())
-        .map(|p| p.host_port)
-        .collect();
-    Set {
-        name: names::published(proto),
-        key: SetKey::Port,
-        elements: ports
-            .into_iter()
-            .filter_map(PortRange::single)
-            .map(Element::Port)
-            .collect(),
-    }
+    port_hash_set(
+        names::published(proto),
+        snapshot
+            .published
+            .iter()
+            .filter(|p| p.proto == proto && p.is_exposed())
+            .map(|p| p.host_port),
+    )
 }
 
 /// Docker's registered API ports, and any other port dockerd is seen
 /// listening on beyond loopback.
 fn docker_api_set(snapshot: &Snapshot) -> Set {
-    let ports = snapshot
-        .docker_api
-        .iter()
-        .filter(|l| !l.is_local_only())
-        .map(|l| l.port)
-        .chain(DOCKER_API_PORTS)
-        .collect::<BTreeSet<u16>>();
-    // A hash set: one element per port (2375 and 2376 are never merged
-    // into a range).
+    port_hash_set(
+        names::DOCKER_API_TCP.to_string(),
+        snapshot
+            .docker_api
+            .iter()
+            .filter(|l| !l.is_local_only())
+            .map(|l| l.port)
+            .chain(DOCKER_API_PORTS),
+    )
+}
+
+/// A hash set of single ports: one element per port, sorted and unique,
+/// never merged into a range (2375 and 2376 stay two elements).
+fn port_hash_set(name: String, ports: impl IntoIterator<Item = u16>) -> Set {
+    let ports: BTreeSet<u16> = ports.into_iter().collect();
     Set {
-        name: names::DOCKER_API_TCP.to_string(),
+        name,
         key: SetKey::Port,
         elements: ports
             .into_iter()
