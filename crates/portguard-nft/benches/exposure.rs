@@ -5,7 +5,8 @@
 //! * per protection tier (`[guard] protection`), a deletion storm: 40
 //!   `nft delete table` at 150 ms intervals (alternating with the standby
 //!   where the tier has one) while the outside namespace knocks on 8081
-//!   about every 2 ms. Prints connections that got through, and the restore
+//!   about every 2 ms; the twin tier also at 50 and 20 ms (its copies
+//!   are both gone if one is not back before the other is deleted). Prints connections that got through, and the restore
 //!   latency (p50 / p99) from nf_tables' own notifications: the deleting
 //!   commit to the next commit by another process touching that table;
 //! * reload to the kernel: SIGHUP after a one-entry change of the
@@ -35,6 +36,8 @@ const DB: &str = "10.99.0.1:8081";
 
 const DELETIONS: usize = 40;
 const DELETION_INTERVAL: Duration = Duration::from_millis(150);
+/// Tighter storms for the twin tier, the one whose copies anybody may delete.
+const TWIN_INTERVALS: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(20)];
 
 /// A portguardd in `host` with a configuration of its own.
 struct Guard {
@@ -111,7 +114,7 @@ fn restores(events: &[(Instant, portguard_nft::Change)]) -> (Vec<Duration>, usiz
     (latencies, unrestored)
 }
 
-fn storm(tier: &str, quick: bool) {
+fn storm(tier: &str, interval: Duration, quick: bool) {
     let lab = lab();
     let guard = Guard::start(
         &lab.host,
@@ -139,7 +142,7 @@ fn storm(tier: &str, quick: bool) {
             let started = Instant::now();
             let mut refused = 0;
             for i in 0..deletions {
-                let due = started + DELETION_INTERVAL * i as u32;
+                let due = started + interval * i as u32;
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 let table = &tables_owned[i % tables_owned.len()];
                 let ok = std::process::Command::new("nft")
@@ -167,9 +170,10 @@ fn storm(tier: &str, quick: bool) {
         (ms(a), ms(b))
     };
     println!(
-        "{tier:<17} {deletions:>9} {refused:>8} {deleted:>8} {unrestored:>11} {p50:>9} {p99:>9} {attempts:>9} {connected:>9}"
+        "{tier:<17} {:>8} {deletions:>9} {refused:>8} {deleted:>8} {unrestored:>11} {p50:>9} {p99:>9} {attempts:>9} {connected:>9}",
+        interval.as_millis()
     );
-    if connected > 0 {
+    if connected > 0 && interval == DELETION_INTERVAL {
         eprintln!("daemon log:\n{}", guard.daemon.log());
     }
 }
@@ -208,12 +212,13 @@ fn reload_latency(n: usize, rounds: usize) -> (Duration, Duration) {
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     println!(
-        "exposure: deletion storm, {DELETIONS} deletions every {DELETION_INTERVAL:?}, outside host knocking on an unlisted published port every ~2 ms"
+        "exposure: deletion storm, {DELETIONS} deletions every {DELETION_INTERVAL:?} (twin also tighter), outside host knocking on an unlisted published port every ~2 ms"
     );
     println!("({})", load());
     println!(
-        "{:<17} {:>9} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}",
+        "{:<17} {:>8} {:>9} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}",
         "tier",
+        "every ms",
         "attempted",
         "refused",
         "deleted",
@@ -224,12 +229,18 @@ fn main() {
         "through"
     );
     for tier in ["owned-persistent", "owned-standby", "twin"] {
-        storm(tier, quick);
+        storm(tier, DELETION_INTERVAL, quick);
+    }
+    for interval in TWIN_INTERVALS {
+        storm("twin", interval, quick);
     }
     println!(
         "refused: the kernel refused the deletion (owned table); restore latency: deleting commit"
     );
     println!("to the guard's next commit touching that table, from nf_tables notifications.");
+    if std::env::args().any(|a| a == "storm-only") {
+        return;
+    }
     println!();
     println!("reload to the kernel: SIGHUP after a one-entry change, to the commit (ms)");
     println!("({})", load());

@@ -186,6 +186,18 @@ fn push_rules(table: &str, chain: &Chain, items: &mut Vec<BatchItem>) {
     }
 }
 
+/// A transaction that only creates `spec`'s table with `ruleset`: the
+/// kernel refuses it whole (`EEXIST`), changing nothing, if the table
+/// exists, so that it cannot add a second set of rules to a copy somebody
+/// else recreated first.
+pub(crate) fn create_table(spec: &TableSpec, ruleset: &Ruleset) -> Vec<BatchItem> {
+    let mut items = replace_table(spec, None, ruleset);
+    if let Some(table) = items.first_mut() {
+        table.flags |= NLM_F_EXCL;
+    }
+    items
+}
+
 /// The batch that turns table `spec` into `ruleset` in place, given the
 /// differences [`crate::compare::compare`] found, all of which are
 /// [`Difference::in_place`]: foreign elements are deleted and missing ones

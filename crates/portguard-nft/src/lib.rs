@@ -8,7 +8,8 @@
 //! * [`Ip6Policy`]: undoes Docker's IPv6 FORWARD drop (P6), with a bounded
 //!   iptables-legacy fallback;
 //! * [`Conntrack`]: ends connections the allowlist no longer admits (P10);
-//! * [`Monitor`]: every ruleset change, with the process behind it;
+//! * [`Monitor`]: every ruleset change, with the process behind it; it
+//!   recreates a deleted copy of the guard's table at once ([`Recreation`]);
 //! * [`Nflog`]: blocked attempts as the judge chains report them.
 //!
 //! [`probe_ownership`] finds the strongest table protection the kernel
@@ -24,6 +25,7 @@ mod ip6;
 mod monitor;
 mod nflog;
 mod readback;
+mod recreate;
 mod socket;
 mod table;
 
@@ -35,6 +37,7 @@ pub use ip6::{ForwardPolicy, Ip6Backend, Ip6Policy, PolicyRestore};
 pub use monitor::{Change, Monitor, MonitorEvent};
 pub use nflog::{Attempt, Nflog, Reports};
 pub use readback::TableState;
+pub use recreate::{Recreated, Recreation};
 pub use table::{
     ApplyStats, GuardTable, Ownership, STANDBY_TABLE, TableOutcome, TableSpec, probe_nflog,
     probe_ownership,

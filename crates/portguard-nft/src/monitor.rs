@@ -3,17 +3,15 @@
 
 use std::collections::BTreeSet;
 
-use netlink_packet_core::NetlinkPayload;
-use netlink_packet_netfilter::nftables::{
-    ChainAttribute, GenAttribute, NfTablesMessage, RuleAttribute, SetAttribute, SetElementList,
-    TableAttribute,
-};
-use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+use std::time::Instant;
+
+use netlink_packet_core::{NlasIterator, parse_string, parse_u32_be};
 use netlink_sys::Socket;
 use portguard_core::ruleset::TABLE_NAME;
 
 use crate::error::NftError;
-use crate::socket::{NfSocket, is_own_thread, split_messages};
+use crate::recreate::{Recreated, Recreation};
+use crate::socket::{NfSocket, is_own_thread, raw_messages};
 use crate::table::STANDBY_TABLE;
 
 /// One committed transaction.
@@ -28,9 +26,14 @@ pub struct Change {
     pub ours: bool,
     /// Tables touched, as `family name` (`inet portguard`, `ip6 filter`).
     pub tables: BTreeSet<String>,
+    /// Tables deleted, as `family name`.
+    pub deleted: BTreeSet<String>,
     /// Notifications in the transaction that could not be decoded; their
     /// table is unknown, so treat them as possibly ours.
     pub undecodable: usize,
+    /// Copies of the guard's table the monitor recreated at once, before
+    /// reporting this change (see [`Monitor::recreating`]).
+    pub recreated: Vec<Recreated>,
 }
 
 impl Change {
@@ -58,56 +61,116 @@ pub enum MonitorEvent {
 /// Follows nf_tables changes in the network namespace it was opened in.
 pub struct Monitor {
     socket: Socket,
-    tables: BTreeSet<String>,
-    undecodable: usize,
+    /// What the transaction being received has touched so far.
+    building: Change,
     pending: std::collections::VecDeque<MonitorEvent>,
+    /// Recreates deleted copies of the guard's table (with its own socket).
+    recreation: Option<(Recreation, NfSocket)>,
 }
 
-fn family_name(family: NetfilterProtoFamily) -> &'static str {
+fn family_name(family: u8) -> &'static str {
     match family {
-        NetfilterProtoFamily::Inet => "inet",
-        NetfilterProtoFamily::IPv4 => "ip",
-        NetfilterProtoFamily::IPv6 => "ip6",
-        NetfilterProtoFamily::ARP => "arp",
-        NetfilterProtoFamily::Bridge => "bridge",
-        NetfilterProtoFamily::NetDev => "netdev",
+        1 => "inet",
+        2 => "ip",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        10 => "ip6",
         _ => "unknown",
     }
 }
 
-fn table_of(message: &NfTablesMessage) -> Option<&str> {
-    match message {
-        NfTablesMessage::NewTable(m) | NfTablesMessage::DeleteTable(m) => {
-            m.attributes.iter().find_map(|a| match a {
-                TableAttribute::Name(n) => Some(n.as_str()),
-                _ => None,
+/// `NFNL_SUBSYS_NFTABLES`, the high byte of an nf_tables message's type.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// Message types (`NFT_MSG_*`, the low byte).
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_DESTROYTABLE: u16 = 26;
+/// Every nf_tables object notification (table, chain, rule, set, element
+/// list, object, flowtable) names its table in attribute 1
+/// (`NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, ...).
+const NFTA_OBJECT_TABLE: u16 = 1;
+const NFTA_GEN_ID: u16 = 1;
+const NFTA_GEN_PROC_PID: u16 = 2;
+const NFTA_GEN_PROC_NAME: u16 = 3;
+
+/// One notification, read only as far as the monitor needs: its type,
+/// family, and the table it names (NEWGEN: the generation and the
+/// process). Rules, sets and elements are never decoded: a restore of the
+/// guard's table sends hundreds of notifications, and decoding them all
+/// (as `netlink-packet-netfilter` does) kept this thread busy for 11 ms
+/// per restore in a debug build, while the next deletion waited in the
+/// socket behind them.
+#[derive(Debug, PartialEq, Eq)]
+enum Notification {
+    /// An object of `table` changed (`deleted`: the table itself went).
+    Object {
+        family: u8,
+        table: String,
+        deleted: bool,
+    },
+    /// The end of a transaction.
+    NewGen {
+        genid: u32,
+        pid: u32,
+        process: String,
+    },
+    /// Not nf_tables, or a type that names no table.
+    Other,
+}
+
+/// Reads one raw notification (netlink header excluded); `None` when it
+/// is malformed.
+fn notification(kind: u16, body: &[u8]) -> Option<Notification> {
+    if kind >> 8 != NFNL_SUBSYS_NFTABLES {
+        return Some(Notification::Other);
+    }
+    let family = *body.first()?;
+    let attributes = NlasIterator::new(body.get(4..)?);
+    match kind & 0xff {
+        NFT_MSG_NEWGEN => {
+            let (mut genid, mut pid, mut process) = (0, 0, String::new());
+            for nla in attributes {
+                let nla = nla.ok()?;
+                match nla.kind() {
+                    NFTA_GEN_ID => genid = parse_u32_be(nla.value()).ok()?,
+                    NFTA_GEN_PROC_PID => pid = parse_u32_be(nla.value()).ok()?,
+                    NFTA_GEN_PROC_NAME => process = parse_string(nla.value()).ok()?,
+                    _ => {}
+                }
+            }
+            Some(Notification::NewGen {
+                genid,
+                pid,
+                process,
             })
         }
-        NfTablesMessage::NewChain(m) | NfTablesMessage::DeleteChain(m) => {
-            m.attributes.iter().find_map(|a| match a {
-                ChainAttribute::Table(n) => Some(n.as_str()),
-                _ => None,
-            })
+        message => {
+            for nla in attributes {
+                let nla = nla.ok()?;
+                if nla.kind() == NFTA_OBJECT_TABLE {
+                    return Some(Notification::Object {
+                        family,
+                        table: parse_string(nla.value()).ok()?,
+                        deleted: matches!(message, NFT_MSG_DELTABLE | NFT_MSG_DESTROYTABLE),
+                    });
+                }
+            }
+            Some(Notification::Other)
         }
-        NfTablesMessage::NewRule(m) | NfTablesMessage::DeleteRule(m) => {
-            m.attributes.iter().find_map(|a| match a {
-                RuleAttribute::Table(n) => Some(n.as_str()),
-                _ => None,
-            })
-        }
-        NfTablesMessage::NewSet(m) | NfTablesMessage::DeleteSet(m) => {
-            m.attributes.iter().find_map(|a| match a {
-                SetAttribute::Table(n) => Some(n.as_str()),
-                _ => None,
-            })
-        }
-        NfTablesMessage::NewSetElement(m) | NfTablesMessage::DeleteSetElement(m) => {
-            m.attributes.iter().find_map(|a| match a {
-                SetElementList::Table(n) => Some(n.as_str()),
-                _ => None,
-            })
-        }
-        _ => None,
+    }
+}
+
+fn empty_change() -> Change {
+    Change {
+        genid: 0,
+        pid: 0,
+        process: String::new(),
+        ours: false,
+        tables: BTreeSet::new(),
+        deleted: BTreeSet::new(),
+        undecodable: 0,
+        recreated: Vec::new(),
     }
 }
 
@@ -125,10 +188,19 @@ impl Monitor {
     fn open_with(receive_buffer: Option<usize>) -> Result<Monitor, NftError> {
         Ok(Monitor {
             socket: NfSocket::open_monitor(receive_buffer)?,
-            tables: BTreeSet::new(),
-            undecodable: 0,
+            building: empty_change(),
             pending: Default::default(),
+            recreation: None,
         })
+    }
+
+    /// Makes the monitor recreate a copy of the guard's table that
+    /// somebody else deleted, from the ruleset `recreation` keeps ready,
+    /// before it reports the deletion (see [`Recreation`]). Opens a
+    /// socket in the calling thread's network namespace.
+    pub fn recreating(mut self, recreation: Recreation) -> Result<Monitor, NftError> {
+        self.recreation = Some((recreation, NfSocket::open()?));
+        Ok(self)
     }
 
     /// Blocks until the next committed transaction (or an overflow).
@@ -140,8 +212,7 @@ impl Monitor {
             let data = match self.socket.recv_from_full() {
                 Ok((data, _)) => data,
                 Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
-                    self.tables.clear();
-                    self.undecodable = 0;
+                    self.building = empty_change();
                     return Ok(MonitorEvent::Overflow);
                 }
                 Err(e) => {
@@ -151,41 +222,135 @@ impl Monitor {
                     });
                 }
             };
-            let (messages, bad) = split_messages(&data);
-            self.undecodable += bad;
-            for msg in messages {
-                let NetlinkPayload::InnerMessage(NetfilterMessage {
-                    header,
-                    inner: NetfilterMessageInner::NfTables(inner),
-                    ..
-                }) = msg.payload
-                else {
-                    continue;
-                };
-                if let NfTablesMessage::NewGen(gen_msg) = &inner {
-                    let mut change = Change {
-                        genid: 0,
-                        pid: 0,
-                        process: String::new(),
-                        ours: false,
-                        tables: std::mem::take(&mut self.tables),
-                        undecodable: std::mem::take(&mut self.undecodable),
-                    };
-                    for attr in &gen_msg.attributes {
-                        match attr {
-                            GenAttribute::Id(id) => change.genid = *id,
-                            GenAttribute::ProcPid(pid) => change.pid = *pid,
-                            GenAttribute::ProcName(name) => change.process = name.clone(),
-                            _ => {}
+            let heard = Instant::now();
+            let Ok(messages) = raw_messages(&data) else {
+                self.building.undecodable += 1;
+                continue;
+            };
+            for raw in messages {
+                match notification(raw.kind, &raw.body) {
+                    None => self.building.undecodable += 1,
+                    Some(Notification::Other) => {}
+                    Some(Notification::Object {
+                        family,
+                        table,
+                        deleted,
+                    }) => {
+                        let table = format!("{} {table}", family_name(family));
+                        if deleted {
+                            self.building.deleted.insert(table.clone());
                         }
+                        self.building.tables.insert(table);
                     }
-                    change.ours = change.pid != 0 && is_own_thread(change.pid);
-                    self.pending.push_back(MonitorEvent::Change(change));
-                } else if let Some(table) = table_of(&inner) {
-                    self.tables
-                        .insert(format!("{} {table}", family_name(header.family)));
+                    Some(Notification::NewGen {
+                        genid,
+                        pid,
+                        process,
+                    }) => {
+                        let mut change = std::mem::replace(&mut self.building, empty_change());
+                        change.genid = genid;
+                        change.pid = pid;
+                        change.process = process;
+                        change.ours = pid != 0 && is_own_thread(pid);
+                        if !change.ours {
+                            self.recreate(&mut change, heard);
+                        }
+                        self.pending.push_back(MonitorEvent::Change(change));
+                    }
                 }
             }
         }
+    }
+
+    /// Puts back the guard's tables `change` deleted, if ready to.
+    fn recreate(&mut self, change: &mut Change, heard: Instant) {
+        let Some((recreation, sock)) = &mut self.recreation else {
+            return;
+        };
+        let deleted = change
+            .deleted
+            .iter()
+            .filter_map(|t| t.strip_prefix("inet "));
+        change.recreated = recreation.recreate_all(sock, deleted, heard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::table::{Ownership, TableSpec};
+
+    /// The batch the guard sends to create its table, as the monitor
+    /// would receive it: each message serialized alone.
+    fn serialized(items: Vec<crate::socket::BatchItem>) -> Vec<(u16, Vec<u8>)> {
+        items
+            .into_iter()
+            .map(|item| {
+                let message = netlink_packet_netfilter::NetfilterMessage::new(
+                    netlink_packet_netfilter::NetfilterHeader::new(item.family, 0, 0),
+                    item.message,
+                );
+                let mut msg = netlink_packet_core::NetlinkMessage::new(
+                    Default::default(),
+                    netlink_packet_core::NetlinkPayload::InnerMessage(message),
+                );
+                msg.finalize();
+                let mut buf = vec![0; msg.buffer_len()];
+                msg.serialize(&mut buf);
+                let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+                (kind, buf[16..].to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_message_of_a_table_creation_names_the_table_and_only_the_deletion_deletes() {
+        let config = portguard_core::Snapshot::default();
+        let ruleset = portguard_core::plan(&Default::default(), &config);
+        let spec = TableSpec {
+            name: "portguard_standby".into(),
+            ownership: Ownership::Unowned,
+        };
+        let creation = serialized(crate::encode::create_table(&spec, &ruleset));
+        assert!(creation.len() > 20, "a whole table: {}", creation.len());
+        for (kind, body) in &creation {
+            let Some(Notification::Object {
+                family,
+                table,
+                deleted,
+            }) = notification(*kind, body)
+            else {
+                panic!("type {kind:#x} not read as an object of the table");
+            };
+            assert_eq!(
+                (family_name(family), table.as_str()),
+                ("inet", "portguard_standby")
+            );
+            assert!(!deleted, "type {kind:#x}");
+        }
+        // The batch's last message deletes (an adoption may precede it).
+        let deletion = serialized(crate::encode::delete_table("portguard_standby", 0));
+        let (kind, body) = deletion.last().unwrap();
+        assert_eq!(
+            notification(*kind, body),
+            Some(Notification::Object {
+                family: 1,
+                table: "portguard_standby".into(),
+                deleted: true
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_notifications_are_counted_not_guessed() {
+        // nf_tables type NEWRULE, family inet, an attribute longer than
+        // the message.
+        let body = [1, 0, 0, 0, 200, 0, 1, 0, b'x', 0, 0, 0];
+        assert_eq!(notification((10 << 8) | 6, &body), None);
+        assert_eq!(notification((10 << 8) | 6, &[]), None);
+        // Another subsystem's message is not nf_tables' business.
+        assert_eq!(notification(1 << 8, &body), Some(Notification::Other));
     }
 }

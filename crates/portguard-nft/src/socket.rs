@@ -337,11 +337,12 @@ pub(crate) struct Answer {
     done: bool,
 }
 
-struct RawMessage {
-    kind: u16,
+pub(crate) struct RawMessage {
+    pub kind: u16,
     flags: u16,
     seq: u32,
-    body: Vec<u8>,
+    /// After the netlink header.
+    pub body: Vec<u8>,
     range: std::ops::Range<usize>,
 }
 
@@ -351,7 +352,7 @@ const NFGENMSG_LEN: usize = 4;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 
 /// The messages of one datagram, by their headers only.
-fn raw_messages(data: &[u8]) -> Result<Vec<RawMessage>, NftError> {
+pub(crate) fn raw_messages(data: &[u8]) -> Result<Vec<RawMessage>, NftError> {
     let mut out = Vec::new();
     let mut at = 0;
     while data.len() - at >= NLMSG_HDRLEN {

@@ -1,6 +1,7 @@
 //! One of the guard's tables: [`GuardTable::reconcile`] makes the kernel
 //! hold exactly the desired ruleset and proves it did.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netlink_packet_netfilter::NetfilterProtoFamily;
@@ -11,6 +12,7 @@ use crate::compare::{Difference, compare, expected_state};
 use crate::encode::{self, FLAG_OWNER, FLAG_PERSIST};
 use crate::error::NftError;
 use crate::readback::{self, TableState};
+use crate::recreate::Recreation;
 use crate::socket::NfSocket;
 
 /// Name of the standby copy, in the tiers that keep one.
@@ -82,7 +84,8 @@ pub struct ApplyStats {
 /// What the kernel was last proved to hold.
 struct Verified {
     genid: u32,
-    ruleset: Ruleset,
+    /// Shared with the [`Recreation`], if any.
+    ruleset: Arc<Ruleset>,
     /// `ruleset` encoded and walked into read-back form, kept so that the
     /// next element change encodes only the new ruleset (with 10,000
     /// entries, each encoding costs milliseconds), and a restore of the
@@ -100,6 +103,9 @@ pub struct GuardTable {
     /// this ruleset: while the generation stays, nothing can have changed.
     verified: Option<Verified>,
     last_stats: ApplyStats,
+    /// Where the ruleset last proved is kept ready for the monitor to
+    /// recreate this table from, should somebody delete it.
+    recreation: Option<Recreation>,
 }
 
 impl GuardTable {
@@ -110,7 +116,16 @@ impl GuardTable {
             spec,
             verified: None,
             last_stats: ApplyStats::default(),
+            recreation: None,
         })
+    }
+
+    /// Keeps each ruleset this table is proved to hold ready in
+    /// `recreation` (for an unowned table), so that a monitor made with
+    /// [`crate::Monitor::recreating`] can put the table back at once.
+    pub fn recreated_by(mut self, recreation: &Recreation) -> GuardTable {
+        self.recreation = Some(recreation.clone());
+        self
     }
 
     pub fn spec(&self) -> &TableSpec {
@@ -133,7 +148,7 @@ impl GuardTable {
         let unchanged_at = self
             .verified
             .as_ref()
-            .filter(|v| v.ruleset == *desired)
+            .filter(|v| *v.ruleset == *desired)
             .map(|v| v.genid);
         if let Some(genid) = unchanged_at
             && self.genid()? == genid
@@ -145,7 +160,7 @@ impl GuardTable {
         // again costs milliseconds (tens under load, debug build) on the
         // restore's critical path, while the host may be down to one copy.
         let want = match &self.verified {
-            Some(verified) if verified.ruleset == *desired => verified.state.clone(),
+            Some(verified) if *verified.ruleset == *desired => verified.state.clone(),
             _ => expected_state(&self.spec, desired),
         };
         if let Some(outcome) = self.reconcile_known(desired, &want)? {
@@ -257,9 +272,13 @@ impl GuardTable {
     /// Records that the kernel held exactly `ruleset` (in read-back form
     /// `state`) at generation `genid`.
     fn verify_at(&mut self, genid: u32, ruleset: &Ruleset, state: TableState) {
+        let ruleset = Arc::new(ruleset.clone());
+        if let Some(recreation) = &self.recreation {
+            recreation.keep(&self.spec, Arc::clone(&ruleset));
+        }
         self.verified = Some(Verified {
             genid,
-            ruleset: ruleset.clone(),
+            ruleset,
             state,
         });
     }

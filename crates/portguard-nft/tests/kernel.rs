@@ -332,3 +332,74 @@ fn the_nflog_probe_finds_nfnetlink_log_on_this_kernel_and_leaves_nothing() {
     assert!(ns.enter(|| portguard_nft::probe_nflog().unwrap()));
     assert_eq!(ns.sh("nft list tables").trim(), "");
 }
+
+/// Twin tier: a deleted copy is recreated by the monitor's own thread,
+/// exactly as last proved, before anybody reconciles (the loop may be busy
+/// with something else); owned tables are never recreated by it (the
+/// monitor's socket would own them), and a recreation that meets a table
+/// somebody already put back changes nothing.
+#[test]
+fn the_monitor_recreates_a_deleted_unowned_copy_exactly_and_nothing_else() {
+    let ns = NetNs::new("recreate");
+    let recreation = portguard_nft::Recreation::new();
+    let mut twin = table_in(&ns, "portguard", Ownership::Unowned).recreated_by(&recreation);
+    let mut owned = table_in(&ns, "portguard_owned", Ownership::Owned).recreated_by(&recreation);
+    let rules = ruleset("[[allow]]\nport = 8080\n[[allow]]\nport = 9000\nproto = \"udp\"\n");
+    twin.reconcile(&rules).unwrap();
+    owned.reconcile(&rules).unwrap();
+    assert_eq!(recreation.tables(), vec!["portguard".to_string()]);
+    let monitor = {
+        let recreation = recreation.clone();
+        ns.enter(move || {
+            portguard_nft::Monitor::open()
+                .unwrap()
+                .recreating(recreation)
+                .unwrap()
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut monitor = monitor;
+        while let Ok(event) = monitor.next_event() {
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    let next_foreign_change = || loop {
+        match rx.recv_timeout(Duration::from_secs(5)).expect("a change") {
+            portguard_nft::MonitorEvent::Change(c) if !c.ours => break c,
+            _ => continue,
+        }
+    };
+    for round in 0..5 {
+        ns.sh("nft delete table inet portguard");
+        let change = next_foreign_change();
+        assert!(change.deleted.contains("inet portguard"), "{change:?}");
+        assert_eq!(
+            change
+                .recreated
+                .iter()
+                .map(|r| r.table.as_str())
+                .collect::<Vec<_>>(),
+            vec!["portguard"],
+            "round {round}: {change:?}"
+        );
+        // Nobody called reconcile: the kernel holds exactly the ruleset.
+        assert_eq!(twin.check(&rules).unwrap(), vec![], "round {round}");
+    }
+    // A copy somebody else already recreated (an empty table of the same
+    // name, in the deleting transaction itself) is left as it is: no
+    // second set of rules lands in it.
+    ns.sh("nft 'delete table inet portguard; add table inet portguard'");
+    let change = next_foreign_change();
+    assert!(change.recreated.is_empty(), "{change:?}");
+    let listing = ns.sh("nft list table inet portguard");
+    assert!(!listing.contains("chain"), "{listing}");
+    // The loop's reconcile then puts it right, as for any change.
+    assert!(matches!(
+        twin.reconcile(&rules).unwrap(),
+        TableOutcome::Replaced(_) | TableOutcome::Repaired(_)
+    ));
+    assert_eq!(twin.check(&rules).unwrap(), vec![]);
+}

@@ -81,11 +81,7 @@ impl NetNs {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let file = File::open(self.path()).expect("open netns");
-        std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
+        spawn_in_netns(&self.path(), f)
     }
 
     /// Runs `f` inside this namespace and returns its result.
@@ -96,6 +92,20 @@ impl NetNs {
     {
         self.spawn(f).join().expect("thread in netns panicked")
     }
+}
+
+/// Runs `f` on a new thread that has entered the network namespace at
+/// `path` (a `/run/netns` name, or `/proc/PID/ns/net` of a container).
+pub fn spawn_in_netns<F, R>(path: &str, f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let file = File::open(path).expect("open netns");
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
 }
 
 impl Drop for NetNs {

@@ -7,7 +7,7 @@ use portguard_core::control::ProtectionTier;
 use portguard_core::{L4Proto, Ruleset};
 use portguard_nft::{
     Conntrack, Flow, ForwardPolicy, GuardTable, Ip6Policy, NftError, Ownership, PolicyRestore,
-    STANDBY_TABLE, SweepStats, TableOutcome, TableSpec,
+    Recreation, STANDBY_TABLE, SweepStats, TableOutcome, TableSpec,
 };
 
 /// What the reconcile loop asks of the kernel.
@@ -97,8 +97,9 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Opens every handle in the calling thread's network namespace.
-    pub fn open(tier: ProtectionTier) -> Result<Kernel, NftError> {
+    /// Opens every handle in the calling thread's network namespace. The
+    /// tier's unowned copies keep their proved ruleset in `recreation`.
+    pub fn open(tier: ProtectionTier, recreation: &Recreation) -> Result<Kernel, NftError> {
         let (primary, standby) = tables_of(tier);
         let leftover = match standby {
             Some(_) => None,
@@ -109,8 +110,10 @@ impl Kernel {
         };
         Ok(Kernel {
             tier,
-            primary: GuardTable::open(primary)?,
-            standby: standby.map(GuardTable::open).transpose()?,
+            primary: GuardTable::open(primary)?.recreated_by(recreation),
+            standby: standby
+                .map(|spec| Ok::<_, NftError>(GuardTable::open(spec)?.recreated_by(recreation)))
+                .transpose()?,
             leftover,
             ip6: Ip6Policy::open()?,
             conntrack: Conntrack::open()?,

@@ -15,7 +15,7 @@ use portguard_core::hostfw::{DockerFirewall, NetfilterInventory};
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::{DockerApiListener, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
-use portguard_nft::TableOutcome;
+use portguard_nft::{Recreated, TableOutcome};
 
 use crate::backend::Backend;
 use crate::logging::event;
@@ -191,6 +191,34 @@ impl<B: Backend> Guard<B> {
             outcome: outcome.to_string(),
         });
         outcome
+    }
+
+    /// Counts and logs the copies the monitor thread recreated at once
+    /// after `reason` (the loop's reconcile that follows then usually
+    /// finds them intact): each is a restore, and a table created anew,
+    /// whose kernel counters start from zero.
+    pub fn note_recreated(&mut self, reason: &str, recreated: &[Recreated]) {
+        for copy in recreated {
+            let index = usize::from(copy.table != portguard_core::ruleset::TABLE_NAME);
+            if self.tables_replaced.len() <= index {
+                self.tables_replaced.resize(index + 1, 0);
+            }
+            self.tables_replaced[index] += 1;
+            self.restores += 1;
+            let ms = copy.took.as_secs_f64() * 1000.0;
+            self.last_restore_ms = Some(ms);
+            let found = portguard_nft::Difference::TableMissing.to_string();
+            tracing::warn!(
+                portguard_event = event::RESTORE,
+                reason,
+                restores = self.restores,
+                restore_ms = %format!("{ms:.2}"),
+                found,
+                table = copy.table,
+                "guard table restored after {reason}: somebody else had changed it ({found}: inet {} recreated at once by the monitor)",
+                copy.table
+            );
+        }
     }
 
     fn count_replaced(&mut self, tables: &[TableOutcome]) {
@@ -576,6 +604,31 @@ mod tests {
         assert_eq!(
             guard.reconcile("verify", Instant::now()),
             Outcome::Unchanged
+        );
+    }
+
+    /// A copy the monitor recreated before the loop looked is a restore
+    /// all the same (status and metrics count it; its kernel counters
+    /// started anew), though the loop then finds the table intact.
+    #[test]
+    fn a_copy_the_monitor_recreated_counts_as_a_restore_of_that_table() {
+        let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
+        assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
+        let recreated = Recreated {
+            table: portguard_nft::STANDBY_TABLE.into(),
+            took: std::time::Duration::from_micros(1500),
+        };
+        guard.note_recreated("netfilter change by nft (pid 7)", &[recreated]);
+        assert_eq!(
+            guard.reconcile("netfilter change by nft (pid 7)", Instant::now()),
+            Outcome::Unchanged
+        );
+        assert_eq!(guard.restores, 1);
+        assert_eq!(guard.last_restore_ms, Some(1.5));
+        assert_eq!(
+            guard.tables_replaced,
+            vec![1, 2],
+            "both copies created at start, then the standby anew"
         );
     }
 

@@ -67,7 +67,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     crate::nf_tables::require()?;
     let (tx, rx) = channel();
     // Subscribe before the first apply so that no change after it is missed.
-    triggers::spawn_monitor(tx.clone())?;
+    let recreation = portguard_nft::Recreation::new();
+    triggers::spawn_monitor(tx.clone(), recreation.clone())?;
     triggers::spawn_signals(tx.clone())?;
     let kernel_can = portguard_nft::probe_ownership()
         .context("probing nf_tables (portguardd needs CAP_NET_ADMIN)")?;
@@ -84,8 +85,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?
         }
     };
-    let backend =
-        Kernel::open(tier).context("opening nf_tables (portguardd needs CAP_NET_ADMIN)")?;
+    let backend = Kernel::open(tier, &recreation)
+        .context("opening nf_tables (portguardd needs CAP_NET_ADMIN)")?;
     let docker_socket = config.docker.socket.clone();
     let control_socket = options
         .socket
@@ -212,6 +213,7 @@ fn event_loop<B: Backend>(
             notify::notify("WATCHDOG=1\n");
         }
         if let Some((why, at)) = pending.check_table.take() {
+            guard.note_recreated(&why, &pending.recreated);
             guard.reconcile(&why, at);
             last_verify = Instant::now();
         }

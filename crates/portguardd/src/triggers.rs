@@ -16,7 +16,7 @@ use portguard_core::DockerApiListener;
 use portguard_core::control::{RequestBody, Response};
 use portguard_core::hostfw::NetfilterInventory;
 use portguard_docker::DockerUpdate;
-use portguard_nft::{Change, Monitor, MonitorEvent};
+use portguard_nft::{Change, Monitor, MonitorEvent, Recreated, Recreation};
 
 /// Where a control request's answer goes (the control socket's task).
 pub type ReplyTo = tokio::sync::oneshot::Sender<Response>;
@@ -41,10 +41,18 @@ pub enum Trigger {
     Stop,
 }
 
-pub fn spawn_monitor(tx: Sender<Trigger>) -> anyhow::Result<()> {
-    let mut monitor = Monitor::open().context("subscribing to nftables changes")?;
+/// Follows nf_tables changes; a deleted copy of the guard's table is
+/// recreated on this thread from what `recreation` keeps ready, before the
+/// loop hears of it (see [`portguard_nft::Recreation`]).
+pub fn spawn_monitor(tx: Sender<Trigger>, recreation: Recreation) -> anyhow::Result<()> {
+    let mut monitor = Monitor::open()
+        .and_then(|m| m.recreating(recreation))
+        .context("subscribing to nftables changes")?;
     std::thread::Builder::new()
-        .name("nft-monitor".into())
+        // Its recreations are committed under this name (nf_tables names
+        // the committing thread): `nft monitor` shows `portguardd-mon`,
+        // never something that reads like the `nft` tool.
+        .name("portguardd-mon".into())
         .spawn(move || {
             loop {
                 let trigger = match monitor.next_event() {
@@ -213,6 +221,8 @@ impl Poke {
 #[derive(Default)]
 pub struct Pending {
     pub check_table: Option<(String, Instant)>,
+    /// Copies the monitor already recreated (each one a restore).
+    pub recreated: Vec<Recreated>,
     pub check_ip6: Option<String>,
     pub docker: Vec<DockerUpdate>,
     /// Somebody else changed netfilter (dockerd starting writes its rules
@@ -232,12 +242,13 @@ pub struct Pending {
 impl Pending {
     pub fn add(&mut self, trigger: Trigger) {
         match trigger {
-            Trigger::Netfilter(change, at) => {
+            Trigger::Netfilter(mut change, at) => {
                 let why = format!(
                     "netfilter change by {} (pid {})",
                     change.process, change.pid
                 );
                 tracing::debug!(why, tables = ?change.tables, "netfilter changed");
+                self.recreated.append(&mut change.recreated);
                 self.netfilter_changed = true;
                 if change.may_touch_our_table() && self.check_table.is_none() {
                     self.check_table = Some((why.clone(), at));

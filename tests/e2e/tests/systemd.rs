@@ -76,6 +76,7 @@ fn container(role: &str) -> Booted {
 trait GuardChecks {
     fn guarded(&self) -> bool;
     fn watch_table<T>(&self, during: impl FnOnce() -> T) -> (T, usize, usize);
+    fn watch_commits<T>(&self, during: impl FnOnce() -> T) -> (T, Vec<portguard_nft::Change>);
     fn status_json(&self) -> serde_json::Value;
     fn main_pid(&self) -> String;
 }
@@ -141,6 +142,46 @@ impl GuardChecks for Booted {
         let _ = watcher.wait();
         let (present, missing) = counter.join().unwrap();
         (result, present, missing)
+    }
+
+    /// Every nf_tables transaction committed in the container's network
+    /// namespace while `during` runs, from the kernel's own notifications:
+    /// unlike polling, a deletion cannot fall between two looks.
+    fn watch_commits<T>(&self, during: impl FnOnce() -> T) -> (T, Vec<portguard_nft::Change>) {
+        const END: &str = "portguard_test_watch_end";
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let watcher = portguard_testkit::spawn_in_netns(
+            &format!("/proc/{}/ns/net", self.leader()),
+            move || {
+                let mut monitor = portguard_nft::Monitor::open().unwrap();
+                ready_tx.send(()).unwrap();
+                let mut changes = Vec::new();
+                loop {
+                    match monitor.next_event().unwrap() {
+                        portguard_nft::MonitorEvent::Change(c)
+                            if c.tables.contains(&format!("ip {END}")) =>
+                        {
+                            return changes;
+                        }
+                        portguard_nft::MonitorEvent::Change(c) => changes.push(c),
+                        portguard_nft::MonitorEvent::Overflow => {
+                            panic!("notifications lost while watching")
+                        }
+                    }
+                }
+            },
+        );
+        ready_rx.recv().unwrap();
+        let result = during();
+        // A marker transaction (the host's nft in the container's network
+        // namespace) ends the watch.
+        let marked = Command::new("nsenter")
+            .args(["-t", &self.leader().to_string(), "-n", "nft"])
+            .arg(format!("add table ip {END}; delete table ip {END}"))
+            .status()
+            .unwrap();
+        assert!(marked.success());
+        (result, watcher.join().unwrap())
     }
 
     fn status_json(&self) -> serde_json::Value {
@@ -259,10 +300,29 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
     // Upgrade to a rebuilt, higher version: the table never goes away.
     let before = c.main_pid();
     let started = Instant::now();
-    let (out, present, missing) = c.watch_table(|| install(&c, &upgrade_version()));
+    let ((out, present, missing), commits) =
+        c.watch_commits(|| c.watch_table(|| install(&c, &upgrade_version())));
+    let guard_tables = ["inet portguard", "inet portguard_standby"];
+    let deletions: Vec<_> = commits
+        .iter()
+        .filter(|t| guard_tables.iter().any(|g| t.deleted.contains(*g)))
+        .collect();
     eprintln!(
-        "upgrade: {:.1}s, table checked {present} times, missing {missing} times",
-        started.elapsed().as_secs_f64()
+        "upgrade: {:.1}s, table checked {present} times, missing {missing} times; \
+         {} nf_tables transactions, {} touching the guard's table, {} deleting it",
+        started.elapsed().as_secs_f64(),
+        commits.len(),
+        commits
+            .iter()
+            .filter(|t| guard_tables.iter().any(|g| t.tables.contains(*g)))
+            .count(),
+        deletions.len()
+    );
+    // Exact, where the polling above could miss a short absence: no
+    // transaction deleted the table, so it was absent for 0 ms.
+    assert!(
+        deletions.is_empty(),
+        "the upgrade deleted the guard's table: {deletions:?}"
     );
     assert!(out.contains(&upgrade_version()), "{out}");
     assert_ne!(
