@@ -26,7 +26,10 @@ pub struct Change {
     pub ours: bool,
     /// Tables touched, as `family name` (`inet portguard`, `ip6 filter`).
     pub tables: BTreeSet<String>,
-    /// Tables deleted, as `family name`.
+    /// Tables the transaction deleted and did not create again, as
+    /// `family name`. A transaction that replaces a table whole (delete,
+    /// then create, as the guard's adoption of an orphaned table does) is
+    /// atomic: packets never see the table absent, and it is not here.
     pub deleted: BTreeSet<String>,
     /// Notifications in the transaction that could not be decoded; their
     /// table is unknown, so treat them as possibly ours.
@@ -83,6 +86,7 @@ fn family_name(family: u8) -> &'static str {
 /// `NFNL_SUBSYS_NFTABLES`, the high byte of an nf_tables message's type.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// Message types (`NFT_MSG_*`, the low byte).
+const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_DESTROYTABLE: u16 = 26;
@@ -94,6 +98,17 @@ const NFTA_GEN_ID: u16 = 1;
 const NFTA_GEN_PROC_PID: u16 = 2;
 const NFTA_GEN_PROC_NAME: u16 = 3;
 
+/// What a notification did to a table as a whole.
+#[derive(Debug, PartialEq, Eq)]
+enum TableEvent {
+    /// `NEWTABLE`: created (or its flags updated).
+    Created,
+    /// `DELTABLE`, `DESTROYTABLE`.
+    Deleted,
+    /// A chain, rule, set, element, object or flowtable of the table.
+    Neither,
+}
+
 /// One notification, read only as far as the monitor needs: its type,
 /// family, and the table it names (NEWGEN: the generation and the
 /// process). Rules, sets and elements are never decoded: a restore of the
@@ -103,11 +118,11 @@ const NFTA_GEN_PROC_NAME: u16 = 3;
 /// socket behind them.
 #[derive(Debug, PartialEq, Eq)]
 enum Notification {
-    /// An object of `table` changed (`deleted`: the table itself went).
+    /// An object of `table` changed, or the table itself.
     Object {
         family: u8,
         table: String,
-        deleted: bool,
+        whole: TableEvent,
     },
     /// The end of a transaction.
     NewGen {
@@ -152,7 +167,11 @@ fn notification(kind: u16, body: &[u8]) -> Option<Notification> {
                     return Some(Notification::Object {
                         family,
                         table: parse_string(nla.value()).ok()?,
-                        deleted: matches!(message, NFT_MSG_DELTABLE | NFT_MSG_DESTROYTABLE),
+                        whole: match message {
+                            NFT_MSG_NEWTABLE => TableEvent::Created,
+                            NFT_MSG_DELTABLE | NFT_MSG_DESTROYTABLE => TableEvent::Deleted,
+                            _ => TableEvent::Neither,
+                        },
                     });
                 }
             }
@@ -234,11 +253,17 @@ impl Monitor {
                     Some(Notification::Object {
                         family,
                         table,
-                        deleted,
+                        whole,
                     }) => {
                         let table = format!("{} {table}", family_name(family));
-                        if deleted {
-                            self.building.deleted.insert(table.clone());
+                        match whole {
+                            TableEvent::Deleted => {
+                                self.building.deleted.insert(table.clone());
+                            }
+                            TableEvent::Created => {
+                                self.building.deleted.remove(&table);
+                            }
+                            TableEvent::Neither => {}
                         }
                         self.building.tables.insert(table);
                     }
@@ -315,11 +340,11 @@ mod tests {
         };
         let creation = serialized(crate::encode::create_table(&spec, &ruleset));
         assert!(creation.len() > 20, "a whole table: {}", creation.len());
-        for (kind, body) in &creation {
+        for (i, (kind, body)) in creation.iter().enumerate() {
             let Some(Notification::Object {
                 family,
                 table,
-                deleted,
+                whole,
             }) = notification(*kind, body)
             else {
                 panic!("type {kind:#x} not read as an object of the table");
@@ -328,7 +353,12 @@ mod tests {
                 (family_name(family), table.as_str()),
                 ("inet", "portguard_standby")
             );
-            assert!(!deleted, "type {kind:#x}");
+            let expected = if i == 0 {
+                TableEvent::Created
+            } else {
+                TableEvent::Neither
+            };
+            assert_eq!(whole, expected, "type {kind:#x}");
         }
         // The batch's last message deletes (an adoption may precede it).
         let deletion = serialized(crate::encode::delete_table("portguard_standby", 0));
@@ -338,7 +368,7 @@ mod tests {
             Some(Notification::Object {
                 family: 1,
                 table: "portguard_standby".into(),
-                deleted: true
+                whole: TableEvent::Deleted,
             })
         );
     }

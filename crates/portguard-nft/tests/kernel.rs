@@ -394,6 +394,9 @@ fn the_monitor_recreates_a_deleted_unowned_copy_exactly_and_nothing_else() {
     ns.sh("nft 'delete table inet portguard; add table inet portguard'");
     let change = next_foreign_change();
     assert!(change.recreated.is_empty(), "{change:?}");
+    // Replaced within one transaction, the table was never absent.
+    assert!(change.deleted.is_empty(), "{change:?}");
+    assert!(change.tables.contains("inet portguard"), "{change:?}");
     let listing = ns.sh("nft list table inet portguard");
     assert!(!listing.contains("chain"), "{listing}");
     // The loop's reconcile then puts it right, as for any change.

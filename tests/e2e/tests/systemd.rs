@@ -309,7 +309,7 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
         .collect();
     eprintln!(
         "upgrade: {:.1}s, table checked {present} times, missing {missing} times; \
-         {} nf_tables transactions, {} touching the guard's table, {} deleting it",
+         {} nf_tables transactions, {} touching the guard's table, {} leaving it deleted",
         started.elapsed().as_secs_f64(),
         commits.len(),
         commits
@@ -319,7 +319,9 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
         deletions.len()
     );
     // Exact, where the polling above could miss a short absence: no
-    // transaction deleted the table, so it was absent for 0 ms.
+    // transaction left the table deleted (the new daemon's adoption
+    // replaces it within one atomic transaction), so packets never met
+    // its absence: 0 ms.
     assert!(
         deletions.is_empty(),
         "the upgrade deleted the guard's table: {deletions:?}"
