@@ -9,9 +9,17 @@
 //! rounds, ratios against "no guard" from this run. Prints; asserts only
 //! that each variant really filters (an unlisted port stays closed).
 //!
+//! Then the guard's variants again as back-to-back pairs with no guard
+//! (each pair measured one right after the other, the order alternating):
+//! the ratio of each pair, and their median and quartiles. On two shared
+//! cores the machine drifts more between rounds than the guard costs
+//! (no guard alone ranged 9,899-17,168 conn/s within one earlier run);
+//! within a pair the drift falls on both sides.
+//!
 //! PG_BENCH_SECONDS (default 3) sets each measurement's duration,
 //! PG_BENCH_ROUNDS (default 3) the rounds, PG_BENCH_THREADS (default 2)
-//! the client threads.
+//! the client threads, PG_BENCH_PAIRS (default 20) the pairs per variant
+//! and PG_BENCH_PAIR_SECONDS (default 2) each side of a pair.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -172,6 +180,47 @@ fn connection_rate(lab: &Lab, threads: u64, seconds: u64) -> (f64, u64) {
     )
 }
 
+/// `variant` against no guard, `pairs` times, back to back, the order
+/// alternating; each pair's ratios (variant / no guard) of throughput and
+/// of the new-connection rate.
+fn paired_ratios(
+    lab: &Lab,
+    table: &mut Option<GuardTable>,
+    variant: Variant,
+    linear_file: &str,
+    (pairs, seconds, threads): (u64, u64, u64),
+) -> (Vec<f64>, Vec<f64>) {
+    let mut measure = |v: Variant| {
+        configure(lab, table, v, linear_file);
+        (
+            throughput(lab, seconds),
+            connection_rate(lab, threads, seconds).0,
+        )
+    };
+    let (mut tput, mut rate) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let (guarded, bare) = if i % 2 == 0 {
+            let g = measure(variant);
+            (g, measure(Variant::NoGuard))
+        } else {
+            let b = measure(Variant::NoGuard);
+            (measure(variant), b)
+        };
+        tput.push(guarded.0 / bare.0);
+        rate.push(guarded.1 / bare.1);
+    }
+    (tput, rate)
+}
+
+/// Median, first and third quartile (nearest rank), and the share of
+/// `ratios` at or above 0.99.
+fn quartiles(mut ratios: Vec<f64>) -> (f64, f64, f64, f64) {
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: usize| ratios[(ratios.len() * q / 4).min(ratios.len() - 1)];
+    let share = ratios.iter().filter(|r| **r >= 0.99).count() as f64 / ratios.len() as f64;
+    (at(2), at(1), at(3), share)
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let seconds = if quick {
@@ -268,6 +317,53 @@ fn main() {
             failures[k]
         );
     }
+    let pairs = if quick {
+        2
+    } else {
+        env_num("PG_BENCH_PAIRS", 20)
+    };
+    let pair_seconds = if quick {
+        1
+    } else {
+        env_num("PG_BENCH_PAIR_SECONDS", 2)
+    };
+    let load_before = load();
+    let paired: Vec<(Variant, (Vec<f64>, Vec<f64>))> = [Variant::Guard(10_000), Variant::Guard(10)]
+        .into_iter()
+        .map(|v| {
+            let ratios = paired_ratios(
+                &lab,
+                &mut table,
+                v,
+                &linear_file,
+                (pairs, pair_seconds, threads),
+            );
+            (v, ratios)
+        })
+        .collect();
+    configure(&lab, &mut table, Variant::NoGuard, &linear_file);
+    println!();
+    println!(
+        "paired with no guard: {pairs} pairs of {pair_seconds} s + {pair_seconds} s, back to back, order alternating; ratio = variant / no guard"
+    );
+    println!("(before: {load_before}; after: {})", load());
+    println!(
+        "{:<28} {:>8} {:>14} {:>10} {:>8} {:>14} {:>10}",
+        "variant", "Gbit/s", "p25-p75", ">= 0.99", "conn/s", "p25-p75", ">= 0.99"
+    );
+    for (variant, (tput, rate)) in paired {
+        let (tm, t25, t75, ts) = quartiles(tput);
+        let (rm, r25, r75, rs) = quartiles(rate);
+        println!(
+            "{:<28} {tm:>8.3} {:>14} {:>9.0}% {rm:>8.3} {:>14} {:>9.0}%",
+            variant.label(),
+            format!("{t25:.3}-{t75:.3}"),
+            ts * 100.0,
+            format!("{r25:.3}-{r75:.3}"),
+            rs * 100.0,
+        );
+    }
+    println!();
     println!("each round's figures (Gbit/s | conn/s):");
     for (k, variant) in variants.iter().enumerate() {
         let t: Vec<String> = tput[k].iter().map(|v| format!("{:.2}", v / 1e9)).collect();
