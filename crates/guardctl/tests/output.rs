@@ -494,3 +494,50 @@ fn status_reads_as_plain_sentences_golden() {
         assert_golden(name, &shown);
     }
 }
+
+/// A quiet host with what the other two leave out: nothing to do at the
+/// last check, an IPv6 FORWARD policy that could not be read, and the
+/// host firewall's notes (Docker says nftables, the kernel holds
+/// iptables-legacy).
+fn quiet_status() -> Status {
+    let mut status = enforcing_status();
+    if let Some(r) = status.last_reconcile.as_mut() {
+        r.outcome = "unchanged".into();
+    }
+    status.ipv6_forward_policy = "unknown (netlink: Operation not permitted (os error 1))".into();
+    status.firewall = Some(portguard_core::hostfw::assess(
+        Some(portguard_core::hostfw::DockerFirewall::from_driver(Some(
+            "nftables",
+        ))),
+        &portguard_core::hostfw::NetfilterInventory {
+            legacy_ipv4_tables: vec!["filter".into(), "nat".into()],
+            ..Default::default()
+        },
+    ));
+    status
+}
+
+/// `tests/golden/<name>.json` holds `status --json` as the daemon sent it
+/// when these fields were still strings: the typed status must write the
+/// same bytes, and read them back to the same value.
+#[test]
+fn status_json_is_the_same_on_the_wire_golden() {
+    for (name, status) in [
+        ("status_enforcing", enforcing_status()),
+        ("status_troubled", troubled_status()),
+        ("status_quiet", quiet_status()),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.json"));
+        let json = serde_json::to_string_pretty(&status).unwrap() + "\n";
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &json).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(json, expected, "{name}: the wire format changed");
+        let read: Status = serde_json::from_str(&expected).unwrap();
+        assert_eq!(read, status, "{name}: the golden JSON reads back differently");
+    }
+}
