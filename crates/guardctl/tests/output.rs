@@ -474,6 +474,7 @@ fn status_reads_as_plain_sentences_golden() {
     for (name, status, code) in [
         ("status_enforcing", enforcing_status(), 0),
         ("status_troubled", troubled_status(), 1),
+        ("status_quiet", quiet_status(), 0),
     ] {
         let out = guardctl_against(&socket, ResponseBody::Status(Box::new(status)), &["status"]);
         assert_eq!(out.status.code(), Some(code), "{name}");
