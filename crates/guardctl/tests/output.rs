@@ -18,7 +18,7 @@ use portguard_core::control::{
     RulesetStatus, SourceAttempts, Status,
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
-use portguard_core::verdict::{Explanation, PortReport, Verdict};
+use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
 
 const EVIL: &str = "web\x1b]0;pwned\x07\x1b[2J";
 const SHOWN: &str = "web\\x1b]0;pwned\\x07\\x1b[2J";
@@ -159,7 +159,7 @@ fn control_characters_from_docker_and_the_daemon_are_printed_escaped() {
     let out = guardctl_against(
         &socket,
         ResponseBody::Explain(Explanation {
-            answer: "open".into(),
+            answer: ExplainAnswer::Open,
             reasons: vec![format!("allowed by container {EVIL}")],
             warnings: vec![format!("IPv6 INPUT drop {EVIL}")],
         }),

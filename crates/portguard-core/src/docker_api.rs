@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::entry_admits;
 use crate::snapshot::{L4Proto, Snapshot};
-use crate::verdict::Explanation;
+use crate::verdict::{ExplainAnswer, Explanation};
 
 /// One Docker API listener, as `status --json` shows it (`docker_api`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +110,7 @@ pub fn explain(
     if listeners.iter().all(|l| l.is_local_only()) {
         reasons.push("it is bound to loopback only: unreachable from other hosts".into());
         return Some(Explanation {
-            answer: "local-only".into(),
+            answer: ExplainAnswer::LocalOnly,
             reasons,
             warnings: Vec::new(),
         });
@@ -144,7 +144,11 @@ pub fn explain(
         ));
     }
     Some(Explanation {
-        answer: if open { "open" } else { "closed" }.into(),
+        answer: if open {
+            ExplainAnswer::Open
+        } else {
+            ExplainAnswer::Closed
+        },
         reasons,
         warnings: Vec::new(),
     })
@@ -192,12 +196,12 @@ mod tests {
         )
         .unwrap();
         let any = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, None).unwrap();
-        assert_eq!(any.answer, "closed", "{any:?}");
+        assert_eq!(any.answer, ExplainAnswer::Closed, "{any:?}");
         assert!(any.reasons[0].contains("without TLS"), "{any:?}");
         assert!(any.reasons[1].contains("has no `from`"), "{any:?}");
         let ci = "192.0.2.9".parse().ok();
         let ci = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, ci).unwrap();
-        assert_eq!(ci.answer, "open", "{ci:?}");
+        assert_eq!(ci.answer, ExplainAnswer::Open, "{ci:?}");
         assert!(explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Udp, None).is_none());
         assert!(explain(&config, &snapshot("0.0.0.0"), 2376, L4Proto::Tcp, None).is_none());
     }
