@@ -212,7 +212,7 @@ pub fn print_status(status: &Status) {
 }
 
 pub fn print_explanation(target: &str, e: &Explanation) {
-    println!("{}: {}", printable(target), printable(&e.answer));
+    println!("{}: {}", printable(target), e.answer.as_str());
     for reason in &e.reasons {
         println!("  - {}", printable(reason));
     }

@@ -3,8 +3,11 @@
 //! [`Lines::push`] in [`render_status`]; the golden files under
 //! `tests/golden/` pin the whole text.
 
-use portguard_core::control::{ConfigSource, ProtectionTier, Status, printable};
-use portguard_core::docker_api::DockerApiReport;
+use portguard_config::{Mode, Scope};
+use portguard_core::control::{
+    ConfigSource, Ipv6ForwardPolicy, ProtectionTier, ReconcileOutcome, Status, printable,
+};
+use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
 
 use crate::client::Style;
@@ -67,10 +70,9 @@ pub fn render_status(status: &Status, style: &Style) -> String {
                 "new connection attempt from outside",
                 "new connection attempts from outside"
             ),
-            if status.mode == "audit" {
-                "would have been dropped"
-            } else {
-                "dropped"
+            match status.mode {
+                Mode::Audit => "would have been dropped",
+                Mode::Enforce => "dropped",
             }
         ),
     );
@@ -95,21 +97,24 @@ pub fn render_status(status: &Status, style: &Style) -> String {
 }
 
 fn guard_line(status: &Status, style: &Style) -> String {
-    let scope = if status.scope == "all" {
-        "every new forwarded connection from outside is dropped unless an allow entry admits it"
-    } else {
-        "new connections from outside to published container ports are dropped unless an allow entry admits them"
+    let scope = match status.scope {
+        Scope::All => {
+            "every new forwarded connection from outside is dropped unless an allow entry admits it"
+        }
+        Scope::Containers => {
+            "new connections from outside to published container ports are dropped unless an allow entry admits them"
+        }
     };
-    match (status.ruleset.installed, status.mode.as_str()) {
+    match (status.ruleset.installed, status.mode) {
         (false, _) => style.paint(
             "NOT PROTECTING: the guard's ruleset is not installed in the kernel.",
             "31;1",
         ),
-        (true, "audit") => format!(
+        (true, Mode::Audit) => format!(
             "{}: nothing is dropped; attempts that would be are counted and logged.",
             style.paint("auditing", "33")
         ),
-        (true, _) => format!("{}: {scope}.", style.paint("enforcing", "32")),
+        (true, Mode::Enforce) => format!("{}: {scope}.", style.paint("enforcing", "32")),
     }
 }
 
@@ -157,28 +162,19 @@ fn trigger_words(trigger: &str) -> String {
     }
 }
 
-/// The daemon's reconcile outcome (`unchanged`, `applied`,
-/// `restored (...)`, `failed: ...`) in words.
-fn outcome_words(outcome: &str) -> String {
-    if outcome == "unchanged" {
-        "the kernel held exactly the wanted ruleset".into()
-    } else if outcome == "applied" {
-        "a new ruleset was applied".into()
-    } else if let Some(what) = outcome
-        .strip_prefix("restored (")
-        .and_then(|r| r.strip_suffix(')'))
-    {
-        format!(
+/// The daemon's reconcile outcome in words.
+fn outcome_words(outcome: &ReconcileOutcome) -> String {
+    match outcome {
+        ReconcileOutcome::Unchanged => "the kernel held exactly the wanted ruleset".into(),
+        ReconcileOutcome::Applied => "a new ruleset was applied".into(),
+        ReconcileOutcome::Restored(what) => format!(
             "somebody else had changed the guard's table ({}); it was put back",
             printable(what)
-        )
-    } else if let Some(error) = outcome.strip_prefix("failed: ") {
-        format!(
+        ),
+        ReconcileOutcome::Failed(error) => format!(
             "applying failed ({}); the next check retries",
             printable(error)
-        )
-    } else {
-        printable(outcome).into_owned()
+        ),
     }
 }
 
@@ -213,13 +209,15 @@ fn docker_api_line(api: &DockerApiReport, style: &Style) -> String {
     } else {
         "whoever reaches it (with a client certificate, if TLS is on) is root on this host"
     };
-    let mut text = match api.verdict.as_str() {
-        "local-only" => format!("{at}, on loopback only: not reachable from other hosts."),
-        "audit" => style.paint(
+    let mut text = match api.verdict {
+        DockerApiVerdict::LocalOnly => {
+            format!("{at}, on loopback only: not reachable from other hosts.")
+        }
+        DockerApiVerdict::Audit => style.paint(
             &format!("WARNING: {at}, {danger}. Audit mode: it is NOT closed."),
             "31;1",
         ),
-        _ => {
+        DockerApiVerdict::Closed => {
             let open = if api.open_to.is_empty() {
                 "closed to every untrusted interface".to_string()
             } else {
@@ -285,7 +283,7 @@ fn firewall_line(firewall: &FirewallStatus, style: &Style) -> String {
     let mut text = format!("{says}, and {holds}{agreement}");
     for note in &firewall.notes {
         text.push(' ');
-        text.push_str(&printable(note));
+        text.push_str(note.sentence());
     }
     if let Some(drop) = &firewall.ipv6_input_drop {
         text.push(' ');
@@ -309,12 +307,14 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
             plural(n, "time", "times")
         ),
     };
-    match status.ipv6_forward_policy.as_str() {
-        "none" => "no IPv6 FORWARD chain exists, so nothing blocks routed IPv6 traffic.".into(),
-        "accept" => {
+    match &status.ipv6_forward_policy {
+        Ipv6ForwardPolicy::NoChain => {
+            "no IPv6 FORWARD chain exists, so nothing blocks routed IPv6 traffic.".into()
+        }
+        Ipv6ForwardPolicy::Accept => {
             format!("the IPv6 FORWARD policy is accept: routed IPv6 traffic flows.{restores}")
         }
-        "drop" => style.paint(
+        Ipv6ForwardPolicy::Drop => style.paint(
             &format!(
                 "the IPv6 FORWARD policy is drop: routed IPv6 traffic is blocked.{}",
                 if restores.is_empty() {
@@ -325,9 +325,9 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
             ),
             "33",
         ),
-        other => format!(
-            "the IPv6 FORWARD policy could not be read: {}.",
-            printable(other)
+        Ipv6ForwardPolicy::Unreadable(error) => format!(
+            "the IPv6 FORWARD policy could not be read: unknown ({}).",
+            printable(error)
         ),
     }
 }

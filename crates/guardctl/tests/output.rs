@@ -10,13 +10,15 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::Command;
 
+use portguard_config::{Mode, Scope};
 use portguard_core::L4Proto;
 use portguard_core::control::{
-    BlockedPort, BlockedReport, ConfigSource, ConfigStatus, DockerStatus, PROTOCOL_VERSION,
-    ProtectionTier, ReconcileRecord, Response, ResponseBody, RulesetStatus, SourceAttempts, Status,
+    BlockedPort, BlockedReport, ConfigSource, ConfigStatus, DockerStatus, Ipv6ForwardPolicy,
+    PROTOCOL_VERSION, ProtectionTier, ReconcileOutcome, ReconcileRecord, Response, ResponseBody,
+    RulesetStatus, SourceAttempts, Status,
 };
-use portguard_core::docker_api::DockerApiReport;
-use portguard_core::verdict::{Explanation, PortReport, Verdict};
+use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
+use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
 
 const EVIL: &str = "web\x1b]0;pwned\x07\x1b[2J";
 const SHOWN: &str = "web\\x1b]0;pwned\\x07\\x1b[2J";
@@ -68,9 +70,9 @@ fn port() -> PortReport {
 
 fn status() -> Status {
     Status {
-        mode: "enforce".into(),
+        mode: Mode::Enforce,
         protection: portguard_core::control::ProtectionTier::OwnedPersistent,
-        scope: "containers".into(),
+        scope: Scope::Containers,
         ruleset: RulesetStatus {
             installed: true,
             verified_at: Some("2026-11-22T19:40:01Z".into()),
@@ -79,7 +81,7 @@ fn status() -> Status {
             trigger: format!("netfilter change by {EVIL} (pid 42)"),
             at: "2026-11-22T19:40:01Z".into(),
             duration_ms: 1.0,
-            outcome: "applied".into(),
+            outcome: ReconcileOutcome::Applied,
         }),
         docker: DockerStatus {
             connected: true,
@@ -87,7 +89,7 @@ fn status() -> Status {
             engine: Some(EVIL.into()),
             error: None,
         },
-        ipv6_forward_policy: "accept".into(),
+        ipv6_forward_policy: Ipv6ForwardPolicy::Accept,
         restores: 0,
         last_restore_ms: None,
         ipv6_policy_restores: 0,
@@ -157,7 +159,7 @@ fn control_characters_from_docker_and_the_daemon_are_printed_escaped() {
     let out = guardctl_against(
         &socket,
         ResponseBody::Explain(Explanation {
-            answer: "open".into(),
+            answer: ExplainAnswer::Open,
             reasons: vec![format!("allowed by container {EVIL}")],
             warnings: vec![format!("IPv6 INPUT drop {EVIL}")],
         }),
@@ -340,13 +342,13 @@ fn plain_port(host_port: u16, container: &str, verdict: Verdict, by: Option<&str
     }
 }
 
-fn docker_api(addr: &str, port: u16, verdict: &str) -> DockerApiReport {
+fn docker_api(addr: &str, port: u16, verdict: DockerApiVerdict) -> DockerApiReport {
     DockerApiReport {
         addr: addr.parse().unwrap(),
         port,
         pid: 812,
         plain: port == 2375,
-        verdict: verdict.into(),
+        verdict,
         open_to: Vec::new(),
         ignored: Vec::new(),
     }
@@ -356,14 +358,14 @@ fn docker_api(addr: &str, port: u16, verdict: &str) -> DockerApiReport {
 /// deleted and the guard put back, the Docker API on 2375 closed but to
 /// one CI runner, and no IPv6 FORWARD chain at all.
 fn enforcing_status() -> Status {
-    let mut api = docker_api("0.0.0.0", 2375, "closed");
+    let mut api = docker_api("0.0.0.0", 2375, DockerApiVerdict::Closed);
     api.open_to = vec![
         "port 2375/tcp from 192.0.2.10/32 (CI runner) at /etc/portguard/portguard.toml:7".into(),
     ];
     Status {
-        mode: "enforce".into(),
+        mode: Mode::Enforce,
         protection: ProtectionTier::OwnedPersistent,
-        scope: "containers".into(),
+        scope: Scope::Containers,
         ruleset: RulesetStatus {
             installed: true,
             verified_at: Some("2026-11-22T19:40:31Z".into()),
@@ -372,7 +374,7 @@ fn enforcing_status() -> Status {
             trigger: "netfilter change by nft (pid 4242)".into(),
             at: "2026-11-22T19:40:01Z".into(),
             duration_ms: 1.25,
-            outcome: "restored (table missing)".into(),
+            outcome: ReconcileOutcome::Restored("table missing".into()),
         }),
         docker: DockerStatus {
             connected: true,
@@ -380,7 +382,7 @@ fn enforcing_status() -> Status {
             engine: Some("28.5.2".into()),
             error: None,
         },
-        ipv6_forward_policy: "none".into(),
+        ipv6_forward_policy: Ipv6ForwardPolicy::NoChain,
         restores: 2,
         last_restore_ms: Some(3.4),
         ipv6_policy_restores: 0,
@@ -401,7 +403,10 @@ fn enforcing_status() -> Status {
             ),
             plain_port(27017, "mongo", Verdict::Blocked, None),
         ],
-        docker_api: vec![api, docker_api("127.0.0.1", 2376, "local-only")],
+        docker_api: vec![
+            api,
+            docker_api("127.0.0.1", 2376, DockerApiVerdict::LocalOnly),
+        ],
         firewall: Some(portguard_core::hostfw::assess(
             Some(portguard_core::hostfw::DockerFirewall::from_driver(Some(
                 "iptables",
@@ -424,12 +429,12 @@ fn enforcing_status() -> Status {
 /// Everything going wrong at once: no table, audit mode, Docker away, an
 /// invalid file at start, IPv6 FORWARD dropped, the Docker API open.
 fn troubled_status() -> Status {
-    let mut api = docker_api("::", 2375, "audit");
+    let mut api = docker_api("::", 2375, DockerApiVerdict::Audit);
     api.ignored = vec!["port 2375/tcp at /etc/portguard/portguard.toml:12".into()];
     Status {
-        mode: "audit".into(),
+        mode: Mode::Audit,
         protection: ProtectionTier::Twin,
-        scope: "all".into(),
+        scope: Scope::All,
         ruleset: RulesetStatus {
             installed: false,
             verified_at: None,
@@ -438,7 +443,7 @@ fn troubled_status() -> Status {
             trigger: "periodic verify".into(),
             at: "2026-11-22T19:41:01Z".into(),
             duration_ms: 0.5,
-            outcome: "failed: Operation not permitted (os error 1)".into(),
+            outcome: ReconcileOutcome::Failed("Operation not permitted (os error 1)".into()),
         }),
         docker: DockerStatus {
             connected: false,
@@ -446,7 +451,7 @@ fn troubled_status() -> Status {
             engine: None,
             error: Some("connection refused".into()),
         },
-        ipv6_forward_policy: "drop".into(),
+        ipv6_forward_policy: Ipv6ForwardPolicy::Drop,
         restores: 0,
         last_restore_ms: None,
         ipv6_policy_restores: 1,
@@ -474,6 +479,7 @@ fn status_reads_as_plain_sentences_golden() {
     for (name, status, code) in [
         ("status_enforcing", enforcing_status(), 0),
         ("status_troubled", troubled_status(), 1),
+        ("status_quiet", quiet_status(), 0),
     ] {
         let out = guardctl_against(&socket, ResponseBody::Status(Box::new(status)), &["status"]);
         assert_eq!(out.status.code(), Some(code), "{name}");
@@ -492,5 +498,56 @@ fn status_reads_as_plain_sentences_golden() {
             );
         }
         assert_golden(name, &shown);
+    }
+}
+
+/// A quiet host with what the other two leave out: nothing to do at the
+/// last check, an IPv6 FORWARD policy that could not be read, and the
+/// host firewall's notes (Docker says nftables, the kernel holds
+/// iptables-legacy).
+fn quiet_status() -> Status {
+    let mut status = enforcing_status();
+    if let Some(r) = status.last_reconcile.as_mut() {
+        r.outcome = ReconcileOutcome::Unchanged;
+    }
+    status.ipv6_forward_policy =
+        Ipv6ForwardPolicy::Unreadable("netlink: Operation not permitted (os error 1)".into());
+    status.firewall = Some(portguard_core::hostfw::assess(
+        Some(portguard_core::hostfw::DockerFirewall::from_driver(Some(
+            "nftables",
+        ))),
+        &portguard_core::hostfw::NetfilterInventory {
+            legacy_ipv4_tables: vec!["filter".into(), "nat".into()],
+            ..Default::default()
+        },
+    ));
+    status
+}
+
+/// `tests/golden/<name>.json` holds `status --json` as the daemon sent it
+/// when these fields were still strings: the typed status must write the
+/// same bytes, and read them back to the same value.
+#[test]
+fn status_json_is_the_same_on_the_wire_golden() {
+    for (name, status) in [
+        ("status_enforcing", enforcing_status()),
+        ("status_troubled", troubled_status()),
+        ("status_quiet", quiet_status()),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.json"));
+        let json = serde_json::to_string_pretty(&status).unwrap() + "\n";
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &json).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(json, expected, "{name}: the wire format changed");
+        let read: Status = serde_json::from_str(&expected).unwrap();
+        assert_eq!(
+            read, status,
+            "{name}: the golden JSON reads back differently"
+        );
     }
 }

@@ -4,10 +4,12 @@
 //! names are a contract (SPEC): keep them.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use portguard_config::{Mode, Scope};
 use serde::{Deserialize, Serialize};
 
 use crate::docker_api::DockerApiReport;
@@ -151,20 +153,170 @@ pub enum ConfigSource {
     Closed,
 }
 
+/// Serializes a type as its `Display` string and reads it back through
+/// `FromStr`: for status fields whose wire form is one string that carries
+/// detail (`restored (table missing)`, `failed: EPERM`), which serde's
+/// derive cannot spell. A string `FromStr` refuses is a deserialization
+/// error with its message.
+macro_rules! serde_via_str {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use serde_via_str;
+
+/// A status string that names none of the values a field can take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownValue {
+    /// What was read (`ipv6_forward_policy`, `reconcile outcome`).
+    pub field: &'static str,
+    pub found: String,
+    /// The values the field can take, in words.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for UnknownValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown {} `{}`, expected {}",
+            self.field,
+            self.found.escape_debug(),
+            self.expected
+        )
+    }
+}
+
+impl std::error::Error for UnknownValue {}
+
+/// What one reconcile did (`last_reconcile.outcome`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReconcileOutcome {
+    /// `unchanged`: the kernel already held exactly the desired ruleset.
+    Unchanged,
+    /// `applied`: a new desired ruleset was applied (configuration or
+    /// Docker).
+    Applied,
+    /// `restored (WHAT)`: the kernel had been changed by somebody else
+    /// (what was found); put right.
+    Restored(String),
+    /// `failed: ERROR`.
+    Failed(String),
+}
+
+impl fmt::Display for ReconcileOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReconcileOutcome::Unchanged => f.write_str("unchanged"),
+            ReconcileOutcome::Applied => f.write_str("applied"),
+            ReconcileOutcome::Restored(what) => write!(f, "restored ({what})"),
+            ReconcileOutcome::Failed(error) => write!(f, "failed: {error}"),
+        }
+    }
+}
+
+impl FromStr for ReconcileOutcome {
+    type Err = UnknownValue;
+
+    fn from_str(text: &str) -> Result<Self, UnknownValue> {
+        match text {
+            "unchanged" => return Ok(ReconcileOutcome::Unchanged),
+            "applied" => return Ok(ReconcileOutcome::Applied),
+            _ => {}
+        }
+        if let Some(what) = text
+            .strip_prefix("restored (")
+            .and_then(|rest| rest.strip_suffix(')'))
+        {
+            Ok(ReconcileOutcome::Restored(what.into()))
+        } else if let Some(error) = text.strip_prefix("failed: ") {
+            Ok(ReconcileOutcome::Failed(error.into()))
+        } else {
+            Err(UnknownValue {
+                field: "reconcile outcome",
+                found: text.into(),
+                expected: "`unchanged`, `applied`, `restored (WHAT)` or `failed: ERROR`",
+            })
+        }
+    }
+}
+
+serde_via_str!(ReconcileOutcome);
+
+/// The policy of the `ip6 filter FORWARD` chain Docker sets to drop
+/// (`ipv6_forward_policy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ipv6ForwardPolicy {
+    /// `accept`
+    Accept,
+    /// `drop`: routed IPv6 is blocked.
+    Drop,
+    /// `none`: no `ip6 filter FORWARD` chain.
+    NoChain,
+    /// `unknown (ERROR)`: the daemon could not read it.
+    Unreadable(String),
+}
+
+impl fmt::Display for Ipv6ForwardPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ipv6ForwardPolicy::Accept => f.write_str("accept"),
+            Ipv6ForwardPolicy::Drop => f.write_str("drop"),
+            Ipv6ForwardPolicy::NoChain => f.write_str("none"),
+            Ipv6ForwardPolicy::Unreadable(error) => write!(f, "unknown ({error})"),
+        }
+    }
+}
+
+impl FromStr for Ipv6ForwardPolicy {
+    type Err = UnknownValue;
+
+    fn from_str(text: &str) -> Result<Self, UnknownValue> {
+        match text {
+            "accept" => Ok(Ipv6ForwardPolicy::Accept),
+            "drop" => Ok(Ipv6ForwardPolicy::Drop),
+            "none" => Ok(Ipv6ForwardPolicy::NoChain),
+            _ => text
+                .strip_prefix("unknown (")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .map(|error| Ipv6ForwardPolicy::Unreadable(error.into()))
+                .ok_or_else(|| UnknownValue {
+                    field: "ipv6_forward_policy",
+                    found: text.into(),
+                    expected: "`accept`, `drop`, `none` or `unknown (ERROR)`",
+                }),
+        }
+    }
+}
+
+serde_via_str!(Ipv6ForwardPolicy);
+
 /// `guardctl status --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// `enforce` or `audit`.
-    pub mode: String,
+    pub mode: Mode,
     /// The protection tier in force.
     pub protection: ProtectionTier,
     /// `containers` or `all`.
-    pub scope: String,
+    pub scope: Scope,
     pub ruleset: RulesetStatus,
     pub last_reconcile: Option<ReconcileRecord>,
     pub docker: DockerStatus,
-    /// `accept`, `drop` or `none` (no `ip6 filter FORWARD` chain).
-    pub ipv6_forward_policy: String,
+    /// `accept`, `drop`, `none` (no `ip6 filter FORWARD` chain) or
+    /// `unknown (ERROR)`.
+    pub ipv6_forward_policy: Ipv6ForwardPolicy,
     /// Times the guard table was found missing or altered and restored.
     pub restores: u64,
     /// How long the last restore took, from notification to committed.
@@ -203,8 +355,8 @@ pub struct ReconcileRecord {
     pub trigger: String,
     pub at: String,
     pub duration_ms: f64,
-    /// `unchanged`, `applied`, `restored` or `failed: ...`.
-    pub outcome: String,
+    /// `unchanged`, `applied`, `restored (...)` or `failed: ...`.
+    pub outcome: ReconcileOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +458,28 @@ pub fn rfc3339(time: SystemTime) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+/// Test helper: `value` is `text` on the wire (a JSON string) and reads
+/// back as itself.
+#[cfg(test)]
+pub(crate) fn assert_wire<T>(value: &T, text: &str)
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug,
+{
+    #![allow(clippy::unwrap_used)]
+    let json = serde_json::to_string(value).unwrap();
+    assert_eq!(json, serde_json::to_string(text).unwrap(), "{value:?}");
+    assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value, "{json}");
+}
+
+/// Test helper: the error reading `text` as a `T`.
+#[cfg(test)]
+pub(crate) fn wire_error<T: serde::de::DeserializeOwned + fmt::Debug>(text: &str) -> String {
+    #![allow(clippy::unwrap_used)]
+    serde_json::from_str::<T>(&serde_json::to_string(text).unwrap())
+        .unwrap_err()
+        .to_string()
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -481,6 +655,20 @@ mod tests {
             check_parse(&bytes)?;
         }
 
+        /// Whatever the detail, the string reads back as the value it
+        /// was written from.
+        #[test]
+        fn status_strings_with_any_detail_read_back(detail in any::<String>()) {
+            for outcome in [
+                ReconcileOutcome::Restored(detail.clone()),
+                ReconcileOutcome::Failed(detail.clone()),
+            ] {
+                prop_assert_eq!(outcome.to_string().parse::<ReconcileOutcome>(), Ok(outcome));
+            }
+            let policy = Ipv6ForwardPolicy::Unreadable(detail);
+            prop_assert_eq!(policy.to_string().parse::<Ipv6ForwardPolicy>(), Ok(policy));
+        }
+
         #[test]
         fn printable_output_has_no_control_characters(text in any::<String>()) {
             let shown = printable(&text);
@@ -498,6 +686,83 @@ mod tests {
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn reconcile_outcomes_on_the_wire() {
+        let table = [
+            (ReconcileOutcome::Unchanged, "unchanged"),
+            (ReconcileOutcome::Applied, "applied"),
+            (
+                ReconcileOutcome::Restored("table missing; chain input altered".into()),
+                "restored (table missing; chain input altered)",
+            ),
+            (
+                ReconcileOutcome::Restored("set (a) emptied".into()),
+                "restored (set (a) emptied)",
+            ),
+            (
+                ReconcileOutcome::Failed("Operation not permitted (os error 1)".into()),
+                "failed: Operation not permitted (os error 1)",
+            ),
+            (ReconcileOutcome::Failed(String::new()), "failed: "),
+        ];
+        for (outcome, text) in table {
+            assert_wire(&outcome, text);
+            assert_eq!(outcome.to_string(), text);
+        }
+        for bad in ["", "Applied", "restored", "restored (x", "failed", "ok"] {
+            let error = wire_error::<ReconcileOutcome>(bad);
+            assert!(
+                error.starts_with(&format!(
+                    "unknown reconcile outcome `{bad}`, expected `unchanged`"
+                )),
+                "{bad:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_forward_policies_on_the_wire() {
+        let table = [
+            (Ipv6ForwardPolicy::Accept, "accept"),
+            (Ipv6ForwardPolicy::Drop, "drop"),
+            (Ipv6ForwardPolicy::NoChain, "none"),
+            (
+                Ipv6ForwardPolicy::Unreadable(
+                    "netlink: Operation not permitted (os error 1)".into(),
+                ),
+                "unknown (netlink: Operation not permitted (os error 1))",
+            ),
+        ];
+        for (policy, text) in table {
+            assert_wire(&policy, text);
+        }
+        for bad in ["ACCEPT", "reject", "unknown", ""] {
+            let error = wire_error::<Ipv6ForwardPolicy>(bad);
+            assert!(
+                error.starts_with(&format!("unknown ipv6_forward_policy `{bad}`, expected `accept`, `drop`, `none` or `unknown (ERROR)`")),
+                "{bad:?}: {error}"
+            );
+        }
+        // Not a string at all.
+        assert!(serde_json::from_str::<Ipv6ForwardPolicy>("1").is_err());
+    }
+
+    #[test]
+    fn mode_and_scope_on_the_wire() {
+        assert_wire(&Mode::Enforce, "enforce");
+        assert_wire(&Mode::Audit, "audit");
+        assert_wire(&Scope::Containers, "containers");
+        assert_wire(&Scope::All, "all");
+        assert!(
+            wire_error::<Mode>("enforcing")
+                .contains("unknown variant `enforcing`, expected `enforce` or `audit`")
+        );
+        assert!(
+            wire_error::<Scope>("any")
+                .contains("unknown variant `any`, expected `containers` or `all`")
         );
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::entry_admits;
 use crate::snapshot::{L4Proto, Snapshot};
-use crate::verdict::Explanation;
+use crate::verdict::{ExplainAnswer, Explanation};
 
 /// One Docker API listener, as `status --json` shows it (`docker_api`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,15 +19,25 @@ pub struct DockerApiReport {
     pub pid: u32,
     /// On 2375, the port of the API without TLS.
     pub plain: bool,
-    /// `closed` (new connections from untrusted interfaces are dropped,
-    /// but for `open_to`), `local-only` (bound to loopback) or `audit`
-    /// (audit mode: counted, not dropped).
-    pub verdict: String,
+    pub verdict: DockerApiVerdict,
     /// Allow entries with a source that open it (their description).
     pub open_to: Vec<String>,
     /// Allow entries without a source that name its port: they do not
     /// open the Docker API (root on this host to the whole network).
     pub ignored: Vec<String>,
+}
+
+/// What the guard does to new connections to a Docker API listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DockerApiVerdict {
+    /// `closed`: new connections from untrusted interfaces are dropped,
+    /// but for `open_to`.
+    Closed,
+    /// `local-only`: bound to loopback.
+    LocalOnly,
+    /// `audit`: audit mode, counted and not dropped.
+    Audit,
 }
 
 pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApiReport> {
@@ -44,18 +54,19 @@ pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApi
                     .collect()
             };
             let verdict = if l.is_local_only() {
-                "local-only"
-            } else if config.guard.mode == Mode::Audit {
-                "audit"
+                DockerApiVerdict::LocalOnly
             } else {
-                "closed"
+                match config.guard.mode {
+                    Mode::Audit => DockerApiVerdict::Audit,
+                    Mode::Enforce => DockerApiVerdict::Closed,
+                }
             };
             DockerApiReport {
                 addr: l.addr,
                 port: l.port,
                 pid: l.pid,
                 plain: l.is_plain(),
-                verdict: verdict.into(),
+                verdict,
                 open_to: naming(true),
                 ignored: naming(false),
             }
@@ -99,7 +110,7 @@ pub fn explain(
     if listeners.iter().all(|l| l.is_local_only()) {
         reasons.push("it is bound to loopback only: unreachable from other hosts".into());
         return Some(Explanation {
-            answer: "local-only".into(),
+            answer: ExplainAnswer::LocalOnly,
             reasons,
             warnings: Vec::new(),
         });
@@ -133,7 +144,11 @@ pub fn explain(
         ));
     }
     Some(Explanation {
-        answer: if open { "open" } else { "closed" }.into(),
+        answer: if open {
+            ExplainAnswer::Open
+        } else {
+            ExplainAnswer::Closed
+        },
         reasons,
         warnings: Vec::new(),
     })
@@ -167,7 +182,7 @@ mod tests {
         .unwrap();
         let report = &docker_api_reports(&config, &snapshot("0.0.0.0"))[0];
         assert!(report.plain);
-        assert_eq!(report.verdict, "closed");
+        assert_eq!(report.verdict, DockerApiVerdict::Closed);
         assert_eq!(report.open_to.len(), 1, "{report:?}");
         assert!(report.open_to[0].starts_with("port 2000-3000/tcp from 192.0.2.0/24"));
         assert_eq!(report.ignored.len(), 1, "{report:?}");
@@ -181,14 +196,29 @@ mod tests {
         )
         .unwrap();
         let any = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, None).unwrap();
-        assert_eq!(any.answer, "closed", "{any:?}");
+        assert_eq!(any.answer, ExplainAnswer::Closed, "{any:?}");
         assert!(any.reasons[0].contains("without TLS"), "{any:?}");
         assert!(any.reasons[1].contains("has no `from`"), "{any:?}");
         let ci = "192.0.2.9".parse().ok();
         let ci = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, ci).unwrap();
-        assert_eq!(ci.answer, "open", "{ci:?}");
+        assert_eq!(ci.answer, ExplainAnswer::Open, "{ci:?}");
         assert!(explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Udp, None).is_none());
         assert!(explain(&config, &snapshot("0.0.0.0"), 2376, L4Proto::Tcp, None).is_none());
+    }
+
+    #[test]
+    fn docker_api_verdicts_on_the_wire() {
+        use crate::control::{assert_wire, wire_error};
+        assert_wire(&DockerApiVerdict::Closed, "closed");
+        assert_wire(&DockerApiVerdict::LocalOnly, "local-only");
+        assert_wire(&DockerApiVerdict::Audit, "audit");
+        let error = wire_error::<DockerApiVerdict>("open");
+        assert!(
+            error.contains(
+                "unknown variant `open`, expected one of `closed`, `local-only`, `audit`"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
@@ -196,12 +226,12 @@ mod tests {
         let config = Config::default();
         assert_eq!(
             docker_api_reports(&config, &snapshot("127.0.0.1"))[0].verdict,
-            "local-only"
+            DockerApiVerdict::LocalOnly
         );
         let audit = Config::from_toml_str("[guard]\nmode = \"audit\"\n").unwrap();
         assert_eq!(
             docker_api_reports(&audit, &snapshot("::"))[0].verdict,
-            "audit"
+            DockerApiVerdict::Audit
         );
     }
 }

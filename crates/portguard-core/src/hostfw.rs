@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::{UnknownValue, serde_via_str};
 use crate::snapshot::L4Proto;
 
 /// The driver part of Docker's `FirewallBackend.Driver`.
@@ -210,6 +211,69 @@ pub struct InputDrop {
     pub ufw: bool,
 }
 
+/// A remark on Docker's firewall beside the kernel's (`firewall.notes`),
+/// on the wire as its sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirewallNote {
+    /// Docker answered, but no Docker rules are visible.
+    NoDockerRules,
+    /// Docker 28.x with `DOCKER_FIREWALL_BACKEND=nftables`.
+    SaysNftablesHoldsIptables,
+    SaysIptablesHoldsNftables,
+    /// Docker's chains are in x_tables, where nft cannot look.
+    IptablesLegacy,
+}
+
+impl FirewallNote {
+    const ALL: [FirewallNote; 4] = [
+        FirewallNote::NoDockerRules,
+        FirewallNote::SaysNftablesHoldsIptables,
+        FirewallNote::SaysIptablesHoldsNftables,
+        FirewallNote::IptablesLegacy,
+    ];
+
+    /// The sentence the administrator reads (and the JSON carries).
+    pub fn sentence(self) -> &'static str {
+        match self {
+            FirewallNote::NoDockerRules => {
+                "the kernel shows no Docker firewall rules (nothing published yet, or Docker runs with --iptables=false)"
+            }
+            FirewallNote::SaysNftablesHoldsIptables => {
+                "Docker says nftables but the kernel holds its iptables rules (Docker 28.x with DOCKER_FIREWALL_BACKEND=nftables): the iptables backend is in force"
+            }
+            FirewallNote::SaysIptablesHoldsNftables => {
+                "Docker says iptables but the kernel holds nftables rules (ip docker-bridges)"
+            }
+            FirewallNote::IptablesLegacy => {
+                "iptables-legacy is in use: nft cannot see Docker's chains there; the guard's table still runs before them (both hook the same points), and the IPv6 FORWARD policy is restored with ip6tables-legacy"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FirewallNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.sentence())
+    }
+}
+
+impl std::str::FromStr for FirewallNote {
+    type Err = UnknownValue;
+
+    fn from_str(text: &str) -> Result<Self, UnknownValue> {
+        FirewallNote::ALL
+            .into_iter()
+            .find(|note| note.sentence() == text)
+            .ok_or_else(|| UnknownValue {
+                field: "firewall note",
+                found: text.into(),
+                expected: "one of the sentences this version of portguard writes",
+            })
+    }
+}
+
+serde_via_str!(FirewallNote);
+
 /// `status --json` -> `firewall`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallStatus {
@@ -218,7 +282,7 @@ pub struct FirewallStatus {
     pub kernel_holds: Vec<KernelFirewall>,
     pub agreement: Agreement,
     /// Plain words for the administrator.
-    pub notes: Vec<String>,
+    pub notes: Vec<FirewallNote>,
     /// The host's IPv6 INPUT path drops by default (a heuristic: policies
     /// and well-known chain names, not rule by rule).
     pub ipv6_input_drop: Option<InputDrop>,
@@ -263,34 +327,22 @@ pub fn assess(docker: Option<DockerFirewall>, inventory: &NetfilterInventory) ->
     let agreement = match docker.map(|d| d.driver) {
         None => Agreement::Unknown,
         _ if kernel_holds.is_empty() => {
-            notes.push(
-                "the kernel shows no Docker firewall rules (nothing published yet, or Docker runs with --iptables=false)"
-                    .into(),
-            );
+            notes.push(FirewallNote::NoDockerRules);
             Agreement::Unknown
         }
         Some(FirewallDriver::Nftables) if !nftables => {
-            notes.push(
-                "Docker says nftables but the kernel holds its iptables rules (Docker 28.x with DOCKER_FIREWALL_BACKEND=nftables): the iptables backend is in force"
-                    .into(),
-            );
+            notes.push(FirewallNote::SaysNftablesHoldsIptables);
             Agreement::Mismatch
         }
         Some(FirewallDriver::Iptables) if !iptables_nft && !legacy => {
-            notes.push(
-                "Docker says iptables but the kernel holds nftables rules (ip docker-bridges)"
-                    .into(),
-            );
+            notes.push(FirewallNote::SaysIptablesHoldsNftables);
             Agreement::Mismatch
         }
         Some(FirewallDriver::Unknown) => Agreement::Unknown,
         Some(_) => Agreement::Agrees,
     };
     if legacy {
-        notes.push(
-            "iptables-legacy is in use: nft cannot see Docker's chains there; the guard's table still runs before them (both hook the same points), and the IPv6 FORWARD policy is restored with ip6tables-legacy"
-                .into(),
-        );
+        notes.push(FirewallNote::IptablesLegacy);
     }
     FirewallStatus {
         docker_says: docker,
@@ -455,11 +507,7 @@ mod tests {
         );
         assert_eq!(status.kernel_holds, [KernelFirewall::IptablesNft]);
         assert_eq!(status.agreement, Agreement::Mismatch);
-        assert!(
-            status.notes[0].contains("Docker says nftables"),
-            "{:?}",
-            status.notes
-        );
+        assert_eq!(status.notes, [FirewallNote::SaysNftablesHoldsIptables]);
     }
 
     #[test]
@@ -575,6 +623,23 @@ mod tests {
         assert_eq!(drop.chains, ["inet firewalld filter_INPUT"]);
         assert!(!drop.ufw);
         assert!(ipv6_input_warning(&drop, 53, L4Proto::Udp).contains("accept 53/udp"));
+    }
+
+    #[test]
+    fn firewall_notes_are_their_sentences_on_the_wire() {
+        use crate::control::{assert_wire, wire_error};
+        for note in FirewallNote::ALL {
+            assert_wire(&note, note.sentence());
+        }
+        assert_wire(
+            &FirewallNote::SaysIptablesHoldsNftables,
+            "Docker says iptables but the kernel holds nftables rules (ip docker-bridges)",
+        );
+        let error = wire_error::<FirewallNote>("Docker says ebpf");
+        assert!(
+            error.starts_with("unknown firewall note `Docker says ebpf`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -140,11 +140,39 @@ pub fn port_reports(config: &Config, snapshot: &Snapshot) -> Vec<PortReport> {
         .collect()
 }
 
+/// `guardctl explain`'s one-word answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExplainAnswer {
+    /// New connections from the source asked about are let through.
+    Open,
+    /// New connections from untrusted interfaces are dropped.
+    Closed,
+    /// No container publishes the port: the host's own firewall decides.
+    NotPublished,
+    /// Bound to loopback only.
+    LocalOnly,
+    /// Published by a container on the host network, which the guard
+    /// cannot cover.
+    HostNetwork,
+}
+
+impl ExplainAnswer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExplainAnswer::Open => "open",
+            ExplainAnswer::Closed => "closed",
+            ExplainAnswer::NotPublished => "not-published",
+            ExplainAnswer::LocalOnly => "local-only",
+            ExplainAnswer::HostNetwork => "host-network",
+        }
+    }
+}
+
 /// `guardctl explain PORT[/proto] [--from ADDR]`: the answer and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
-    /// `open`, `closed`, `not-published`, `local-only` or `host-network`.
-    pub answer: String,
+    pub answer: ExplainAnswer,
     pub reasons: Vec<String>,
     /// As [`PortReport::warnings`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -195,13 +223,13 @@ pub fn explain(
     if !published.is_empty() && exposed.is_empty() {
         let answer = if published.iter().all(|p| p.host_network) {
             reasons.push("the container uses the host network: traffic never crosses FORWARD and portguard cannot cover it".into());
-            "host-network"
+            ExplainAnswer::HostNetwork
         } else {
             reasons.push("it is bound to loopback only: unreachable from other hosts".into());
-            "local-only"
+            ExplainAnswer::LocalOnly
         };
         return Explanation {
-            answer: answer.into(),
+            answer,
             reasons,
             warnings: Vec::new(),
         };
@@ -241,12 +269,12 @@ pub fn explain(
         ));
     }
     let answer = match (published.is_empty(), open) {
-        (true, _) => "not-published",
-        (false, true) => "open",
-        (false, false) => "closed",
+        (true, _) => ExplainAnswer::NotPublished,
+        (false, true) => ExplainAnswer::Open,
+        (false, false) => ExplainAnswer::Closed,
     };
     Explanation {
-        answer: answer.into(),
+        answer,
         reasons,
         warnings: Vec::new(),
     }
@@ -289,9 +317,45 @@ pub fn warn_ipv6_input_explained(
             && p.is_exposed()
             && p.host_ip.is_none_or(|ip| ip.is_ipv6())
     });
-    if explanation.answer == "open" && on_ipv6 {
+    if explanation.answer == ExplainAnswer::Open && on_ipv6 {
         explanation
             .warnings
             .push(ipv6_input_warning(drop, port, proto));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::control::{assert_wire, wire_error};
+
+    #[test]
+    fn explain_answers_on_the_wire() {
+        let table = [
+            (ExplainAnswer::Open, "open"),
+            (ExplainAnswer::Closed, "closed"),
+            (ExplainAnswer::NotPublished, "not-published"),
+            (ExplainAnswer::LocalOnly, "local-only"),
+            (ExplainAnswer::HostNetwork, "host-network"),
+        ];
+        for (answer, text) in table {
+            assert_wire(&answer, text);
+            assert_eq!(answer.as_str(), text);
+        }
+        let error = wire_error::<ExplainAnswer>("allowed");
+        assert!(
+            error.contains("unknown variant `allowed`, expected one of `open`, `closed`"),
+            "{error}"
+        );
+    }
+
+    /// An answer as the daemon wrote it while `answer` was a string.
+    #[test]
+    fn an_explanation_from_the_string_typed_daemon_reads() {
+        let json = r#"{"answer":"not-published","reasons":["no container publishes 1234/tcp; portguard only judges published ports, so the host's own firewall decides"]}"#;
+        let explanation: Explanation = serde_json::from_str(json).unwrap();
+        assert_eq!(explanation.answer, ExplainAnswer::NotPublished);
+        assert_eq!(serde_json::to_string(&explanation).unwrap(), json);
     }
 }

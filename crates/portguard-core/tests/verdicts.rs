@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use portguard_config::Config;
-use portguard_core::verdict::{Verdict, explain, port_reports};
+use portguard_core::verdict::{ExplainAnswer, Verdict, explain, port_reports};
 use portguard_core::{ContainerRef, L4Proto, PublishedPort, Snapshot};
 
 fn port(
@@ -94,7 +94,7 @@ fn explain_names_the_reason() {
     let config = Config::from_toml_str(CONFIG).unwrap();
     let snap = snapshot();
     let e = explain(&config, &snap, 27017, L4Proto::Tcp, None);
-    assert_eq!(e.answer, "closed");
+    assert_eq!(e.answer, ExplainAnswer::Closed);
     assert!(
         e.reasons
             .iter()
@@ -112,10 +112,10 @@ fn explain_names_the_reason() {
     let outside: IpAddr = "198.51.100.5".parse().unwrap();
     assert_eq!(
         explain(&config, &snap, 8086, L4Proto::Tcp, Some(inside)).answer,
-        "open"
+        ExplainAnswer::Open
     );
     let e = explain(&config, &snap, 8086, L4Proto::Tcp, Some(outside));
-    assert_eq!(e.answer, "closed");
+    assert_eq!(e.answer, ExplainAnswer::Closed);
     assert!(
         e.reasons
             .iter()
@@ -125,15 +125,15 @@ fn explain_names_the_reason() {
 
     assert_eq!(
         explain(&config, &snap, 6379, L4Proto::Tcp, None).answer,
-        "local-only"
+        ExplainAnswer::LocalOnly
     );
     assert_eq!(
         explain(&config, &snap, 9090, L4Proto::Tcp, None).answer,
-        "host-network"
+        ExplainAnswer::HostNetwork
     );
     assert_eq!(
         explain(&config, &snap, 1234, L4Proto::Tcp, None).answer,
-        "not-published"
+        ExplainAnswer::NotPublished
     );
 }
 

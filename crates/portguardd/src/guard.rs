@@ -22,28 +22,9 @@ use crate::logging::event;
 use crate::metrics::Histogram;
 use crate::{lastgood, notify};
 
-/// What one reconcile did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The kernel already held exactly the desired ruleset.
-    Unchanged,
-    /// A new desired ruleset was applied (configuration or Docker).
-    Applied,
-    /// The kernel had been changed by somebody else; put right.
-    Restored(String),
-    Failed(String),
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Unchanged => write!(f, "unchanged"),
-            Outcome::Applied => write!(f, "applied"),
-            Outcome::Restored(what) => write!(f, "restored ({what})"),
-            Outcome::Failed(e) => write!(f, "failed: {e}"),
-        }
-    }
-}
+/// What one reconcile did: the type `status` reports as
+/// `last_reconcile.outcome`.
+pub use portguard_core::control::ReconcileOutcome as Outcome;
 
 pub struct Guard<B> {
     pub config_path: PathBuf,
@@ -188,7 +169,7 @@ impl<B: Backend> Guard<B> {
             trigger: reason.to_string(),
             at: rfc3339(SystemTime::now()),
             duration_ms,
-            outcome: outcome.to_string(),
+            outcome: outcome.clone(),
         });
         outcome
     }
@@ -658,14 +639,10 @@ mod tests {
         assert!(
             matches!(guard.reconcile("start", Instant::now()), Outcome::Failed(e) if e.contains("kernel said no"))
         );
-        assert!(
-            guard
-                .last_reconcile
-                .as_ref()
-                .unwrap()
-                .outcome
-                .starts_with("failed")
-        );
+        assert!(matches!(
+            &guard.last_reconcile.as_ref().unwrap().outcome,
+            Outcome::Failed(e) if e.contains("kernel said no")
+        ));
         assert_eq!(guard.reconcile("retry", Instant::now()), Outcome::Applied);
     }
 

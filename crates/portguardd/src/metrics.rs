@@ -27,8 +27,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portguard_core::L4Proto;
-use portguard_core::control::ProtectionTier;
-use portguard_core::docker_api::docker_api_reports;
+use portguard_core::control::{ProtectionTier, ReconcileOutcome};
+use portguard_core::docker_api::{DockerApiVerdict, docker_api_reports};
 use portguard_core::verdict::{Verdict, port_reports};
 use serde::{Deserialize, Serialize};
 
@@ -527,7 +527,7 @@ impl Metrics {
         let failed = guard
             .last_reconcile
             .as_ref()
-            .is_some_and(|r| r.outcome.starts_with("failed"));
+            .is_some_and(|r| matches!(r.outcome, ReconcileOutcome::Failed(_)));
         // A successful reconcile after the last read proves the table as
         // well as a read does.
         let reconciled_since_read = guard.reconcile_seconds.count != self.reconciles_at_read;
@@ -545,8 +545,15 @@ impl Metrics {
             docker_connected: guard.docker.connected,
             docker_api: docker_api_reports(&guard.config, &guard.snapshot)
                 .into_iter()
-                .filter(|r| r.verdict != "local-only")
-                .map(|r| (r.addr, r.port, r.plain, r.verdict == "closed"))
+                .filter(|r| r.verdict != DockerApiVerdict::LocalOnly)
+                .map(|r| {
+                    (
+                        r.addr,
+                        r.port,
+                        r.plain,
+                        r.verdict == DockerApiVerdict::Closed,
+                    )
+                })
                 .collect(),
             config_error: guard.config_error.is_some(),
             reconcile_seconds: self

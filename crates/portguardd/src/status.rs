@@ -6,39 +6,33 @@
 
 use std::net::IpAddr;
 
-use portguard_config::{Mode, Scope};
 use portguard_core::L4Proto;
-use portguard_core::control::{ConfigStatus, RulesetStatus, Status, rfc3339};
+use portguard_core::control::{ConfigStatus, Ipv6ForwardPolicy, RulesetStatus, Status, rfc3339};
 use portguard_core::docker_api::docker_api_reports;
 use portguard_core::hostfw::{FirewallStatus, assess};
 use portguard_core::verdict::{
     Explanation, PortReport, explain, port_reports, warn_ipv6_input, warn_ipv6_input_explained,
 };
+use portguard_nft::ForwardPolicy;
 
 use crate::backend::Backend;
 use crate::guard::Guard;
 
 pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
-    let ipv6_forward_policy = guard
-        .backend
-        .ip6_forward_policy()
-        .map_or_else(|e| format!("unknown ({e})"), |p| p.as_str().to_string());
+    let ipv6_forward_policy = match guard.backend.ip6_forward_policy() {
+        Ok(ForwardPolicy::Accept) => Ipv6ForwardPolicy::Accept,
+        Ok(ForwardPolicy::Drop) => Ipv6ForwardPolicy::Drop,
+        Ok(ForwardPolicy::NoChain) => Ipv6ForwardPolicy::NoChain,
+        Err(e) => Ipv6ForwardPolicy::Unreadable(e.to_string()),
+    };
     let firewall = host_firewall(guard);
     let published = warned_port_reports(guard, firewall.as_ref());
     // One read of the table serves both answers.
     let blocked = guard.backend.blocked_packets().ok().flatten();
     Status {
-        mode: match guard.config.guard.mode {
-            Mode::Enforce => "enforce",
-            Mode::Audit => "audit",
-        }
-        .into(),
+        mode: guard.config.guard.mode,
         protection: guard.backend.protection(),
-        scope: match guard.config.guard.scope {
-            Scope::Containers => "containers",
-            Scope::All => "all",
-        }
-        .into(),
+        scope: guard.config.guard.scope,
         ruleset: RulesetStatus {
             installed: blocked.is_some() && guard.applied.is_some(),
             verified_at: guard.verified_at.map(rfc3339),
