@@ -282,8 +282,10 @@ fn firewall_line(firewall: &FirewallStatus, style: &Style) -> String {
     };
     let mut text = format!("{says}, and {holds}{agreement}");
     for note in &firewall.notes {
+        // The notes are sentences without their full stop.
         text.push(' ');
         text.push_str(note.sentence());
+        text.push('.');
     }
     if let Some(drop) = &firewall.ipv6_input_drop {
         text.push(' ');

@@ -236,7 +236,7 @@ impl FirewallNote {
     pub fn sentence(self) -> &'static str {
         match self {
             FirewallNote::NoDockerRules => {
-                "the kernel shows no Docker firewall rules (nothing published yet, or Docker runs with --iptables=false)"
+                "The kernel shows no Docker firewall rules (nothing published yet, or Docker runs with --iptables=false)"
             }
             FirewallNote::SaysNftablesHoldsIptables => {
                 "Docker says nftables but the kernel holds its iptables rules (Docker 28.x with DOCKER_FIREWALL_BACKEND=nftables): the iptables backend is in force"
@@ -245,7 +245,7 @@ impl FirewallNote {
                 "Docker says iptables but the kernel holds nftables rules (ip docker-bridges)"
             }
             FirewallNote::IptablesLegacy => {
-                "iptables-legacy is in use: nft cannot see Docker's chains there; the guard's table still runs before them (both hook the same points), and the IPv6 FORWARD policy is restored with ip6tables-legacy"
+                "The host uses iptables-legacy: nft cannot see Docker's chains there; the guard's table still runs before them (both hook the same points), and the IPv6 FORWARD policy is restored with ip6tables-legacy"
             }
         }
     }
