@@ -31,16 +31,6 @@ pub enum ForwardPolicy {
     NoChain,
 }
 
-impl ForwardPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForwardPolicy::Accept => "accept",
-            ForwardPolicy::Drop => "drop",
-            ForwardPolicy::NoChain => "none",
-        }
-    }
-}
-
 /// Which netfilter front end holds the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ip6Backend {
