@@ -462,3 +462,60 @@ fn after_an_overflow_the_monitor_recreates_a_copy_whose_deletion_it_did_not_hear
     assert_eq!(standby.check(&rules).unwrap(), vec![]);
     assert_eq!(primary.check(&rules).unwrap(), vec![]);
 }
+
+/// A change of the ruleset (a reload) racing a deletion storm, the monitor
+/// recreating each deleted copy. A batch that meets a table the reconcile
+/// did not read (deleted since: `delete table` refused; recreated by the
+/// monitor since: the new table's sets clash with it) is a race, not a
+/// refusal: the reconcile reads again. A failed reconcile makes the daemon
+/// refuse a good configuration and roll back. What is left is the storm's
+/// own doing: a change right after the last round's commit, which the
+/// final read sees before the monitor has put the copy back (printed).
+#[test]
+fn a_ruleset_change_racing_deletions_and_the_monitors_recreations_is_applied() {
+    let ns = NetNs::new("recreate-race");
+    let recreation = portguard_nft::Recreation::new();
+    let mut twin = table_in(&ns, "portguard", Ownership::Unowned).recreated_by(&recreation);
+    let single = ruleset("[[allow]]\nport = 8080\n");
+    let range = ruleset("[[allow]]\nport = \"8000-8010\"\n");
+    twin.reconcile(&single).unwrap();
+    let monitor = {
+        let recreation = recreation.clone();
+        ns.enter(move || {
+            portguard_nft::Monitor::open()
+                .unwrap()
+                .recreating(recreation)
+                .unwrap()
+        })
+    };
+    std::thread::spawn(move || {
+        let mut monitor = monitor;
+        while monitor.next_event().is_ok() {}
+    });
+    // Another process deletes the copy every 10 ms or so (a storm the
+    // monitor keeps up with: the copy is back within a millisecond).
+    let mut deleter = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path()))
+        .args([
+            "sh",
+            "-c",
+            "while :; do nft delete table inet portguard 2>/dev/null; sleep 0.01; done",
+        ])
+        .spawn()
+        .unwrap();
+    let mut failures = Vec::new();
+    for round in 0..300 {
+        let desired = if round % 2 == 0 { &range } else { &single };
+        if let Err(e) = twin.reconcile(desired) {
+            failures.push(format!("round {round}: {e}"));
+        }
+    }
+    deleter.kill().unwrap();
+    deleter.wait().unwrap();
+    println!("{} of 300 reconciles failed: {failures:#?}", failures.len());
+    let refused: Vec<_> = failures
+        .iter()
+        .filter(|f| f.contains("kernel refused"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+}
