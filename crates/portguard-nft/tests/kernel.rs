@@ -385,6 +385,10 @@ fn the_monitor_recreates_a_deleted_unowned_copy_exactly_and_nothing_else() {
             vec!["portguard"],
             "round {round}: {change:?}"
         );
+        println!(
+            "round {round}: recreated {:?} after the deletion was heard",
+            change.recreated[0].took
+        );
         // Nobody called reconcile: the kernel holds exactly the ruleset.
         assert_eq!(twin.check(&rules).unwrap(), vec![], "round {round}");
     }
