@@ -207,13 +207,16 @@ impl GuardTable {
                 other => other,
             };
             if let Err(e) = result {
-                // Somebody committed since the read (deleted the table,
-                // or the monitor recreated it): the batch was made for a
+                // A refusal with a known cause (another owner, a kernel
+                // without ownership) is final. Any other one after somebody
+                // committed since the read (deleted the table, or the
+                // monitor recreated it) is a race: the batch was made for a
                 // table that is no longer there. Read again.
+                let e = self.explain_refusal(e, have.as_ref());
                 if matches!(e, NftError::Kernel { .. }) && self.genid()? != genid {
                     continue;
                 }
-                return Err(self.explain_refusal(e, have.as_ref()));
+                return Err(e);
             }
             self.last_stats = ApplyStats {
                 commit: started.elapsed(),
