@@ -85,7 +85,7 @@ fn monitor(ns: &NetNs) -> Receiver<(Instant, portguard_nft::Change)> {
                         return;
                     }
                 }
-                MonitorEvent::Overflow => eprintln!("exposure: monitor overflowed"),
+                MonitorEvent::Overflow { .. } => eprintln!("exposure: monitor overflowed"),
             }
         }
     });

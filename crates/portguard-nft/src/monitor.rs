@@ -58,7 +58,11 @@ impl Change {
 pub enum MonitorEvent {
     Change(Change),
     /// Notifications were lost (the socket overflowed): resync everything.
-    Overflow,
+    Overflow {
+        /// Copies of the guard's table the monitor found missing and
+        /// recreated at once (a deletion may have been among the lost).
+        recreated: Vec<Recreated>,
+    },
 }
 
 /// Follows nf_tables changes in the network namespace it was opened in.
@@ -232,7 +236,8 @@ impl Monitor {
                 Ok((data, _)) => data,
                 Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
                     self.building = empty_change();
-                    return Ok(MonitorEvent::Overflow);
+                    let recreated = self.recreate_missing(Instant::now());
+                    return Ok(MonitorEvent::Overflow { recreated });
                 }
                 Err(e) => {
                     return Err(NftError::Io {
@@ -285,6 +290,20 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// After an overflow: a deletion may have been among the lost
+    /// notifications, so every kept copy is put back if missing (the
+    /// create-only transaction changes nothing where the copy exists).
+    /// Without this a flood of other changes, such as the notifications
+    /// of our own restores, would leave the host on one copy until the
+    /// loop's slower restore.
+    fn recreate_missing(&mut self, heard: Instant) -> Vec<Recreated> {
+        let Some((recreation, sock)) = &mut self.recreation else {
+            return Vec::new();
+        };
+        let kept = recreation.tables();
+        recreation.recreate_all(sock, kept.iter().map(String::as_str), heard)
     }
 
     /// Puts back the guard's tables `change` deleted, if ready to.

@@ -10,7 +10,7 @@
 //! two-core CI machine that took up to 150 ms, and an attacker deleting the
 //! copies in turn every 150 ms got 33 connections through. The monitor
 //! hears the deletion first, so it recreates the copy itself from the
-//! ruleset the loop last proved, in one transaction that only creates
+//! ruleset the loop last reconciled to, in one transaction that only creates
 //! (it fails, changing nothing, if the table exists again). The loop still
 //! reads, compares and repairs afterwards, as for any change.
 
@@ -27,9 +27,9 @@ use crate::table::{Ownership, TableSpec};
 
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 
-/// The rulesets the loop last proved, per unowned table, shared between
-/// the tables' handles (which keep it current) and the monitor (which
-/// recreates from it). Cloning shares.
+/// The ruleset the loop last reconciled each unowned table to (proved, or
+/// being installed), shared between the tables' handles (which keep it
+/// current) and the monitor (which recreates from it). Cloning shares.
 #[derive(Clone, Default)]
 pub struct Recreation {
     ready: Arc<Mutex<BTreeMap<String, Arc<Ruleset>>>>,

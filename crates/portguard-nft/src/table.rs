@@ -103,8 +103,8 @@ pub struct GuardTable {
     /// this ruleset: while the generation stays, nothing can have changed.
     verified: Option<Verified>,
     last_stats: ApplyStats,
-    /// Where the ruleset last proved is kept ready for the monitor to
-    /// recreate this table from, should somebody delete it.
+    /// Where the ruleset this table is reconciled to is kept ready for the
+    /// monitor to recreate this table from, should somebody delete it.
     recreation: Option<Recreation>,
 }
 
@@ -120,7 +120,7 @@ impl GuardTable {
         })
     }
 
-    /// Keeps each ruleset this table is proved to hold ready in
+    /// Keeps each ruleset this table is reconciled to ready in
     /// `recreation` (for an unowned table), so that a monitor made with
     /// [`crate::Monitor::recreating`] can put the table back at once.
     pub fn recreated_by(mut self, recreation: &Recreation) -> GuardTable {
@@ -145,11 +145,21 @@ impl GuardTable {
     /// races the repair is caught by that second comparison and repaired
     /// too. Cheap when nothing changed anywhere (one GETGEN).
     pub fn reconcile(&mut self, desired: &Ruleset) -> Result<TableOutcome, NftError> {
-        let unchanged_at = self
-            .verified
-            .as_ref()
-            .filter(|v| *v.ruleset == *desired)
-            .map(|v| v.genid);
+        let verified_is_desired = self.verified.as_ref().filter(|v| *v.ruleset == *desired);
+        let target = match verified_is_desired {
+            Some(verified) => Arc::clone(&verified.ruleset),
+            None => Arc::new(desired.clone()),
+        };
+        // A copy deleted from now on is recreated as this reconcile leaves
+        // it, not as it was: the previous ruleset, recreated between our
+        // commit and its proof, would undo the commit (under a deletion
+        // storm round after round, until the reconcile failed, and a
+        // reload with it). The loop reconciles after every recreation, so
+        // what was recreated is proved all the same.
+        if let Some(recreation) = &self.recreation {
+            recreation.keep(&self.spec, Arc::clone(&target));
+        }
+        let unchanged_at = verified_is_desired.map(|v| v.genid);
         if let Some(genid) = unchanged_at
             && self.genid()? == genid
         {
@@ -160,10 +170,10 @@ impl GuardTable {
         // again costs milliseconds (tens under load, debug build) on the
         // restore's critical path, while the host may be down to one copy.
         let want = match &self.verified {
-            Some(verified) if *verified.ruleset == *desired => verified.state.clone(),
+            Some(verified) if Arc::ptr_eq(&verified.ruleset, &target) => verified.state.clone(),
             _ => expected_state(&self.spec, desired),
         };
-        if let Some(outcome) = self.reconcile_known(desired, &want)? {
+        if let Some(outcome) = self.reconcile_known(&target, &want)? {
             return Ok(outcome);
         }
         let mut outcome = None;
@@ -171,28 +181,43 @@ impl GuardTable {
             let (genid, have) = self.read_consistent()?;
             let differences = compare(&want, have.as_ref());
             if differences.is_empty() {
-                self.verify_at(genid, desired, want);
+                self.verify_at(genid, Arc::clone(&target), want);
                 return Ok(outcome.unwrap_or(TableOutcome::Unchanged));
             }
             self.verified = None;
             let started = Instant::now();
             let in_place = have.is_some() && differences.iter().all(Difference::in_place);
+            let replace = || match &have {
+                Some(have) => encode::replace_table(&self.spec, Some(have.flags), desired),
+                // Create only: a copy somebody put back since the read (the
+                // monitor, say) must not get a second set of rules.
+                None => encode::create_table(&self.spec, desired),
+            };
             let mut batch = if in_place {
                 encode::repair_table(&self.spec, desired, &differences)
             } else {
-                encode::replace_table(&self.spec, have.as_ref().map(|h| h.flags), desired)
+                replace()
             };
             let messages = batch.len() + 2;
             let result = self.sock.send_batch(std::mem::take(&mut batch));
             let result = match result {
                 // A repair the kernel refuses (a foreign element it will
                 // not delete as dumped, say) becomes a replace.
-                Err(NftError::Kernel { .. }) if in_place => self.sock.send_batch(
-                    encode::replace_table(&self.spec, have.as_ref().map(|h| h.flags), desired),
-                ),
+                Err(NftError::Kernel { .. }) if in_place => self.sock.send_batch(replace()),
                 other => other,
             };
-            result.map_err(|e| self.explain_refusal(e, have.as_ref()))?;
+            if let Err(e) = result {
+                // A refusal with a known cause (another owner, a kernel
+                // without ownership) is final. Any other one after somebody
+                // committed since the read (deleted the table, or the
+                // monitor recreated it) is a race: the batch was made for a
+                // table that is no longer there. Read again.
+                let e = self.explain_refusal(e, have.as_ref());
+                if matches!(e, NftError::Kernel { .. }) && self.genid()? != genid {
+                    continue;
+                }
+                return Err(e);
+            }
             self.last_stats = ApplyStats {
                 commit: started.elapsed(),
                 verify: Duration::ZERO,
@@ -208,7 +233,7 @@ impl GuardTable {
             // `desired`. Anything else is read and compared again.
             let after = self.genid()?;
             if after == genid.wrapping_add(1) {
-                self.verify_at(after, desired, want);
+                self.verify_at(after, Arc::clone(&target), want);
                 return Ok(done);
             }
             outcome = Some(done);
@@ -218,7 +243,7 @@ impl GuardTable {
         let differences = compare(&want, have.as_ref());
         self.last_stats.verify = verify_started.elapsed();
         if differences.is_empty() {
-            self.verify_at(genid, desired, want);
+            self.verify_at(genid, Arc::clone(&target), want);
             return Ok(outcome.unwrap_or(TableOutcome::Unchanged));
         }
         Err(NftError::NotApplied(
@@ -235,7 +260,7 @@ impl GuardTable {
     /// `want` is `desired` in read-back form.
     fn reconcile_known(
         &mut self,
-        desired: &Ruleset,
+        desired: &Arc<Ruleset>,
         want: &TableState,
     ) -> Result<Option<TableOutcome>, NftError> {
         let Some(verified) = self.verified.take() else {
@@ -265,17 +290,13 @@ impl GuardTable {
             verify: Duration::ZERO,
             messages,
         };
-        self.verify_at(after, desired, want.clone());
+        self.verify_at(after, Arc::clone(desired), want.clone());
         Ok(Some(TableOutcome::Repaired(differences)))
     }
 
     /// Records that the kernel held exactly `ruleset` (in read-back form
     /// `state`) at generation `genid`.
-    fn verify_at(&mut self, genid: u32, ruleset: &Ruleset, state: TableState) {
-        let ruleset = Arc::new(ruleset.clone());
-        if let Some(recreation) = &self.recreation {
-            recreation.keep(&self.spec, Arc::clone(&ruleset));
-        }
+    fn verify_at(&mut self, genid: u32, ruleset: Arc<Ruleset>, state: TableState) {
         self.verified = Some(Verified {
             genid,
             ruleset,

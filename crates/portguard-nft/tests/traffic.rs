@@ -262,7 +262,7 @@ fn monitor_names_the_process_behind_each_change() {
             .expect("a change notification")
         {
             MonitorEvent::Change(c) => break c,
-            MonitorEvent::Overflow => continue,
+            MonitorEvent::Overflow { .. } => continue,
         }
     };
     let mut nft = lab.host.enter(guard_table);

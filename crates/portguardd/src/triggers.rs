@@ -25,8 +25,9 @@ pub type ReplyTo = tokio::sync::oneshot::Sender<Response>;
 pub enum Trigger {
     /// Somebody else committed an nf_tables transaction.
     Netfilter(Change, Instant),
-    /// Notifications were lost: check everything.
-    Overflow,
+    /// Notifications were lost: check everything. Carries the copies the
+    /// monitor found missing and recreated.
+    Overflow(Vec<Recreated>),
     Docker(DockerUpdate),
     /// The Docker API scanner found other listeners than before.
     DockerApi(Vec<DockerApiListener>),
@@ -58,7 +59,7 @@ pub fn spawn_monitor(tx: Sender<Trigger>, recreation: Recreation) -> anyhow::Res
                 let trigger = match monitor.next_event() {
                     Ok(MonitorEvent::Change(change)) if change.ours => continue,
                     Ok(MonitorEvent::Change(change)) => Trigger::Netfilter(change, Instant::now()),
-                    Ok(MonitorEvent::Overflow) => Trigger::Overflow,
+                    Ok(MonitorEvent::Overflow { recreated }) => Trigger::Overflow(recreated),
                     Err(e) => {
                         tracing::error!(
                             "nftables monitor failed ({e}); relying on periodic verification"
@@ -257,7 +258,8 @@ impl Pending {
                     self.check_ip6 = Some(why);
                 }
             }
-            Trigger::Overflow => {
+            Trigger::Overflow(mut recreated) => {
+                self.recreated.append(&mut recreated);
                 self.check_table
                     .get_or_insert(("monitor overflow".into(), Instant::now()));
                 self.check_ip6 = Some("monitor overflow".into());
@@ -309,5 +311,25 @@ mod priority_tests {
         .unwrap();
         assert_eq!(helper, (before + 10).min(19));
         assert_eq!(own_nice(), before, "the calling thread's priority moved");
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+
+    /// Copies the monitor recreated after an overflow reach the loop like
+    /// those of a heard deletion: the loop counts them as restores (their
+    /// kernel counters started anew) and checks the tables.
+    #[test]
+    fn copies_recreated_after_an_overflow_reach_the_loop_with_a_table_check() {
+        let mut pending = Pending::default();
+        let copy = Recreated {
+            table: portguard_nft::STANDBY_TABLE.into(),
+            took: std::time::Duration::from_millis(2),
+        };
+        pending.add(Trigger::Overflow(vec![copy.clone()]));
+        assert_eq!(pending.recreated, vec![copy]);
+        assert!(pending.check_table.is_some());
     }
 }

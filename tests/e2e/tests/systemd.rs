@@ -164,7 +164,7 @@ impl GuardChecks for Booted {
                             return changes;
                         }
                         portguard_nft::MonitorEvent::Change(c) => changes.push(c),
-                        portguard_nft::MonitorEvent::Overflow => {
+                        portguard_nft::MonitorEvent::Overflow { .. } => {
                             panic!("notifications lost while watching")
                         }
                     }
