@@ -328,7 +328,9 @@ fn main() {
         env_num("PG_BENCH_PAIR_SECONDS", 2)
     };
     let load_before = load();
-    let paired: Vec<(Variant, (Vec<f64>, Vec<f64>))> = [Variant::Guard(10_000), Variant::Guard(10)]
+    // Per variant: the pairs' throughput ratios and connection-rate ratios.
+    type PairRatios = (Vec<f64>, Vec<f64>);
+    let paired: Vec<(Variant, PairRatios)> = [Variant::Guard(10_000), Variant::Guard(10)]
         .into_iter()
         .map(|v| {
             let ratios = paired_ratios(

@@ -37,7 +37,7 @@ pub use ip6::{ForwardPolicy, Ip6Backend, Ip6Policy, PolicyRestore};
 pub use monitor::{Change, Monitor, MonitorEvent};
 pub use nflog::{Attempt, Nflog, Reports};
 pub use readback::TableState;
-pub use recreate::{Recreated, Recreation};
+pub use recreate::{Found, Recreated, Recreation};
 pub use table::{
     ApplyStats, GuardTable, Ownership, STANDBY_TABLE, TableOutcome, TableSpec, probe_nflog,
     probe_ownership,

@@ -10,7 +10,7 @@ use netlink_sys::Socket;
 use portguard_core::ruleset::TABLE_NAME;
 
 use crate::error::NftError;
-use crate::recreate::{Recreated, Recreation};
+use crate::recreate::{Found, Recreated, Recreation};
 use crate::socket::{NfSocket, is_own_thread, raw_messages};
 use crate::table::STANDBY_TABLE;
 
@@ -303,19 +303,28 @@ impl Monitor {
             return Vec::new();
         };
         let kept = recreation.tables();
-        recreation.recreate_all(sock, kept.iter().map(String::as_str), heard)
+        let copies = kept.iter().map(|t| (t.as_str(), Found::Missing));
+        recreation.recreate_all(sock, copies, heard)
     }
 
-    /// Puts back the guard's tables `change` deleted, if ready to.
+    /// Puts back the copies of the guard's table `change` touched, if
+    /// ready to.
     fn recreate(&mut self, change: &mut Change, heard: Instant) {
         let Some((recreation, sock)) = &mut self.recreation else {
             return;
         };
-        let deleted = change
-            .deleted
-            .iter()
-            .filter_map(|t| t.strip_prefix("inet "));
-        change.recreated = recreation.recreate_all(sock, deleted, heard);
+        // Every kept copy the transaction touched: one it left deleted is
+        // created, one it changed any other way (flushed, made dormant,
+        // given a foreign rule or element) replaced whole.
+        let touched = change.tables.iter().filter_map(|t| {
+            let found = if change.deleted.contains(t) {
+                Found::Missing
+            } else {
+                Found::Changed
+            };
+            t.strip_prefix("inet ").map(|name| (name, found))
+        });
+        change.recreated = recreation.recreate_all(sock, touched, heard);
     }
 }
 

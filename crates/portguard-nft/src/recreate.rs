@@ -26,6 +26,7 @@ use crate::socket::NfSocket;
 use crate::table::{Ownership, TableSpec};
 
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 
 /// The ruleset the loop last reconciled each unowned table to (proved, or
 /// being installed), shared between the tables' handles (which keep it
@@ -35,12 +36,23 @@ pub struct Recreation {
     ready: Arc<Mutex<BTreeMap<String, Arc<Ruleset>>>>,
 }
 
+/// What a foreign transaction did to a kept copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Deleted it.
+    Missing,
+    /// Changed it (flushed its rules, made it dormant, added an element,
+    /// ...): replaced whole, in one transaction, so it is never absent.
+    Changed,
+}
+
 /// One copy the monitor put back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recreated {
     /// The table's name (family `inet`).
     pub table: String,
-    /// From receiving the deletion's notifications to the committed
+    pub found: Found,
+    /// From receiving the change's notifications to the committed
     /// recreation.
     pub took: Duration,
 }
@@ -70,10 +82,18 @@ impl Recreation {
         self.lock().keys().cloned().collect()
     }
 
-    /// Recreates `table` (family `inet`) if a ruleset is ready for it.
-    /// `Ok(false)`: nothing kept for it, or it exists again (somebody,
-    /// the loop say, was faster; the transaction changed nothing).
-    pub(crate) fn recreate(&self, sock: &mut NfSocket, table: &str) -> Result<bool, NftError> {
+    /// Recreates `table` (family `inet`) if a ruleset is ready for it:
+    /// a missing copy is created, create-only; a changed one is deleted
+    /// and created in one transaction (or created, if it went meanwhile).
+    /// `Ok(false)`: nothing kept for it, or a missing copy exists again
+    /// (somebody, the loop say, was faster; the transaction changed
+    /// nothing).
+    pub(crate) fn recreate(
+        &self,
+        sock: &mut NfSocket,
+        table: &str,
+        found: Found,
+    ) -> Result<bool, NftError> {
         let Some(ruleset) = self.lock().get(table).cloned() else {
             return Ok(false);
         };
@@ -81,6 +101,12 @@ impl Recreation {
             name: table.to_string(),
             ownership: Ownership::Unowned,
         };
+        if found == Found::Changed {
+            match sock.send_batch(encode::replace_table(&spec, Some(0), &ruleset)) {
+                Err(NftError::Kernel { errno: ENOENT, .. }) => {}
+                other => return other.map(|()| true),
+            }
+        }
         match sock.send_batch(encode::create_table(&spec, &ruleset)) {
             Ok(()) => Ok(true),
             Err(NftError::Kernel { errno: EEXIST, .. }) => Ok(false),
@@ -88,19 +114,20 @@ impl Recreation {
         }
     }
 
-    /// Recreates each of `deleted` that is kept ready, as [`Recreated`];
+    /// Recreates each of `copies` that is kept ready, as [`Recreated`];
     /// a refusal is logged, and left to the loop's restore.
     pub(crate) fn recreate_all<'a>(
         &self,
         sock: &mut NfSocket,
-        deleted: impl IntoIterator<Item = &'a str>,
+        copies: impl IntoIterator<Item = (&'a str, Found)>,
         heard: Instant,
     ) -> Vec<Recreated> {
         let mut out = Vec::new();
-        for table in deleted {
-            match self.recreate(sock, table) {
+        for (table, found) in copies {
+            match self.recreate(sock, table, found) {
                 Ok(true) => out.push(Recreated {
                     table: table.to_string(),
+                    found,
                     took: heard.elapsed(),
                 }),
                 Ok(false) => {}

@@ -15,7 +15,7 @@ use portguard_core::hostfw::{DockerFirewall, NetfilterInventory};
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::{DockerApiListener, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
-use portguard_nft::{Recreated, TableOutcome};
+use portguard_nft::{Found, Recreated, TableOutcome};
 
 use crate::backend::Backend;
 use crate::logging::event;
@@ -188,7 +188,10 @@ impl<B: Backend> Guard<B> {
             self.restores += 1;
             let ms = copy.took.as_secs_f64() * 1000.0;
             self.last_restore_ms = Some(ms);
-            let found = portguard_nft::Difference::TableMissing.to_string();
+            let found = match copy.found {
+                Found::Missing => portguard_nft::Difference::TableMissing.to_string(),
+                Found::Changed => "table changed".to_string(),
+            };
             tracing::warn!(
                 portguard_event = event::RESTORE,
                 reason,
@@ -597,6 +600,7 @@ mod tests {
         assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
         let recreated = Recreated {
             table: portguard_nft::STANDBY_TABLE.into(),
+            found: Found::Missing,
             took: std::time::Duration::from_micros(1500),
         };
         guard.note_recreated("netfilter change by nft (pid 7)", &[recreated]);

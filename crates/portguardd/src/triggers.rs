@@ -326,6 +326,7 @@ mod pending_tests {
         let mut pending = Pending::default();
         let copy = Recreated {
             table: portguard_nft::STANDBY_TABLE.into(),
+            found: portguard_nft::Found::Missing,
             took: std::time::Duration::from_millis(2),
         };
         pending.add(Trigger::Overflow(vec![copy.clone()]));
