@@ -429,9 +429,11 @@ fn p1_udp_is_judged_like_tcp_ipv4_and_ipv6() {
     let udp = |env: &Env, target: &str| {
         portguard_testkit::udp_probe(&env.lab.wan, sa(target), portguard_e2e::PROBE)
     };
-    assert!(
-        udp(&env, "10.77.0.1:5354"),
-        "without the guard the UDP port is open"
+    // The echo server may still be starting (`docker run` returns first).
+    until(
+        "without the guard the UDP port is open",
+        Duration::from_secs(10),
+        || udp(&env, "10.77.0.1:5354"),
     );
     env.start_guard("[[allow]]\nport = 5353\nproto = \"udp\"\n");
     env.wait_published("other");
