@@ -1,5 +1,5 @@
-//! Recreating a deleted copy of the guard's table the moment the deletion
-//! is heard, on the monitor's thread.
+//! Recreating a deleted (or otherwise changed) copy of the guard's table
+//! the moment the change is heard, on the monitor's thread.
 //!
 //! In the twin tier (and for the standby of the owned-standby tier) the
 //! tables are not owned: anybody with CAP_NET_ADMIN can delete one. The
@@ -11,8 +11,10 @@
 //! copies in turn every 150 ms got 33 connections through. The monitor
 //! hears the deletion first, so it recreates the copy itself from the
 //! ruleset the loop last reconciled to, in one transaction that only creates
-//! (it fails, changing nothing, if the table exists again). The loop still
-//! reads, compares and repairs afterwards, as for any change.
+//! (it fails, changing nothing, if the table exists again). A copy changed
+//! any other way (its rules flushed, made dormant: as good as deleted) is
+//! deleted and created in one transaction, so it is never absent. The loop
+//! still reads, compares and repairs afterwards, as for any change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
