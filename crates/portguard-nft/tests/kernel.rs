@@ -26,6 +26,39 @@ fn nft_in(ns: &NetNs) -> GuardTable {
     table_in(ns, "portguard", Ownership::Unowned)
 }
 
+/// A monitor opened in `ns` (with a socket receive buffer of `bytes`, or
+/// the default) that recreates deleted copies from `recreation`.
+fn recreating_monitor(
+    ns: &NetNs,
+    recreation: &portguard_nft::Recreation,
+    bytes: Option<usize>,
+) -> portguard_nft::Monitor {
+    let recreation = recreation.clone();
+    ns.enter(move || {
+        let monitor = match bytes {
+            Some(bytes) => portguard_nft::Monitor::with_receive_buffer(bytes),
+            None => portguard_nft::Monitor::open(),
+        };
+        monitor.unwrap().recreating(recreation).unwrap()
+    })
+}
+
+/// Reads `monitor` on a thread of its own (so that a test waits with a
+/// timeout instead of hanging); its events, until the receiver goes.
+fn follow(
+    mut monitor: portguard_nft::Monitor,
+) -> std::sync::mpsc::Receiver<portguard_nft::MonitorEvent> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(event) = monitor.next_event() {
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 const CONFIGS: &[&str] = &[
     "",
     "[[allow]]\nport = 8086\n",
@@ -216,20 +249,13 @@ fn kernel_refusals_name_the_object() {
 #[test]
 fn monitor_overflow_is_reported_as_resync() {
     let ns = NetNs::new("overflow");
-    let mut monitor = ns.enter(|| portguard_nft::Monitor::with_receive_buffer(4096).unwrap());
+    let monitor = ns.enter(|| portguard_nft::Monitor::with_receive_buffer(4096).unwrap());
     // Hundreds of notifications while nobody reads: the socket overflows.
     let script: String = (0..400).map(|i| format!("add table ip t{i}\n")).collect();
     ns.sh(&format!("nft -f - <<'EOF'\n{script}EOF"));
     // Read on a thread of its own, so that a kernel that did not overflow
     // fails this test instead of hanging it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        while let Ok(event) = monitor.next_event() {
-            if tx.send(event).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = follow(monitor);
     let mut saw_overflow = false;
     while let Ok(event) = rx.recv_timeout(Duration::from_secs(5)) {
         if matches!(event, portguard_nft::MonitorEvent::Overflow { .. }) {
@@ -347,24 +373,7 @@ fn the_monitor_recreates_a_deleted_or_changed_unowned_copy_exactly_and_nothing_e
     twin.reconcile(&rules).unwrap();
     owned.reconcile(&rules).unwrap();
     assert_eq!(recreation.tables(), vec!["portguard".to_string()]);
-    let monitor = {
-        let recreation = recreation.clone();
-        ns.enter(move || {
-            portguard_nft::Monitor::open()
-                .unwrap()
-                .recreating(recreation)
-                .unwrap()
-        })
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut monitor = monitor;
-        while let Ok(event) = monitor.next_event() {
-            if tx.send(event).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = follow(recreating_monitor(&ns, &recreation, None));
     let next_foreign_change = || loop {
         match rx.recv_timeout(Duration::from_secs(5)).expect("a change") {
             portguard_nft::MonitorEvent::Change(c) if !c.ours => break c,
@@ -439,28 +448,13 @@ fn after_an_overflow_the_monitor_recreates_a_copy_whose_deletion_it_did_not_hear
     let rules = ruleset("[[allow]]\nport = 8080\n");
     primary.reconcile(&rules).unwrap();
     standby.reconcile(&rules).unwrap();
-    let mut monitor = {
-        let recreation = recreation.clone();
-        ns.enter(move || {
-            portguard_nft::Monitor::with_receive_buffer(4096)
-                .unwrap()
-                .recreating(recreation)
-                .unwrap()
-        })
-    };
+    let monitor = recreating_monitor(&ns, &recreation, Some(4096));
     // Hundreds of notifications fill the socket while nobody reads; the
     // deletion's are dropped.
     let script: String = (0..400).map(|i| format!("add table ip t{i}\n")).collect();
     ns.sh(&format!("nft -f - <<'EOF'\n{script}EOF"));
     ns.sh("nft delete table inet portguard_standby");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        while let Ok(event) = monitor.next_event() {
-            if tx.send(event).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = follow(monitor);
     let recreated = loop {
         match rx
             .recv_timeout(Duration::from_secs(5))
@@ -499,19 +493,8 @@ fn a_ruleset_change_racing_deletions_and_the_monitors_recreations_is_applied() {
     let single = ruleset("[[allow]]\nport = 8080\n");
     let range = ruleset("[[allow]]\nport = \"8000-8010\"\n");
     twin.reconcile(&single).unwrap();
-    let monitor = {
-        let recreation = recreation.clone();
-        ns.enter(move || {
-            portguard_nft::Monitor::open()
-                .unwrap()
-                .recreating(recreation)
-                .unwrap()
-        })
-    };
-    std::thread::spawn(move || {
-        let mut monitor = monitor;
-        while monitor.next_event().is_ok() {}
-    });
+    // Followed (kept until the test ends) so that it keeps recreating.
+    let _events = follow(recreating_monitor(&ns, &recreation, None));
     // Another process deletes the copy every 10 ms or so (a storm the
     // monitor keeps up with: the copy is back within a millisecond).
     let mut deleter = std::process::Command::new("nsenter")
