@@ -133,19 +133,10 @@ impl<B: Backend> Guard<B> {
                 } else if repaired.is_empty() {
                     Outcome::Unchanged
                 } else {
-                    self.restores += 1;
+                    let found = repaired.join("; ");
                     let ms = since.elapsed().as_secs_f64() * 1000.0;
-                    self.last_restore_ms = Some(ms);
-                    tracing::warn!(
-                        portguard_event = event::RESTORE,
-                        reason,
-                        restores = self.restores,
-                        restore_ms = %format!("{ms:.2}"),
-                        found = %repaired.join("; "),
-                        "guard table restored after {reason}: somebody else had changed it ({})",
-                        repaired.join("; ")
-                    );
-                    Outcome::Restored(repaired.join("; "))
+                    self.count_restore(reason, ms, &found, "");
+                    Outcome::Restored(found)
                 }
             }
         };
@@ -185,24 +176,29 @@ impl<B: Backend> Guard<B> {
                 self.tables_replaced.resize(index + 1, 0);
             }
             self.tables_replaced[index] += 1;
-            self.restores += 1;
-            let ms = copy.took.as_secs_f64() * 1000.0;
-            self.last_restore_ms = Some(ms);
             let found = match copy.found {
                 Found::Missing => portguard_nft::Difference::TableMissing.to_string(),
                 Found::Changed => "table changed".to_string(),
             };
-            tracing::warn!(
-                portguard_event = event::RESTORE,
-                reason,
-                restores = self.restores,
-                restore_ms = %format!("{ms:.2}"),
-                found,
-                table = copy.table,
-                "guard table restored after {reason}: somebody else had changed it ({found}: inet {} recreated at once by the monitor)",
-                copy.table
-            );
+            let how = format!(": inet {} recreated at once by the monitor", copy.table);
+            self.count_restore(reason, copy.took.as_secs_f64() * 1000.0, &found, &how);
         }
+    }
+
+    /// Counts one restore, `ms` after it was called for, and logs it (the
+    /// journal's `restore` event): `found` is what somebody else had done,
+    /// `how` how it was undone when not by the loop itself.
+    fn count_restore(&mut self, reason: &str, ms: f64, found: &str, how: &str) {
+        self.restores += 1;
+        self.last_restore_ms = Some(ms);
+        tracing::warn!(
+            portguard_event = event::RESTORE,
+            reason,
+            restores = self.restores,
+            restore_ms = %format!("{ms:.2}"),
+            found = %found,
+            "guard table restored after {reason}: somebody else had changed it ({found}{how})"
+        );
     }
 
     fn count_replaced(&mut self, tables: &[TableOutcome]) {
