@@ -74,6 +74,7 @@ fn container(role: &str) -> Booted {
 
 /// What these tests ask of the container about the guard.
 trait GuardChecks {
+    fn host_nft(&self) -> Command;
     fn guarded(&self) -> bool;
     fn watch_table<T>(&self, during: impl FnOnce() -> T) -> (T, usize, usize);
     fn watch_commits<T>(&self, during: impl FnOnce() -> T) -> (T, Vec<portguard_nft::Change>);
@@ -82,21 +83,19 @@ trait GuardChecks {
 }
 
 impl GuardChecks for Booted {
+    /// The host's nft in the container's network namespace (the container
+    /// has no nft of its own).
+    fn host_nft(&self) -> Command {
+        let mut nft = Command::new("nsenter");
+        nft.args(["-t", &self.leader().to_string(), "-n", "nft"]);
+        nft
+    }
+
     /// Whether the guard's table (or, on kernels without the persist flag,
     /// its standby copy) is in the container's network namespace, read
     /// with the host's nft.
     fn guarded(&self) -> bool {
-        let out = Command::new("nsenter")
-            .args([
-                "-t",
-                &self.leader().to_string(),
-                "-n",
-                "nft",
-                "list",
-                "tables",
-            ])
-            .output()
-            .unwrap();
+        let out = self.host_nft().args(["list", "tables"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().any(|l| {
             matches!(
                 l.trim(),
@@ -175,8 +174,8 @@ impl GuardChecks for Booted {
         let result = during();
         // A marker transaction (the host's nft in the container's network
         // namespace) ends the watch.
-        let marked = Command::new("nsenter")
-            .args(["-t", &self.leader().to_string(), "-n", "nft"])
+        let marked = self
+            .host_nft()
             .arg(format!("add table ip {END}; delete table ip {END}"))
             .status()
             .unwrap();
