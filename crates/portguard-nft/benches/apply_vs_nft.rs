@@ -159,15 +159,16 @@ fn sourced(n: usize, replace_last: bool) -> Ruleset {
     ruleset_of(&toml)
 }
 
-/// Entries with a source: 10,000 single address . single port elements
-/// in their hash set (in an interval/pipapo set, whose commit copies the
-/// whole set, one element took 125 ms).
-fn sourced_control(ns: &NetNs) {
+/// Full installs of `a`, each followed by the one-element change to `b`,
+/// through one handle in `ns`: (median, p99) of each, by commit time.
+fn full_and_one_element(
+    ns: &NetNs,
+    a: Ruleset,
+    b: Ruleset,
+) -> ((Duration, Duration), (Duration, Duration)) {
     let quick = !std::env::args().any(|a| a == "--bench");
     let rounds = if quick { 1 } else { 11 };
-    let n = 10_000;
-    let (a, b) = (sourced(n, false), sourced(n, true));
-    let (full, one) = ns.enter(move || {
+    ns.enter(move || {
         let mut table = GuardTable::open(TableSpec {
             name: "portguard".into(),
             ownership: Ownership::Unowned,
@@ -184,7 +185,15 @@ fn sourced_control(ns: &NetNs) {
         }
         table.remove().unwrap();
         (median_p99(full), median_p99(one))
-    });
+    })
+}
+
+/// Entries with a source: 10,000 single address . single port elements
+/// in their hash set (in an interval/pipapo set, whose commit copies the
+/// whole set, one element took 125 ms).
+fn sourced_control(ns: &NetNs) {
+    let n = 10_000;
+    let (full, one) = full_and_one_element(ns, sourced(n, false), sourced(n, true));
     println!(
         "sourced, {n} entries of one address . one port (hash set allow_tcp_v4), netlink: full {} / {}, 1 elem {} / {}",
         ms(full.0),
@@ -199,28 +208,9 @@ fn sourced_control(ns: &NetNs) {
 /// and transaction, next to 10,000 ports in the hash set `allow_tcp`
 /// above.
 fn hash_control(ns: &NetNs) {
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let rounds = if quick { 1 } else { 11 };
     let n = 10_000;
-    let (a, b) = (with_bridges(n, "docker0"), with_bridges(n, "docker1"));
-    let (full, one) = ns.enter(move || {
-        let mut table = GuardTable::open(TableSpec {
-            name: "portguard".into(),
-            ownership: Ownership::Unowned,
-        })
-        .unwrap();
-        let (mut full, mut one) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            table.remove().unwrap();
-            table.reconcile(&a).unwrap();
-            full.push(table.last_stats().commit);
-            let outcome = table.reconcile(&b).unwrap();
-            assert!(matches!(outcome, TableOutcome::Repaired(_)), "{outcome:?}");
-            one.push(table.last_stats().commit);
-        }
-        table.remove().unwrap();
-        (median_p99(full), median_p99(one))
-    });
+    let (full, one) =
+        full_and_one_element(ns, with_bridges(n, "docker0"), with_bridges(n, "docker1"));
     println!(
         "control, {n} elements in a hash set (docker_bridges, type ifname), netlink: full {} / {}, 1 elem {} / {}",
         ms(full.0),
