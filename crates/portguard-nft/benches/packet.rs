@@ -16,10 +16,22 @@
 //! (no guard alone ranged 9,899-17,168 conn/s within one earlier run);
 //! within a pair the drift falls on both sides.
 //!
+//! Last, the guard's cost as the CPU sees it, which the timings above
+//! cannot resolve: each variant under the connection load (and under
+//! iperf3) while `perf record -a -g` samples both cores, and the share of
+//! busy samples taken inside `nft_do_chain_inet`, the hook function of
+//! `inet` tables, through which the guard's chains (and the linear list,
+//! and nothing else here: the lab's DNAT is an `ip` table) judge every
+//! packet. On a load that keeps the cores busy, a variant whose chains
+//! take a share `s` of the work can keep at most `1 - s` of the rate; the
+//! linear list checks that model against its measured ratio.
+//!
 //! PG_BENCH_SECONDS (default 3) sets each measurement's duration,
 //! PG_BENCH_ROUNDS (default 3) the rounds, PG_BENCH_THREADS (default 2)
 //! the client threads, PG_BENCH_PAIRS (default 20) the pairs per variant
-//! and PG_BENCH_PAIR_SECONDS (default 2) each side of a pair.
+//! and PG_BENCH_PAIR_SECONDS (default 2) each side of a pair,
+//! PG_BENCH_PROFILE_SECONDS (default 5) each profiled load. `-- --bench
+//! profile-only` runs only the profile.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +39,7 @@ mod common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -212,6 +225,140 @@ fn paired_ratios(
     (tput, rate)
 }
 
+/// Where the machine's CPU went while a load ran, from `perf record -a -g`
+/// (the VM has no hardware counters: `cpu-clock` samples).
+#[derive(Default)]
+struct Profile {
+    /// Samples whose innermost frame is not the idle loop.
+    busy: u64,
+    /// Busy samples with `nft_do_chain_inet` on the stack: inside the
+    /// chains of an `inet` table.
+    in_inet_chains: u64,
+}
+
+/// Sampling frequency per core (Hz).
+const PROFILE_HZ: u64 = 2_999;
+
+/// Runs `load` while perf samples every core for `seconds`.
+fn profiled<T>(seconds: u64, load: impl FnOnce() -> T) -> (Profile, T) {
+    let file = std::env::temp_dir().join(format!("pgbench-{}-perf.data", std::process::id()));
+    let mut perf = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-a",
+            "-g",
+            "-F",
+            &PROFILE_HZ.to_string(),
+            "-o",
+        ])
+        .arg(&file)
+        .args(["--", "sleep", &seconds.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("perf (Debian's linux-perf) runs");
+    let result = load();
+    assert!(perf.wait().unwrap().success(), "perf record failed");
+    let script = Command::new("perf")
+        .args(["script", "-F", "comm,tid,ip,sym", "-i"])
+        .arg(&file)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    (profile_of(&String::from_utf8_lossy(&script.stdout)), result)
+}
+
+/// Counts `perf script` samples: blocks of a header line and one line per
+/// frame, innermost first, separated by blank lines.
+fn profile_of(script: &str) -> Profile {
+    let mut profile = Profile::default();
+    for sample in script.split("\n\n") {
+        let mut frames = sample
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1));
+        let Some(leaf) = frames.next() else { continue };
+        if leaf.contains("halt") || leaf.ends_with("idle") || leaf.contains("idle_poll") {
+            continue;
+        }
+        profile.busy += 1;
+        if leaf == "nft_do_chain_inet" || frames.any(|f| f == "nft_do_chain_inet") {
+            profile.in_inet_chains += 1;
+        }
+    }
+    profile
+}
+
+/// The profile table: each variant under the connection load, then under
+/// iperf3, with perf sampling.
+fn profile_variants(
+    lab: &Lab,
+    table: &mut Option<GuardTable>,
+    linear_file: &str,
+    seconds: u64,
+    threads: u64,
+) {
+    let variants = [
+        Variant::NoGuard,
+        Variant::Guard(10),
+        Variant::Guard(10_000),
+        Variant::Linear(10_000),
+    ];
+    let load_before = load();
+    let mut rows = Vec::new();
+    for variant in variants {
+        configure(lab, table, variant, linear_file);
+        let (conn, (rate, _)) = profiled(seconds, || connection_rate(lab, threads, seconds));
+        let (bulk, bits) = profiled(seconds, || throughput(lab, seconds));
+        rows.push((variant, rate, conn, bits, bulk));
+    }
+    configure(lab, table, Variant::NoGuard, linear_file);
+    println!();
+    println!(
+        "CPU profile: perf record -a -g at {PROFILE_HZ} Hz per core, {seconds} s per load; share = busy samples inside inet chains (nft_do_chain_inet)"
+    );
+    println!("(before: {load_before}; after: {})", load());
+    println!(
+        "{:<28} {:>10} {:>8} {:>8} {:>9} {:>10} {:>9} | {:>8} {:>8} {:>8} {:>9}",
+        "variant",
+        "conn/s",
+        "ratio",
+        "busy",
+        "in chains",
+        "us/conn",
+        "share",
+        "Gbit/s",
+        "busy",
+        "in ch.",
+        "share"
+    );
+    let base_rate = rows[0].1;
+    for (variant, rate, conn, bits, bulk) in rows {
+        let share = |p: &Profile| p.in_inet_chains as f64 / p.busy.max(1) as f64;
+        // CPU time inside the chains per completed connection.
+        let us_per_conn =
+            conn.in_inet_chains as f64 / PROFILE_HZ as f64 / (rate * seconds as f64) * 1e6;
+        println!(
+            "{:<28} {:>10.0} {:>8.3} {:>8} {:>9} {:>10.2} {:>8.2}% | {:>8.2} {:>8} {:>8} {:>8.2}%",
+            variant.label(),
+            rate,
+            rate / base_rate,
+            conn.busy,
+            conn.in_inet_chains,
+            us_per_conn,
+            share(&conn) * 100.0,
+            bits / 1e9,
+            bulk.busy,
+            bulk.in_inet_chains,
+            share(&bulk) * 100.0,
+        );
+    }
+    println!(
+        "a variant whose chains take share s of a load that keeps the cores busy keeps at most 1 - s of its rate"
+    );
+}
+
 /// Median, first and third quartile (nearest rank), and the share of
 /// `ratios` at or above 0.99.
 fn quartiles(mut ratios: Vec<f64>) -> (f64, f64, f64, f64) {
@@ -274,6 +421,15 @@ fn main() {
             })
             .unwrap(),
     );
+    let profile_seconds = if quick {
+        1
+    } else {
+        env_num("PG_BENCH_PROFILE_SECONDS", 5)
+    };
+    if std::env::args().any(|a| a == "profile-only") {
+        profile_variants(&lab, &mut table, &linear_file, profile_seconds, threads);
+        return;
+    }
 
     let variants = [
         Variant::NoGuard,
@@ -377,4 +533,5 @@ fn main() {
             r.join(" ")
         );
     }
+    profile_variants(&lab, &mut table, &linear_file, profile_seconds, threads);
 }

@@ -7,13 +7,14 @@
 
 use std::fmt;
 
-use netlink_packet_core::Emitable;
+use netlink_packet_core::{Emitable, NLA_HEADER_SIZE};
 use netlink_packet_netfilter::nftables::RuleAttribute;
 use portguard_core::Ruleset;
 
 use crate::encode;
 use crate::readback::{self, Attrs, TableState};
 use crate::table::TableSpec;
+use crate::wire::WireElements;
 
 /// One way in which the kernel's table differs from the desired one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,14 +132,13 @@ pub(crate) fn expected_state(spec: &TableSpec, ruleset: &Ruleset) -> TableState 
         .enumerate()
         .map(|(id, set)| {
             let mut state = readback::set_state(&encode::set_msg(name, set, id as u32 + 1));
-            state.elements = encode::element_attributes(set)
+            state.elements = WireElements::of(set)
                 .iter()
                 .map(|element| {
-                    let mut bytes = vec![0; element.buffer_len()];
-                    element.emit(&mut bytes);
                     // Skip the list element's own header: the dump gives
                     // each element's attributes.
-                    readback::canonical(bytes.get(4..).unwrap_or_default()).unwrap_or_default()
+                    readback::canonical(element.get(NLA_HEADER_SIZE..).unwrap_or_default())
+                        .unwrap_or_default()
                 })
                 .collect();
             state.elements.sort();

@@ -11,19 +11,19 @@ use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, ChecksumFlags, ChecksumType, Cmp, DataAttribute,
     Expressions, Hook, HookNumber, Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey,
     NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute,
-    SetDescription, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage,
-    SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
+    SetDescription, SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute,
+    TableFlags, TableMessage, Verdict, VerdictAttribute,
 };
 use portguard_core::L4Proto;
 use portguard_core::ruleset::{
-    BaseChain, Chain, CtStates, Element, Hook as ChainHook, IfMatch, Policy, Rule, Ruleset, Set,
-    SetKey, Stmt,
+    BaseChain, Chain, CtStates, Hook as ChainHook, IfMatch, Policy, Rule, Ruleset, Set, SetKey,
+    Stmt,
 };
 
 use crate::compare::Difference;
-use crate::readback::Attrs;
 use crate::socket::BatchItem;
 use crate::table::TableSpec;
+use crate::wire::WireElements;
 
 // nf_tables.h / netfilter headers.
 const NF_DROP: u32 = 0;
@@ -73,8 +73,8 @@ const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 const NFT_LOOKUP_F_INV: u32 = 1;
 const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_FIELD_LEN: u16 = 1;
-const NFTA_DATA_VALUE: u16 = 1;
 const IFNAMSIZ: usize = 16;
 // nftables datatypes (src/datatype.h), used as set key types.
 const TYPE_IPADDR: u32 = 7;
@@ -127,7 +127,7 @@ pub(crate) fn replace_table(
             NLM_F_CREATE,
             format!("add set {}", set.name),
         ));
-        push_elements(name, &set.name, element_attributes(set), &mut items, false);
+        push_elements(name, &set.name, &WireElements::of(set), &mut items, false);
     }
     for chain in &ruleset.chains {
         items.push(item(
@@ -147,7 +147,7 @@ pub(crate) fn replace_table(
 fn push_elements(
     table: &str,
     set: &str,
-    elements: Vec<ListAttribute<SetElementAttribute>>,
+    elements: &WireElements,
     items: &mut Vec<BatchItem>,
     delete: bool,
 ) {
@@ -156,7 +156,10 @@ fn push_elements(
             attributes: vec![
                 SetElementList::Table(table.into()),
                 SetElementList::Set(set.into()),
-                SetElementList::Elements(chunk.to_vec()),
+                SetElementList::Other(DefaultNla::new(
+                    NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+                    chunk.to_vec(),
+                )),
             ],
         };
         let (message, flags, verb) = if delete {
@@ -218,28 +221,14 @@ pub(crate) fn repair_table(
                 missing,
                 foreign,
             } => {
-                let raw = |elements: &[Attrs]| {
-                    elements
-                        .iter()
-                        .map(|attrs| {
-                            ListAttribute::Element(
-                                attrs
-                                    .iter()
-                                    .map(|(kind, value)| {
-                                        SetElementAttribute::Other(DefaultNla::new(
-                                            *kind,
-                                            value.clone(),
-                                        ))
-                                    })
-                                    .collect(),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                };
                 // Deletions first: an interval end that is foreign may
                 // share its key with a start we are about to add.
-                push_elements(name, set, raw(foreign), &mut items, true);
-                push_elements(name, set, raw(missing), &mut items, false);
+                let (foreign, missing) = (
+                    WireElements::from_dumped(foreign),
+                    WireElements::from_dumped(missing),
+                );
+                push_elements(name, set, &foreign, &mut items, true);
+                push_elements(name, set, &missing, &mut items, false);
             }
             Difference::Rules { chain, .. } => {
                 let Some(wanted) = ruleset.chain(chain) else {
@@ -429,116 +418,11 @@ fn nested(kind: u16, inner: &[DefaultNla]) -> DefaultNla {
     DefaultNla::new(kind | NLA_F_NESTED, value)
 }
 
-fn element(
-    key: Vec<u8>,
-    flags: SetElementFlags,
-    key_end: Option<Vec<u8>>,
-) -> ListAttribute<SetElementAttribute> {
-    let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(key))];
-    if !flags.is_empty() {
-        attrs.push(SetElementAttribute::Flags(flags));
-    }
-    if let Some(end) = key_end {
-        attrs.push(SetElementAttribute::KeyEnd(vec![DefaultNla::new(
-            NFTA_DATA_VALUE,
-            end,
-        )]));
-    }
-    ListAttribute::Element(attrs)
-}
-
-fn ifname_bytes(name: &str) -> Vec<u8> {
+/// An interface name as the kernel compares it: NUL-padded to IFNAMSIZ.
+pub(crate) fn ifname_bytes(name: &str) -> Vec<u8> {
     let mut bytes = name.as_bytes().to_vec();
     bytes.resize(IFNAMSIZ, 0);
     bytes
-}
-
-/// A port in a 32-bit register slot of a concatenation: big-endian, padded.
-fn port_slot(port: u16) -> [u8; 4] {
-    let [hi, lo] = port.to_be_bytes();
-    [hi, lo, 0, 0]
-}
-
-/// Set elements as the kernel wants them. Hash sets take one key per
-/// element (a port range given to a port hash set becomes one key per
-/// port: what the set matches never depends on the planner's split).
-/// Plain interval sets (rbtree) take a start element and an end element
-/// one past the range, flagged INTERVAL_END, as nft sends them (including
-/// the leading end marker at 0); concatenated interval sets (pipapo) take
-/// KEY and an inclusive KEY_END.
-pub(crate) fn element_attributes(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
-    let mut out = Vec::with_capacity(set.elements.len());
-    let first_port_start = set.elements.iter().find_map(|e| match e {
-        Element::Port(r) => Some(r.start()),
-        _ => None,
-    });
-    if set.key == SetKey::PortInterval && first_port_start.is_some_and(|start| start > 0) {
-        out.push(element(
-            0u16.to_be_bytes().to_vec(),
-            SetElementFlags::IntervalEnd,
-            None,
-        ));
-    }
-    for e in &set.elements {
-        match e {
-            Element::Ifname(name) => {
-                out.push(element(ifname_bytes(name), SetElementFlags::empty(), None))
-            }
-            Element::Port(range) if !set.key.is_interval() => {
-                for port in range.start()..=range.end() {
-                    out.push(element(
-                        port.to_be_bytes().to_vec(),
-                        SetElementFlags::empty(),
-                        None,
-                    ));
-                }
-            }
-            Element::Port(range) => {
-                out.push(element(
-                    range.start().to_be_bytes().to_vec(),
-                    SetElementFlags::empty(),
-                    None,
-                ));
-                if let Some(after) = range.end().checked_add(1) {
-                    out.push(element(
-                        after.to_be_bytes().to_vec(),
-                        SetElementFlags::IntervalEnd,
-                        None,
-                    ));
-                }
-            }
-            // Hash sets hold one address . one port per element (the
-            // planner puts nothing else there); a wider element would be
-            // one key per point, so it is never narrowed silently.
-            Element::Ipv4Port { addrs, ports } if !set.key.is_interval() => {
-                for addr in addrs.0..=addrs.1 {
-                    for port in ports.start()..=ports.end() {
-                        let key = [addr.to_be_bytes(), port_slot(port)].concat();
-                        out.push(element(key, SetElementFlags::empty(), None));
-                    }
-                }
-            }
-            Element::Ipv6Port { addrs, ports } if !set.key.is_interval() => {
-                for addr in addrs.0..=addrs.1 {
-                    for port in ports.start()..=ports.end() {
-                        let key = [addr.to_be_bytes().as_slice(), &port_slot(port)].concat();
-                        out.push(element(key, SetElementFlags::empty(), None));
-                    }
-                }
-            }
-            Element::Ipv4Port { addrs, ports } => {
-                let key = [addrs.0.to_be_bytes(), port_slot(ports.start())].concat();
-                let end = [addrs.1.to_be_bytes(), port_slot(ports.end())].concat();
-                out.push(element(key, SetElementFlags::empty(), Some(end)));
-            }
-            Element::Ipv6Port { addrs, ports } => {
-                let key = [addrs.0.to_be_bytes().as_slice(), &port_slot(ports.start())].concat();
-                let end = [addrs.1.to_be_bytes().as_slice(), &port_slot(ports.end())].concat();
-                out.push(element(key, SetElementFlags::empty(), Some(end)));
-            }
-        }
-    }
-    out
 }
 
 pub(crate) fn chain_msg(table: &str, chain: &Chain) -> ChainMessage {

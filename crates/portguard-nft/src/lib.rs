@@ -28,6 +28,7 @@ mod readback;
 mod recreate;
 mod socket;
 mod table;
+mod wire;
 
 pub use compare::Difference;
 pub use conntrack::{Conntrack, Flow, SweepStats};
