@@ -24,7 +24,9 @@
 //! and nothing else here: the lab's DNAT is an `ip` table) judge every
 //! packet. On a load that keeps the cores busy, a variant whose chains
 //! take a share `s` of the work can keep at most `1 - s` of the rate; the
-//! linear list checks that model against its measured ratio.
+//! linear list checks that model against its measured ratio. A fifth
+//! variant, one chain at the same hook whose only rule accepts
+//! established traffic, is the floor any forward filter pays.
 //!
 //! PG_BENCH_SECONDS (default 3) sets each measurement's duration,
 //! PG_BENCH_ROUNDS (default 3) the rounds, PG_BENCH_THREADS (default 2)
@@ -62,6 +64,9 @@ enum Variant {
     NoGuard,
     Guard(usize),
     Linear(usize),
+    /// The least any forward filter costs: a chain at the guard's hook
+    /// whose one rule accepts established traffic (it filters nothing).
+    Floor,
 }
 
 impl Variant {
@@ -70,6 +75,7 @@ impl Variant {
             Variant::NoGuard => "no guard".into(),
             Variant::Guard(n) => format!("portguard, {n} entries"),
             Variant::Linear(n) => format!("linear list, {n} rules"),
+            Variant::Floor => "one rule (established)".into(),
         }
     }
 }
@@ -118,6 +124,11 @@ fn configure(lab: &Lab, table: &mut Option<GuardTable>, variant: Variant, linear
         Variant::Linear(_) => {
             lab.host.sh(&format!("nft -f {linear_file}"));
         }
+        Variant::Floor => {
+            lab.host.sh(
+                "nft add table inet linear && nft add chain inet linear forward '{ type filter hook forward priority filter - 1; policy accept; }' && nft add rule inet linear forward ct state established,related accept",
+            );
+        }
     }
     let open = |target: &str| {
         tcp_probe(
@@ -129,7 +140,7 @@ fn configure(lab: &Lab, table: &mut Option<GuardTable>, variant: Variant, linear
     assert!(open(WEB), "{}: the web port answers", variant.label());
     assert_eq!(
         open(DB),
-        variant == Variant::NoGuard,
+        matches!(variant, Variant::NoGuard | Variant::Floor),
         "{}: the unlisted port is closed exactly when something filters",
         variant.label()
     );
@@ -304,6 +315,7 @@ fn profile_variants(
         Variant::Guard(10),
         Variant::Guard(10_000),
         Variant::Linear(10_000),
+        Variant::Floor,
     ];
     let load_before = load();
     let mut rows = Vec::new();
