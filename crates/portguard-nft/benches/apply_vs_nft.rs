@@ -9,12 +9,14 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Scratch, allow_toml, load, median_p99, ms, ruleset_of};
 use portguard_core::ruleset::Element;
 use portguard_core::{Ruleset, render};
-use portguard_nft::{GuardTable, Monitor, Ownership, TableOutcome, TableSpec};
+use portguard_nft::{GuardTable, Monitor, MonitorEvent, Ownership, TableOutcome, TableSpec};
 use portguard_testkit::NetNs;
 
 /// Runs `nft -f FILE` in the calling thread's namespace; its wall time,
@@ -146,12 +148,21 @@ fn full_only(ns: &NetNs) {
     // Opened in the namespace; it only has to exist (and be drained, so
     // that the kernel does not stop building notifications on overflow).
     let mut monitor = ns.enter(Monitor::open).unwrap();
-    let draining = std::thread::spawn(move || while monitor.next_event().is_ok() {});
+    let overflows = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::clone(&overflows);
+    let draining = std::thread::spawn(move || {
+        while let Ok(event) = monitor.next_event() {
+            if matches!(event, MonitorEvent::Overflow { .. }) {
+                counting.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     let (full, _) = full_and_one_element_rounds(ns, ruleset.clone(), ruleset, rounds);
     println!(
-        "the same with a monitor listening (the daemon's case): {} / {} ms",
+        "the same with a monitor listening (the daemon's case): {} / {} ms; the monitor's socket overflowed {} times",
         ms(full.0),
         ms(full.1),
+        overflows.load(Ordering::Relaxed),
     );
     drop(draining);
 }
