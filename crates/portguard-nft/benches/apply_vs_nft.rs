@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, allow_toml, load, median_p99, ms, ruleset_of};
+use common::{Scratch, allow_toml, env_num, guard_table, load, median_p99, ms, ruleset_of};
 use portguard_core::ruleset::Element;
 use portguard_core::{Ruleset, render};
-use portguard_nft::{GuardTable, Monitor, MonitorEvent, Ownership, TableOutcome, TableSpec};
+use portguard_nft::{Monitor, MonitorEvent, TableOutcome};
 use portguard_testkit::NetNs;
 
 /// Runs `nft -f FILE` in the calling thread's namespace; its wall time,
@@ -54,11 +54,7 @@ fn main() {
         "entries", "rounds", "full: netlink", "full: nft -f", "1 elem: netlink", "1 elem: nft -f"
     );
     ns.enter(move || {
-        let mut table = GuardTable::open(TableSpec {
-            name: "portguard".into(),
-            ownership: Ownership::Unowned,
-        })
-        .unwrap();
+        let mut table = guard_table();
         for n in [10usize, 1_000, 10_000] {
             let rounds = match (quick, n) {
                 (true, _) => 1,
@@ -138,10 +134,7 @@ fn main() {
 /// daemon's does: the kernel then builds a change notification for every
 /// element it commits.
 fn full_only(ns: &NetNs) {
-    let rounds: usize = std::env::var("PG_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(41);
+    let rounds = env_num("PG_BENCH_ROUNDS", 41) as usize;
     let ruleset = ruleset_of(&allow_toml(10_000, 8080, false));
     let (full, _) = full_and_one_element_rounds(ns, ruleset.clone(), ruleset.clone(), rounds);
     println!(
@@ -162,7 +155,7 @@ fn full_only(ns: &NetNs) {
             }
         }
     });
-    let (full, _) = full_and_one_element_rounds(ns, ruleset.clone(), ruleset, rounds);
+    let (full, _) = full_and_one_element_rounds(ns, ruleset.clone(), ruleset.clone(), rounds);
     println!(
         "the same with a monitor listening (the daemon's case): {} / {} ms; the monitor's socket overflowed {} times",
         ms(full.0),
@@ -170,7 +163,7 @@ fn full_only(ns: &NetNs) {
         overflows.load(Ordering::Relaxed),
     );
     drop(draining);
-    recreations(ns, &ruleset_of(&allow_toml(10_000, 8080, false)), rounds);
+    recreations(ns, &ruleset, rounds);
 }
 
 /// The twin tier's restore with 10,000 entries: a copy somebody deletes
@@ -180,15 +173,7 @@ fn full_only(ns: &NetNs) {
 /// per element of the recreation as well.
 fn recreations(ns: &NetNs, ruleset: &Ruleset, rounds: usize) {
     let recreation = portguard_nft::Recreation::new();
-    let mut table = ns
-        .enter(|| {
-            GuardTable::open(TableSpec {
-                name: "portguard".into(),
-                ownership: Ownership::Unowned,
-            })
-        })
-        .unwrap()
-        .recreated_by(&recreation);
+    let mut table = ns.enter(guard_table).recreated_by(&recreation);
     let ruleset = ruleset.clone();
     ns.enter(move || table.reconcile(&ruleset).map(|_| table))
         .unwrap();
@@ -279,11 +264,7 @@ fn full_and_one_element_rounds(
     rounds: usize,
 ) -> ((Duration, Duration), (Duration, Duration)) {
     ns.enter(move || {
-        let mut table = GuardTable::open(TableSpec {
-            name: "portguard".into(),
-            ownership: Ownership::Unowned,
-        })
-        .unwrap();
+        let mut table = guard_table();
         let (mut full, mut one) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             table.remove().unwrap();

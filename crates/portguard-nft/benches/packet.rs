@@ -46,9 +46,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, allow_toml, load, median_f64, ruleset_of};
+use common::{Scratch, allow_toml, env_num, guard_table, load, median_f64, ruleset_of};
 use nix::sys::socket::{setsockopt, sockopt};
-use portguard_nft::{GuardTable, Ownership, TableSpec};
+use portguard_nft::GuardTable;
 use portguard_testkit::{Lab, lab, tcp_probe};
 
 /// Published port of the lab's `web` (greets and closes): the rate target.
@@ -78,13 +78,6 @@ impl Variant {
             Variant::Floor => "one rule (established)".into(),
         }
     }
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// A hand-written allowlist as DOCKER-USER chains and ufw-docker keep
@@ -423,16 +416,7 @@ fn main() {
     let linear_file = scratch.path().join("linear.nft");
     std::fs::write(&linear_file, linear_ruleset(10_000)).unwrap();
     let linear_file = linear_file.display().to_string();
-    let mut table = Some(
-        lab.host
-            .enter(|| {
-                GuardTable::open(TableSpec {
-                    name: "portguard".into(),
-                    ownership: Ownership::Unowned,
-                })
-            })
-            .unwrap(),
-    );
+    let mut table = Some(lab.host.enter(guard_table));
     let profile_seconds = if quick {
         1
     } else {

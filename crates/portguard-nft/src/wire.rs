@@ -49,33 +49,36 @@ impl WireElements {
     pub(crate) fn from_dumped(elements: &[Attrs]) -> WireElements {
         let mut wire = WireElements::default();
         for attrs in elements {
-            let element = begin(&mut wire.bytes, NFTA_LIST_ELEM | NLA_F_NESTED);
-            for (kind, value) in attrs {
-                put(&mut wire.bytes, *kind, value);
-            }
-            end(&mut wire.bytes, element);
-            wire.ends.push(wire.bytes.len());
+            wire.element(|bytes| {
+                for (kind, value) in attrs {
+                    put(bytes, *kind, value);
+                }
+            });
         }
         wire
     }
 
     fn push(&mut self, key: &[u8], flags: SetElementFlags, key_end: Option<&[u8]>) {
+        self.element(|bytes| {
+            let nested = begin(bytes, NFTA_SET_ELEM_KEY | NLA_F_NESTED);
+            put(bytes, NFTA_DATA_VALUE, key);
+            end(bytes, nested);
+            if !flags.is_empty() {
+                put(bytes, NFTA_SET_ELEM_FLAGS, &flags.bits().to_be_bytes());
+            }
+            if let Some(key_end) = key_end {
+                let nested = begin(bytes, NFTA_SET_ELEM_KEY_END | NLA_F_NESTED);
+                put(bytes, NFTA_DATA_VALUE, key_end);
+                end(bytes, nested);
+            }
+        });
+    }
+
+    /// Appends one `NFTA_LIST_ELEM` whose attributes `attributes` writes,
+    /// and records where it ends.
+    fn element(&mut self, attributes: impl FnOnce(&mut Vec<u8>)) {
         let element = begin(&mut self.bytes, NFTA_LIST_ELEM | NLA_F_NESTED);
-        let nested = begin(&mut self.bytes, NFTA_SET_ELEM_KEY | NLA_F_NESTED);
-        put(&mut self.bytes, NFTA_DATA_VALUE, key);
-        end(&mut self.bytes, nested);
-        if !flags.is_empty() {
-            put(
-                &mut self.bytes,
-                NFTA_SET_ELEM_FLAGS,
-                &flags.bits().to_be_bytes(),
-            );
-        }
-        if let Some(key_end) = key_end {
-            let nested = begin(&mut self.bytes, NFTA_SET_ELEM_KEY_END | NLA_F_NESTED);
-            put(&mut self.bytes, NFTA_DATA_VALUE, key_end);
-            end(&mut self.bytes, nested);
-        }
+        attributes(&mut self.bytes);
         end(&mut self.bytes, element);
         self.ends.push(self.bytes.len());
     }

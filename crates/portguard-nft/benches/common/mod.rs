@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use portguard_config::Config;
 use portguard_core::{Ruleset, Snapshot, plan};
+use portguard_nft::{GuardTable, Ownership, TableSpec};
 
 /// The configuration text of `n` single-port TCP allow entries on
 /// non-adjacent ports (so nothing merges into a range), starting with
@@ -31,6 +32,24 @@ pub fn allow_toml(n: usize, first: u16, replace_last: bool) -> String {
 
 pub fn ruleset_of(toml: &str) -> Ruleset {
     plan(&Config::from_toml_str(toml).unwrap(), &Snapshot::default())
+}
+
+/// The guard's table `inet portguard`, unowned, in the calling thread's
+/// network namespace.
+pub fn guard_table() -> GuardTable {
+    GuardTable::open(TableSpec {
+        name: "portguard".into(),
+        ownership: Ownership::Unowned,
+    })
+    .unwrap()
+}
+
+/// A benchmark setting from the environment (`PG_BENCH_*`), or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Median and p99 (nearest rank) of `samples`.
