@@ -340,6 +340,11 @@ pub struct Status {
     /// TCP ports dockerd listens on (`-H tcp://...`): the Docker API.
     #[serde(default)]
     pub docker_api: Vec<DockerApiReport>,
+    /// Bridges and ports judged since the start because the table found
+    /// then (or the state directory) judged them, until Docker's first
+    /// complete answer (absent once Docker answered).
+    #[serde(default, skip_serializing_if = "crate::Judged::is_empty")]
+    pub kept: crate::Judged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,4 +15,4 @@ pub mod verdict;
 pub use plan::plan;
 pub use render::render;
 pub use ruleset::Ruleset;
-pub use snapshot::{ContainerRef, DockerApiListener, L4Proto, PublishedPort, Snapshot};
+pub use snapshot::{ContainerRef, DockerApiListener, Judged, L4Proto, PublishedPort, Snapshot};

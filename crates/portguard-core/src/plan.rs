@@ -6,8 +6,13 @@
 //!   loopback, Docker bridges and trusted interfaces pass; with
 //!   `external_interfaces` everything else but those passes. What remains
 //!   came from an untrusted interface. In scope `containers` it is judged
-//!   only when headed into a Docker bridge, in scope `all` always, by
-//!   `published_forward`.
+//!   by `published_forward` when Docker's DNAT translated it (a published
+//!   host port, whatever interface it leaves by) or when it heads into a
+//!   judged bridge; in scope `all` always. Trusted bridges
+//!   (`docker_bridges`, traffic from them passes) and judged ones
+//!   (`judged_bridges`, traffic into them is judged) are separate sets:
+//!   the second also holds bridges kept from before a start
+//!   ([`Snapshot::kept`]), which are never trusted on that word.
 //! * `input` (hook input, priority filter - 1): the same gate, then new
 //!   connections to a published host port (the userland-proxy path, which
 //!   never crosses FORWARD) are judged by `published_input`.
@@ -38,7 +43,11 @@ use crate::snapshot::{DOCKER_API_PORTS, L4Proto, Snapshot};
 
 /// Names of the sets and chains, shared with the kernel backend and tests.
 pub mod names {
+    /// Docker's bridges, verified: traffic from them is trusted.
     pub const DOCKER_BRIDGES: &str = "docker_bridges";
+    /// Bridges new connections are judged on the way into: the trusted
+    /// ones, and those kept from before a start.
+    pub const JUDGED_BRIDGES: &str = "judged_bridges";
     pub const TRUSTED_IFACES: &str = "trusted_ifaces";
     pub const EXTERNAL_IFACES: &str = "external_ifaces";
     pub const FORWARD: &str = "forward";
@@ -165,11 +174,13 @@ fn ifname_set(name: &str, names: impl IntoIterator<Item = String>) -> Set {
 }
 
 fn interface_sets(config: &Config, snapshot: &Snapshot) -> Vec<Set> {
-    let bridges = snapshot
-        .bridges
-        .iter()
-        .cloned()
-        .chain([DEFAULT_BRIDGE.to_string()]);
+    let bridges = || {
+        snapshot
+            .bridges
+            .iter()
+            .cloned()
+            .chain([DEFAULT_BRIDGE.to_string()])
+    };
     let trusted_exact = config
         .guard
         .trusted_interfaces
@@ -177,7 +188,11 @@ fn interface_sets(config: &Config, snapshot: &Snapshot) -> Vec<Set> {
         .filter(|n| n.wildcard_prefix().is_none())
         .map(|n| n.as_str().to_string());
     let mut sets = vec![
-        ifname_set(names::DOCKER_BRIDGES, bridges),
+        ifname_set(names::DOCKER_BRIDGES, bridges()),
+        ifname_set(
+            names::JUDGED_BRIDGES,
+            bridges().chain(snapshot.kept.bridges.iter().cloned()),
+        ),
         ifname_set(names::TRUSTED_IFACES, trusted_exact),
     ];
     if let Some(external) = &config.guard.external_interfaces {
@@ -302,7 +317,8 @@ fn sourced_sets(
 }
 
 /// Docker publishes a range as one binding per port, so the published
-/// ports are single ports: a hash set.
+/// ports are single ports: a hash set. Ports kept from before a start
+/// are judged too.
 fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
     port_hash_set(
         names::published(proto),
@@ -310,7 +326,8 @@ fn published_set(snapshot: &Snapshot, proto: L4Proto) -> Set {
             .published
             .iter()
             .filter(|p| p.proto == proto && p.is_exposed())
-            .map(|p| p.host_port),
+            .map(|p| p.host_port)
+            .chain(snapshot.kept.ports(proto).iter().copied()),
     )
 }
 
@@ -324,6 +341,7 @@ fn docker_api_set(snapshot: &Snapshot) -> Set {
             .iter()
             .filter(|l| !l.is_local_only())
             .map(|l| l.port)
+            .chain(snapshot.kept.docker_api.iter().copied())
             .chain(DOCKER_API_PORTS),
     )
 }
@@ -405,8 +423,21 @@ fn forward_chain(config: &Config) -> Chain {
     let judge = || Stmt::Jump(names::PUBLISHED_FORWARD.into());
     match config.guard.scope {
         Scope::Containers => {
+            // What Docker's DNAT translated is judged whatever interface
+            // it leaves by: a bridge Docker named (`bridge.name`) that the
+            // guard does not know yet, or one it refused to trust. Only
+            // published ports: other DNAT on the host (a router's port
+            // forwards) is not ours to judge in this scope (P4).
+            for proto in L4Proto::ALL {
+                rules.push(Rule::new([
+                    Stmt::L4Proto(proto),
+                    Stmt::CtStatusDnat,
+                    Stmt::CtOriginalDportInSet(names::published(proto)),
+                    judge(),
+                ]));
+            }
             rules.push(Rule::new([
-                Stmt::Oifname(IfMatch::InSet(names::DOCKER_BRIDGES.into())),
+                Stmt::Oifname(IfMatch::InSet(names::JUDGED_BRIDGES.into())),
                 judge(),
             ]));
             rules.push(Rule::new([
@@ -580,6 +611,11 @@ fn log_and_drop_new(config: &Config) -> Vec<Rule> {
         verdict.push(Stmt::Drop);
     }
     rules.push(Rule::new(verdict));
+    // Judged once: what a judge did not drop goes on to the chains after
+    // ours (the base chains end with the same accept, or its policy).
+    // Returning instead would let the next rule that jumps here judge
+    // the packet again, and in audit mode count it twice.
+    rules.push(Rule::new([Stmt::Accept]));
     rules
 }
 

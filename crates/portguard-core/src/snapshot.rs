@@ -112,6 +112,88 @@ pub struct Snapshot {
     /// (sock_diag), not by asking Docker.
     #[serde(default)]
     pub docker_api: Vec<DockerApiListener>,
+    /// What the guard judged before this start, judged again until
+    /// Docker's first complete answer (see [`Judged`]).
+    #[serde(default, skip_serializing_if = "Judged::is_empty")]
+    pub kept: Judged,
+}
+
+impl Snapshot {
+    /// What this snapshot makes the guard judge: the bridges new
+    /// connections are judged on the way into, and the host ports judged
+    /// on the userland-proxy path and as Docker's DNAT targets. Kept in
+    /// the state directory, so that a start before Docker answers judges
+    /// no less (see [`Snapshot::kept`]).
+    pub fn judged(&self) -> Judged {
+        let mut judged = self.kept.clone();
+        judged.bridges.extend(self.bridges.iter().cloned());
+        for port in self.published.iter().filter(|p| p.is_exposed()) {
+            judged.ports_mut(port.proto).insert(port.host_port);
+        }
+        judged.docker_api.extend(
+            self.docker_api
+                .iter()
+                .filter(|l| !l.is_local_only())
+                .map(|l| l.port),
+        );
+        judged
+    }
+}
+
+/// Judgement carried across a start. A restarted daemon (an upgrade,
+/// `Restart=on-failure`, a watchdog kill) or a boot knows nothing of
+/// Docker until Docker answers, which may take long (a hung or stopped
+/// dockerd) while Docker's DNAT rules and docker-proxy listeners are
+/// already live. Until then the guard keeps judging what the table it
+/// found judged, and what it judged when it last ran (the state
+/// directory). This only ever adds to what is judged: a kept bridge is
+/// judged on the way in, never trusted, and a kept port is judged,
+/// never allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Judged {
+    /// Interfaces judged as Docker's bridges.
+    #[serde(default)]
+    pub bridges: BTreeSet<String>,
+    /// Host ports judged as published, per protocol.
+    #[serde(default)]
+    pub tcp: BTreeSet<u16>,
+    #[serde(default)]
+    pub udp: BTreeSet<u16>,
+    /// Ports dockerd was seen listening on (the Docker API).
+    #[serde(default)]
+    pub docker_api: BTreeSet<u16>,
+}
+
+impl Judged {
+    pub fn is_empty(&self) -> bool {
+        self.bridges.is_empty()
+            && self.tcp.is_empty()
+            && self.udp.is_empty()
+            && self.docker_api.is_empty()
+    }
+
+    pub fn ports(&self, proto: L4Proto) -> &BTreeSet<u16> {
+        match proto {
+            L4Proto::Tcp => &self.tcp,
+            L4Proto::Udp => &self.udp,
+        }
+    }
+
+    pub fn ports_mut(&mut self, proto: L4Proto) -> &mut BTreeSet<u16> {
+        match proto {
+            L4Proto::Tcp => &mut self.tcp,
+            L4Proto::Udp => &mut self.udp,
+        }
+    }
+
+    /// Everything `other` judges, added to this.
+    pub fn extend(&mut self, other: Judged) {
+        self.bridges.extend(other.bridges);
+        self.tcp.extend(other.tcp);
+        self.udp.extend(other.udp);
+        self.docker_api.extend(other.docker_api);
+    }
 }
 
 /// A listening TCP socket owned by dockerd.

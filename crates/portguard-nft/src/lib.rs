@@ -20,6 +20,7 @@ pub mod compare;
 mod conntrack;
 mod encode;
 mod error;
+mod found;
 mod inventory;
 mod ip6;
 mod monitor;

@@ -484,10 +484,30 @@ impl Dockerd {
         ))
     }
 
+    /// Freezes dockerd (SIGSTOP): a hung Docker, whose DNAT rules and
+    /// docker-proxy listeners stay live while its API never answers.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a frozen dockerd run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, signal).unwrap();
+        }
+    }
+
     /// Stops dockerd (SIGTERM, as `systemctl stop docker` does) and waits.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            // A frozen dockerd would not act on SIGTERM.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let started = std::time::Instant::now();
             while started.elapsed() < Duration::from_secs(30) {

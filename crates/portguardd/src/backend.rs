@@ -4,7 +4,7 @@
 
 use portguard_config::Protection;
 use portguard_core::control::ProtectionTier;
-use portguard_core::{L4Proto, Ruleset};
+use portguard_core::{Judged, L4Proto, Ruleset};
 use portguard_nft::{
     Conntrack, Flow, ForwardPolicy, GuardTable, Ip6Policy, NftError, Ownership, PolicyRestore,
     Recreation, STANDBY_TABLE, SweepStats, TableOutcome, TableSpec,
@@ -30,6 +30,9 @@ pub trait Backend {
         mark: u32,
         keep: &dyn Fn(&Flow) -> bool,
     ) -> Result<SweepStats, NftError>;
+    /// What the guard's tables in the kernel judge now (any tier's, an
+    /// orphaned one's too): read once at start, before the first apply.
+    fn judged_by_tables(&mut self) -> Result<Judged, NftError>;
 }
 
 /// One table's per-port counters: `(table, [(proto, port, packets)])`.
@@ -182,6 +185,19 @@ impl Backend for Kernel {
         keep: &dyn Fn(&Flow) -> bool,
     ) -> Result<SweepStats, NftError> {
         self.conntrack.end_connections(mark, keep)
+    }
+
+    fn judged_by_tables(&mut self) -> Result<Judged, NftError> {
+        let mut judged = Judged::default();
+        let tables = std::iter::once(&mut self.primary)
+            .chain(self.standby.as_mut())
+            .chain(self.leftover.as_mut());
+        for table in tables {
+            if let Some(state) = table.read()? {
+                judged.extend(state.judged());
+            }
+        }
+        Ok(judged)
     }
 }
 

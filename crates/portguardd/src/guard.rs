@@ -13,14 +13,14 @@ use portguard_core::control::{
 };
 use portguard_core::hostfw::{DockerFirewall, NetfilterInventory};
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
-use portguard_core::{DockerApiListener, L4Proto, Ruleset, Snapshot, plan};
+use portguard_core::{DockerApiListener, Judged, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
 use portguard_nft::{Found, Recreated, TableOutcome};
 
 use crate::backend::Backend;
 use crate::logging::event;
 use crate::metrics::Histogram;
-use crate::{lastgood, notify};
+use crate::{judged_state, lastgood, notify};
 
 /// What one reconcile did: the type `status` reports as
 /// `last_reconcile.outcome`.
@@ -57,6 +57,9 @@ pub struct Guard<B> {
     /// Other firewalls' chains at the inventory worker's latest read
     /// (`None` until its first): status, ports and explain assess these.
     pub netfilter: Option<Arc<NetfilterInventory>>,
+    /// What the state directory holds as judged (`judged.json`), so that
+    /// an unchanged judgement is not written again.
+    judged_saved: Option<Judged>,
 }
 
 impl<B: Backend> Guard<B> {
@@ -89,6 +92,60 @@ impl<B: Backend> Guard<B> {
             tables_replaced: Vec::new(),
             nflog_available: true,
             netfilter: None,
+            judged_saved: None,
+        }
+    }
+
+    /// At start, before the first apply: keeps judging what the guard's
+    /// tables in the kernel judge (a restart, an upgrade: the table
+    /// outlived the daemon) and what the state directory says the guard
+    /// last judged (a boot: no table survived), until Docker's first
+    /// complete answer. Docker may answer late or never (hung, stopped),
+    /// while its DNAT rules and docker-proxy listeners are live.
+    pub fn keep_judging_what_was_judged(&mut self) {
+        let mut kept = match judged_state::load(&self.state_dir) {
+            Ok(saved) => {
+                self.judged_saved = Some(saved.clone());
+                saved
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot read what the guard judged before; judging what the tables in the kernel judge"
+                );
+                Judged::default()
+            }
+        };
+        match self.backend.judged_by_tables() {
+            Ok(in_kernel) => kept.extend(in_kernel),
+            Err(e) => tracing::error!(
+                "cannot read the guard's tables left in the kernel ({e}); judging what the state directory kept"
+            ),
+        }
+        if !kept.is_empty() {
+            tracing::info!(
+                bridges = kept.bridges.len(),
+                tcp = kept.tcp.len(),
+                udp = kept.udp.len(),
+                "until Docker answers, judging the bridges and ports judged before this start"
+            );
+        }
+        self.snapshot.kept = kept;
+    }
+
+    /// Keeps what the guard judges now in the state directory, if it
+    /// changed (see [`judged_state`]).
+    fn save_judged(&mut self) {
+        let judged = self.snapshot.judged();
+        if self.judged_saved.as_ref() == Some(&judged) {
+            return;
+        }
+        match judged_state::save(&self.state_dir, &judged) {
+            Ok(()) => self.judged_saved = Some(judged),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "could not keep what the guard judges for the next start"
+            ),
         }
     }
 
@@ -362,8 +419,20 @@ impl<B: Backend> Guard<B> {
         if let Some(mut snapshot) = snapshot {
             // Docker does not know what dockerd listens on; the scanner does.
             snapshot.docker_api = std::mem::take(&mut self.snapshot.docker_api);
+            // What was judged before the start is judged until Docker's
+            // first complete answer, which (re)connecting brings.
+            if connected {
+                if !self.snapshot.kept.is_empty() {
+                    tracing::info!(
+                        "Docker answered: the bridges and ports judged before this start are judged as Docker reports them"
+                    );
+                }
+            } else {
+                snapshot.kept = std::mem::take(&mut self.snapshot.kept);
+            }
             self.snapshot = snapshot;
             self.reconcile("docker", Instant::now());
+            self.save_judged();
         }
         if connected {
             self.restore_ip6_policy("Docker (re)connected");
@@ -410,6 +479,7 @@ impl<B: Backend> Guard<B> {
         }
         self.snapshot.docker_api = listeners;
         self.reconcile("docker api", Instant::now());
+        self.save_judged();
     }
 
     pub fn notify_status(&self) {
@@ -538,6 +608,34 @@ mod tests {
         ) -> Result<SweepStats, NftError> {
             Ok(SweepStats::default())
         }
+
+        fn judged_by_tables(&mut self) -> Result<Judged, NftError> {
+            use portguard_core::plan::names;
+            use portguard_core::ruleset::Element;
+            let mut judged = Judged::default();
+            for table in self.tables.iter().flatten() {
+                for set in &table.sets {
+                    for element in &set.elements {
+                        match (set.name.as_str(), element) {
+                            (names::DOCKER_BRIDGES | names::JUDGED_BRIDGES, Element::Ifname(n)) => {
+                                judged.bridges.insert(n.clone());
+                            }
+                            ("published_tcp", Element::Port(p)) => {
+                                judged.tcp.insert(p.start());
+                            }
+                            ("published_udp", Element::Port(p)) => {
+                                judged.udp.insert(p.start());
+                            }
+                            (names::DOCKER_API_TCP, Element::Port(p)) => {
+                                judged.docker_api.insert(p.start());
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Ok(judged)
+        }
     }
 
     fn guard(config: &str) -> (Guard<FakeKernel>, tempfile::TempDir) {
@@ -556,6 +654,94 @@ mod tests {
             },
         );
         (guard, dir)
+    }
+
+    fn docker_connected(snapshot: Snapshot) -> DockerUpdate {
+        DockerUpdate::Connected {
+            snapshot,
+            engine: "20.10".into(),
+            firewall: None,
+        }
+    }
+
+    /// A host with a custom-named bridge (`com.docker.network.bridge.name`)
+    /// and ports published on it and through docker-proxy.
+    fn docker_host() -> Snapshot {
+        serde_json::from_value(serde_json::json!({
+            "bridges": ["custom0"],
+            "published": [
+                {"host_ip": null, "host_port": 8080, "proto": "tcp", "container_port": 80,
+                 "host_network": false,
+                 "container": {"id": "c1", "name": "db", "compose": null}},
+                {"host_ip": null, "host_port": 5353, "proto": "udp", "container_port": 53,
+                 "host_network": false,
+                 "container": {"id": "c2", "name": "dns", "compose": null}}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn elements(guard: &Guard<FakeKernel>, set: &str) -> Vec<String> {
+        guard.backend.tables[0]
+            .as_ref()
+            .unwrap()
+            .set(set)
+            .unwrap()
+            .elements
+            .iter()
+            .map(portguard_core::render::render_element)
+            .collect()
+    }
+
+    /// Issue 18: a restart (an upgrade, a crash, the watchdog) with Docker
+    /// not answering judged less than the table it replaced: the custom
+    /// bridge and the docker-proxy ports were open until Docker answered.
+    #[test]
+    fn p8_a_start_judges_what_the_table_it_found_judged_until_docker_answers() {
+        let (mut before, dir) = guard("");
+        before.on_docker(docker_connected(docker_host()));
+        let found = before.backend.tables.clone();
+        // The next daemon finds that table, and no state directory.
+        let (mut guard, _dir) = guard("");
+        guard.state_dir = dir.path().join("elsewhere");
+        guard.backend.tables = found;
+        guard.keep_judging_what_was_judged();
+        assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
+        assert_eq!(
+            elements(&guard, "judged_bridges"),
+            ["\"custom0\"", "\"docker0\""]
+        );
+        assert_eq!(elements(&guard, "published_tcp"), ["8080"]);
+        assert_eq!(elements(&guard, "published_udp"), ["5353"]);
+        // Judged, never trusted on that word.
+        assert_eq!(elements(&guard, "docker_bridges"), ["\"docker0\""]);
+        // Docker stays away: nothing changes.
+        guard.on_docker(DockerUpdate::Disconnected {
+            error: "stopped".into(),
+        });
+        assert_eq!(elements(&guard, "published_tcp"), ["8080"]);
+        // Docker's first complete answer ends the kept judgement.
+        guard.on_docker(docker_connected(Snapshot::default()));
+        assert_eq!(elements(&guard, "judged_bridges"), ["\"docker0\""]);
+        assert_eq!(elements(&guard, "published_tcp"), Vec::<String>::new());
+    }
+
+    /// A boot: no table survived, and Docker answers after the guard
+    /// started. What the guard last judged comes from the state directory.
+    #[test]
+    fn p8_a_boot_judges_what_the_state_directory_kept() {
+        let (mut before, dir) = guard("");
+        before.on_docker(docker_connected(docker_host()));
+        let (mut guard, _dir2) = guard("");
+        guard.state_dir = before.state_dir.clone();
+        guard.keep_judging_what_was_judged();
+        guard.reconcile("start", Instant::now());
+        assert_eq!(
+            elements(&guard, "judged_bridges"),
+            ["\"custom0\"", "\"docker0\""]
+        );
+        assert_eq!(elements(&guard, "published_tcp"), ["8080"]);
+        drop(dir);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod cli;
 mod control;
 mod docker_api;
 mod guard;
+mod judged_state;
 mod lastgood;
 mod logging;
 mod metrics;

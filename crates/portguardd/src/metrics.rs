@@ -959,6 +959,9 @@ mod tests {
         ) -> Result<portguard_nft::SweepStats, portguard_nft::NftError> {
             Ok(portguard_nft::SweepStats::default())
         }
+        fn judged_by_tables(&mut self) -> Result<portguard_core::Judged, portguard_nft::NftError> {
+            Ok(portguard_core::Judged::default())
+        }
     }
 
     fn guard(counters: u64) -> Guard<Scripted> {

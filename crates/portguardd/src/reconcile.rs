@@ -116,7 +116,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             "the kernel refuses nflog rules (nfnetlink_log is missing or cannot be loaded): blocked attempts are not reported to guardctl blocked; protection is unaffected"
         );
     }
-    // Protection first, before Docker is even asked (P5), then READY.
+    // Protection first, before Docker is even asked (P5), then READY;
+    // judging no less than the table this start found.
+    guard.keep_judging_what_was_judged();
     let outcome = guard.reconcile("start", Instant::now());
     if let crate::guard::Outcome::Failed(e) = &outcome {
         anyhow::bail!("could not install the guard's table: {e}");
