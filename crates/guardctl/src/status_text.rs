@@ -30,6 +30,34 @@ impl Lines {
     }
 }
 
+/// What a start kept judging until Docker answers (see
+/// `portguard_core::Judged`).
+fn kept_line(kept: &portguard_core::Judged) -> String {
+    let mut parts = Vec::new();
+    if !kept.bridges.is_empty() {
+        let names: Vec<String> = kept.bridges.iter().map(|b| printable(b)).collect();
+        parts.push(format!("bridges {}", names.join(", ")));
+    }
+    let ports: Vec<String> = kept
+        .tcp
+        .iter()
+        .map(|p| format!("{p}/tcp"))
+        .chain(kept.udp.iter().map(|p| format!("{p}/udp")))
+        .chain(
+            kept.docker_api
+                .iter()
+                .map(|p| format!("{p}/tcp (Docker API)")),
+        )
+        .collect();
+    if !ports.is_empty() {
+        parts.push(format!("ports {}", ports.join(", ")));
+    }
+    format!(
+        "until Docker answers, judging what the guard judged before this start: {}.",
+        parts.join("; ")
+    )
+}
+
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -53,6 +81,9 @@ pub fn render_status(status: &Status, style: &Style) -> String {
         );
     }
     lines.push("Docker", docker_line(status, style));
+    if !status.kept.is_empty() {
+        lines.push("Kept", kept_line(&status.kept));
+    }
     for api in &status.docker_api {
         lines.push("Docker API", docker_api_line(api, style));
     }

@@ -105,6 +105,7 @@ fn status() -> Status {
         published: vec![port()],
         firewall: None,
         docker_api: Vec::new(),
+        kept: Default::default(),
     }
 }
 
@@ -467,6 +468,7 @@ fn troubled_status() -> Status {
         },
         published: Vec::new(),
         docker_api: vec![api],
+        kept: Default::default(),
         firewall: None,
         blocked_last_hour: vec![],
     }

@@ -528,20 +528,26 @@ fn judge_chain(name: &str, config: &Config, require_dnat: bool) -> Chain {
 /// (`from`) open it; see the module documentation.
 fn docker_api_chain(config: &Config) -> Chain {
     let tcp = L4Proto::Tcp;
-    let mut rules = vec![
-        Rule::new([
-            Stmt::L4Proto(tcp),
-            Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(tcp)),
-            Stmt::CtMarkOr(CT_MARK_ADMITTED),
-            Stmt::Accept,
-        ]),
-        Rule::new([
-            Stmt::L4Proto(tcp),
-            Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(tcp)),
-            Stmt::CtMarkOr(CT_MARK_ADMITTED),
-            Stmt::Accept,
-        ]),
+    // Every sourced set: an entry whose `from` is a network (or whose
+    // port is a range) lands in the `_ranges` sets, and opens the API to
+    // exactly those sources, as `guardctl explain` says.
+    let sourced = [
+        Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4(tcp)),
+        Stmt::Ipv4SaddrCtOriginalDportInSet(names::allow_from_v4_ranges(tcp)),
+        Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6(tcp)),
+        Stmt::Ipv6SaddrCtOriginalDportInSet(names::allow_from_v6_ranges(tcp)),
     ];
+    let mut rules: Vec<Rule> = sourced
+        .into_iter()
+        .map(|lookup| {
+            Rule::new([
+                Stmt::L4Proto(tcp),
+                lookup,
+                Stmt::CtMarkOr(CT_MARK_ADMITTED),
+                Stmt::Accept,
+            ])
+        })
+        .collect();
     rules.extend(log_and_drop_new(config));
     Chain {
         name: names::DOCKER_API_INPUT.into(),
