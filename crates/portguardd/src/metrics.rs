@@ -500,6 +500,12 @@ impl Metrics {
         self.reconciles_at_read = guard.reconcile_seconds.count;
         match guard.backend.blocked_per_port() {
             Ok(tables) => {
+                // The tests count these: each read is a dump of every
+                // guard table, on the reconcile loop.
+                tracing::debug!(
+                    tables = tables.len(),
+                    "read the kernel's blocked-attempt counters"
+                );
                 self.read_error_logged = false;
                 for (index, (table, counters)) in tables.iter().enumerate() {
                     if index == 0 {
