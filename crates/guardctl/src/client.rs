@@ -50,9 +50,16 @@ pub fn ask(socket: &Path, body: RequestBody) -> anyhow::Result<ResponseBody> {
         body,
     })?;
     line.push('\n');
-    (&stream).write_all(line.as_bytes())?;
+    // A daemon that refuses the connection (busy) answers and closes at
+    // once, maybe before the request is written: the write then fails
+    // (broken pipe), and the answer, which says why, is still there.
+    let written = (&stream).write_all(line.as_bytes());
     let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply)?;
+    let read = BufReader::new(&stream).read_line(&mut reply);
+    if reply.is_empty() {
+        written?;
+        read?;
+    }
     let response: Response = serde_json::from_str(&reply).map_err(|e| {
         anyhow::anyhow!("portguardd sent an answer this guardctl does not understand: {e}")
     })?;

@@ -2,14 +2,17 @@
 //! out. Requests are answered by the reconcile loop, which owns the state.
 //!
 //! Clients are served concurrently on a tokio runtime of their own thread:
-//! a slow or hostile client holds one of [`MAX_CLIENTS`] slots until the
-//! deadline of its request, never the socket.
+//! a slow or hostile client holds one connection of the few its user may
+//! hold (see [`admission`]) until it has sent its request line or the
+//! line's short deadline passes, never the socket, and never root's
+//! reserve.
+
+mod admission;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -20,17 +23,23 @@ use portguard_core::control::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
 use crate::triggers::Trigger;
+use admission::{Admission, Refusal};
 
 /// Read, answer and write of one request, all together.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// For the request line alone: guardctl sends its line as soon as it is
+/// connected, so a client that has not within this time is stalling, and
+/// gives its connection back to others.
+const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(2);
 /// Kept back from the deadline to tell the client that the loop was late.
 const WRITE_RESERVE: Duration = Duration::from_secs(1);
-/// Clients served at once; one more is told "busy" and closed.
-pub const MAX_CLIENTS: usize = 32;
+/// How often a refused client is logged at most: a client that reconnects
+/// in a loop must not flood the journal.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Binds the socket (root only, or root and `group`) and serves it on a
 /// thread of its own.
@@ -160,7 +169,8 @@ async fn serve_all(listener: std::os::unix::net::UnixListener, tx: Sender<Trigge
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let admission = Admission::default();
+    let mut refusals = RefusalLog::default();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -171,7 +181,18 @@ async fn serve_all(listener: std::os::unix::net::UnixListener, tx: Sender<Trigge
                 continue;
             }
         };
-        match Arc::clone(&slots).try_acquire_owned() {
+        // Who connected, as the kernel recorded it at connect.
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::debug!(error = %e, "control client's credentials unreadable");
+                let _ = stream.try_write(&response_line(&error(
+                    "refused: cannot tell which user connected".into(),
+                )));
+                continue;
+            }
+        };
+        match admission.admit(uid) {
             Ok(slot) => {
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -179,27 +200,59 @@ async fn serve_all(listener: std::os::unix::net::UnixListener, tx: Sender<Trigge
                     drop(slot);
                 });
             }
-            Err(_) => {
-                tracing::warn!(max = MAX_CLIENTS, "control socket busy; client refused");
+            Err(refusal) => {
+                refusals.refused(uid, refusal);
                 // A fresh socket's buffer takes a short line without waiting.
-                let _ = stream.try_write(&response_line(&error(format!(
-                    "busy: {MAX_CLIENTS} clients are being served; try again"
-                ))));
+                let _ = stream.try_write(&response_line(&error(refusal.to_string())));
             }
         }
     }
 }
 
+/// Logs refused clients, at most once every [`REFUSAL_LOG_INTERVAL`], with
+/// how many were refused since the last message.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, uid: u32, refusal: Refusal) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            uid,
+            refused = self.unlogged,
+            "control socket: a client of uid {uid} was refused ({refusal}); {} refused since the last such message",
+            self.unlogged
+        );
+        self.last = Some(std::time::Instant::now());
+        self.unlogged = 0;
+    }
+}
+
 async fn serve(mut stream: UnixStream, tx: &Sender<Trigger>) {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let accepted = Instant::now();
+    let deadline = accepted + REQUEST_DEADLINE;
     let (read, mut write) = stream.split();
     let mut line = Vec::new();
     // One byte more than allowed, so that parse_request sees it is too long.
     let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
-    let response = match timeout_at(deadline, reader.read_until(b'\n', &mut line)).await {
+    let response = match timeout_at(
+        accepted + FIRST_LINE_DEADLINE,
+        reader.read_until(b'\n', &mut line),
+    )
+    .await
+    {
         Err(_) => error(format!(
             "bad request: no complete line within {} s",
-            REQUEST_DEADLINE.as_secs()
+            FIRST_LINE_DEADLINE.as_secs()
         )),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "control client read failed");
@@ -263,6 +316,7 @@ mod tests {
 
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Runs in a process of its own (this test re-executes itself): the

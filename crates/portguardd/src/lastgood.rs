@@ -19,10 +19,45 @@ pub fn path(state_dir: &Path) -> PathBuf {
 
 /// Writes `config` atomically (temporary file, fsync, rename), mode 0600
 /// in a directory of mode 0700: the loader refuses a file others could
-/// have written, and so it should.
+/// have written, and so it should. A file that already holds exactly this
+/// is left alone: every reload keeps the configuration, and most reloads
+/// change nothing (an fsync each would be disk writes for nothing, on the
+/// reconcile loop).
 pub fn save(state_dir: &Path, config: &Config) -> anyhow::Result<()> {
     ensure_state_dir(state_dir)?;
-    write_atomically(&path(state_dir), to_toml(config).as_bytes(), 0o600)
+    let target = path(state_dir);
+    let bytes = to_toml(config);
+    if holds_already(&target, bytes.as_bytes(), 0o600) {
+        return Ok(());
+    }
+    write_atomically(&target, bytes.as_bytes(), 0o600)
+}
+
+/// Whether `target` is a regular file of ours with mode `mode` holding
+/// exactly `bytes`. Anything else (no file, a link, another mode or
+/// owner, other bytes, an error) is rewritten.
+fn holds_already(target: &Path, bytes: &[u8], mode: u32) -> bool {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(target)
+    else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    if !meta.is_file()
+        || meta.mode() & 0o7777 != mode
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+        || meta.len() != bytes.len() as u64
+    {
+        return false;
+    }
+    let mut held = Vec::with_capacity(bytes.len());
+    file.read_to_end(&mut held).is_ok() && held == bytes
 }
 
 /// Creates the state directory if needed, mode 0700 either way.
@@ -274,6 +309,36 @@ container = "shop/web"
             std::fs::read_to_string(&target).unwrap(),
             "portguard_up 0\n"
         );
+    }
+
+    /// A reload that changes nothing does not write (nor fsync) the file;
+    /// a change, or a file that is not as the daemon left it, does.
+    #[test]
+    fn the_same_configuration_is_not_written_again() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path());
+        let inode = || std::fs::metadata(&file).unwrap().ino();
+        let config = Config::from_toml_str(FULL).unwrap();
+        save(dir.path(), &config).unwrap();
+        let first = inode();
+        save(dir.path(), &config).unwrap();
+        assert_eq!(inode(), first, "rewritten though nothing changed");
+
+        let other = Config::from_toml_str("[[allow]]\nport = 9000\n").unwrap();
+        save(dir.path(), &other).unwrap();
+        assert_ne!(inode(), first);
+        assert_eq!(
+            without_origins(load(dir.path()).unwrap().unwrap()),
+            without_origins(other.clone())
+        );
+
+        // Same bytes, but a mode the loader refuses: written again, 0600.
+        let second = inode();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        save(dir.path(), &other).unwrap();
+        assert_ne!(inode(), second);
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
     }
 
     #[test]

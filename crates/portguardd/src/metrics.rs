@@ -38,9 +38,14 @@ use crate::lastgood;
 
 /// In the state directory: the totals of earlier runs.
 const STATE_FILE: &str = "metrics.json";
-/// The kernel's counters are read at most this often (and whenever
-/// `guardctl metrics` asks): a read is a dump of the guard's tables.
+/// The kernel's counters are read at least this often (and more often
+/// when `guardctl metrics` asks): a read is a dump of the guard's tables.
 const READ_INTERVAL: Duration = Duration::from_secs(10);
+/// `guardctl metrics` has the counters read again when the last read is
+/// older than this; requests within it get the text already made. So any
+/// number of clients cost the loop at most one dump of the tables a
+/// second, and what they see is never older than this.
+const CLIENT_READ_GAP: Duration = Duration::from_secs(1);
 /// The file is rewritten at least this often, changed or not, so that its
 /// age tells a stalled daemon apart (node_textfile_mtime_seconds).
 const WRITE_INTERVAL: Duration = Duration::from_secs(60);
@@ -458,6 +463,20 @@ impl Metrics {
         text
     }
 
+    /// The text for `guardctl metrics`: the kernel's counters as read at
+    /// most [`CLIENT_READ_GAP`] ago, the rest as of the loop's last pass
+    /// (the text [`Metrics::update`] made then). Reads the counters only
+    /// when the last read is older than that.
+    pub fn for_client<B: Backend>(&mut self, guard: &mut Guard<B>) -> String {
+        let read_lately = self
+            .last_read
+            .is_some_and(|at| at.elapsed() < CLIENT_READ_GAP);
+        if read_lately && !self.last_text.is_empty() {
+            return self.last_text.clone();
+        }
+        self.update(guard, true)
+    }
+
     /// When a change held back by the write pacing is due to be written
     /// (the loop wakes then), if one is held back.
     pub fn write_due(&self) -> Option<Duration> {
@@ -500,6 +519,12 @@ impl Metrics {
         self.reconciles_at_read = guard.reconcile_seconds.count;
         match guard.backend.blocked_per_port() {
             Ok(tables) => {
+                // The tests count these: each read is a dump of every
+                // guard table, on the reconcile loop.
+                tracing::debug!(
+                    tables = tables.len(),
+                    "read the kernel's blocked-attempt counters"
+                );
                 self.read_error_logged = false;
                 for (index, (table, counters)) in tables.iter().enumerate() {
                     if index == 0 {
@@ -919,6 +944,8 @@ mod tests {
     struct Scripted {
         next: TableOutcome,
         counters: Vec<(L4Proto, u16, u64)>,
+        /// Reads of the counters (each a dump of the tables in the kernel).
+        reads: usize,
     }
 
     impl Backend for Scripted {
@@ -940,6 +967,7 @@ mod tests {
         fn blocked_per_port(
             &mut self,
         ) -> Result<Vec<crate::backend::TableCounters>, portguard_nft::NftError> {
+            self.reads += 1;
             Ok(vec![("portguard".into(), Some(self.counters.clone()))])
         }
         fn ip6_forward_policy(
@@ -973,6 +1001,7 @@ mod tests {
             Scripted {
                 next: TableOutcome::Replaced(vec![portguard_nft::Difference::TableMissing]),
                 counters: vec![(L4Proto::Tcp, 8081, counters)],
+                reads: 0,
             },
             portguard_core::control::DockerStatus {
                 connected: false,
@@ -1034,6 +1063,29 @@ mod tests {
         g.reconcile("start", Instant::now());
         let mut m = Metrics::start(None, state.path());
         assert_eq!(exported(&m.update(&mut g, true), blocked), "21");
+    }
+
+    /// 32 clients asking at once cost at most one read of the kernel, and
+    /// still see what the kernel counted up to the last read.
+    #[test]
+    fn clients_asking_together_share_one_read_of_the_counters() {
+        let state = tempfile::tempdir().unwrap();
+        let blocked = "portguard_blocked_attempts_total{port=\"8081\",proto=\"tcp\"}";
+        let mut g = guard(3);
+        g.reconcile("start", Instant::now());
+        let mut m = Metrics::start(None, state.path());
+        // The start reads once, as the daemon's does.
+        m.update(&mut g, true);
+        g.backend.counters = vec![(L4Proto::Tcp, 8081, 5)];
+        std::thread::sleep(CLIENT_READ_GAP);
+        let reads = g.backend.reads;
+        let texts: Vec<String> = (0..32).map(|_| m.for_client(&mut g)).collect();
+        assert_eq!(g.backend.reads - reads, 1, "one read for 32 clients");
+        assert!(texts.iter().all(|t| exported(t, blocked) == "5"));
+        // Within the gap the loop's own pass does not read either.
+        m.update(&mut g, false);
+        m.for_client(&mut g);
+        assert_eq!(g.backend.reads - reads, 1);
     }
 
     #[test]

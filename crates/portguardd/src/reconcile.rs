@@ -261,7 +261,7 @@ fn event_loop<B: Backend>(
                     status::explained(guard, port, proto, from),
                 )),
                 RequestBody::Metrics => {
-                    control::ok(ResponseBody::Metrics(metrics.update(guard, true)))
+                    control::ok(ResponseBody::Metrics(metrics.for_client(guard)))
                 }
             };
             let _ = reply.send(response);
