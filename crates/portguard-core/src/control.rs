@@ -123,6 +123,10 @@ pub struct ReloadOutcome {
     pub applied: bool,
     /// `file:line:column: message` when the new configuration was refused.
     pub error: Option<String>,
+    /// Allow entries of the configuration in force that open nothing now
+    /// (a misspelt container name, say), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// How the kernel protects the guard's table (`[guard] protection`).
@@ -345,6 +349,9 @@ pub struct Status {
     /// complete answer (absent once Docker answered).
     #[serde(default, skip_serializing_if = "crate::Judged::is_empty")]
     pub kept: crate::Judged,
+    /// Allow entries that open nothing now (listed once Docker answered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched: Vec<crate::unmatched::Unmatched>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

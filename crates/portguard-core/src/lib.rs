@@ -10,6 +10,7 @@ pub mod plan;
 pub mod render;
 pub mod ruleset;
 pub mod snapshot;
+pub mod unmatched;
 pub mod verdict;
 
 pub use plan::plan;

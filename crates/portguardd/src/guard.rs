@@ -338,6 +338,7 @@ impl<B: Backend> Guard<B> {
             ReloadOutcome {
                 applied: false,
                 error: Some(error),
+                warnings: Vec::new(),
             }
         };
         let config = match loaded {
@@ -362,12 +363,28 @@ impl<B: Backend> Guard<B> {
                 self.config_error = None;
                 self.keep_last_good();
                 tracing::info!(portguard_event = event::RELOAD, "configuration reloaded");
+                let warnings: Vec<String> =
+                    self.unmatched().iter().map(ToString::to_string).collect();
+                for warning in &warnings {
+                    tracing::warn!("allow entry opens nothing: {warning}");
+                }
                 ReloadOutcome {
                     applied: true,
                     error: None,
+                    warnings,
                 }
             }
         }
+    }
+
+    /// Allow entries that open nothing now (container entries once Docker
+    /// answered).
+    pub fn unmatched(&self) -> Vec<portguard_core::unmatched::Unmatched> {
+        portguard_core::unmatched::unmatched_entries(
+            &self.config,
+            &self.snapshot,
+            self.docker.engine.is_some(),
+        )
     }
 
     /// Keeps the configuration in force as the last good one, if it came
@@ -433,6 +450,11 @@ impl<B: Backend> Guard<B> {
             self.snapshot = snapshot;
             self.reconcile("docker", Instant::now());
             self.save_judged();
+            if connected {
+                for unmatched in self.unmatched() {
+                    tracing::warn!("allow entry opens nothing: {unmatched}");
+                }
+            }
         }
         if connected {
             self.restore_ip6_policy("Docker (re)connected");
@@ -742,6 +764,26 @@ mod tests {
         );
         assert_eq!(elements(&guard, "published_tcp"), ["8080"]);
         drop(dir);
+    }
+
+    /// Issue 22: a misspelt container name passed reload without a word.
+    #[test]
+    fn a_reload_names_the_entries_that_open_nothing() {
+        let (mut guard, _dir) = guard("");
+        guard.on_docker(docker_connected(docker_host()));
+        let outcome = guard.reload(Ok(
+            Config::from_toml_str("[[allow]]\ncontainer = \"dbs\"\n").unwrap()
+        ));
+        assert!(outcome.applied);
+        assert_eq!(outcome.warnings.len(), 1, "{outcome:?}");
+        assert!(
+            outcome.warnings[0].contains("did you mean \"db\"?"),
+            "{outcome:?}"
+        );
+        let outcome = guard.reload(Ok(
+            Config::from_toml_str("[[allow]]\ncontainer = \"db\"\n").unwrap()
+        ));
+        assert_eq!(outcome.warnings, Vec::<String>::new());
     }
 
     #[test]

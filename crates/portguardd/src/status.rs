@@ -57,6 +57,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         firewall,
         docker_api: docker_api_reports(&guard.config, &guard.snapshot),
         kept: guard.snapshot.kept.clone(),
+        unmatched: guard.unmatched(),
     }
 }
 

@@ -369,6 +369,17 @@ fn audit_mode_drops_nothing_and_counts_what_it_would_have() {
     let status = env.status();
     assert_eq!(status["mode"], "audit");
     assert!(status["blocked_packets"].as_u64().unwrap() >= 1, "{status}");
+    // One connection counts once, on the default bridge and on a
+    // user-defined network (`br-<id>` is in `judged_bridges` and matches
+    // `br-*`: before, both jumps judged it, and it counted twice).
+    env.dockerd.docker("network create usernet");
+    env.web("api", &["9000:80"], "--network usernet");
+    let counted = || env.status()["blocked_packets"].as_u64().unwrap();
+    for target in ["10.77.0.1:8081", "10.77.0.1:9000"] {
+        let before = counted();
+        assert!(env.open_from_wan(target), "audit mode drops nothing");
+        assert_eq!(counted() - before, 1, "one connection to {target}");
+    }
 }
 
 #[test]
