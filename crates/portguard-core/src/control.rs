@@ -143,6 +143,17 @@ pub enum ProtectionTier {
     Twin,
 }
 
+impl fmt::Display for ProtectionTier {
+    /// As the configuration spells it (`owned-persistent`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProtectionTier::OwnedPersistent => "owned-persistent",
+            ProtectionTier::OwnedStandby => "owned-standby",
+            ProtectionTier::Twin => "twin",
+        })
+    }
+}
+
 /// Which configuration is in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

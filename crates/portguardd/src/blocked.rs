@@ -334,8 +334,8 @@ pub fn spawn() -> Arc<Blocked> {
         }
     };
     if !nflog.conntrack {
-        tracing::warn!(
-            "the kernel attaches no conntrack data to nflog reports; forwarded attempts show the container port"
+        tracing::info!(
+            "the kernel attaches no conntrack data to nflog reports: the host port of a forwarded attempt is taken from the reported packet (enforce mode) or looked up in conntrack (audit mode)"
         );
     }
     let (tx, rx) = sync_channel::<Attempt>(QUEUE);

@@ -210,7 +210,12 @@ impl<B: Backend> Guard<B> {
             }
             Outcome::Unchanged => tracing::debug!(reason, "reconcile: unchanged"),
             _ => {
-                tracing::info!(reason, duration_ms = %format!("{duration_ms:.2}"), %outcome, "reconcile")
+                tracing::info!(
+                    reason,
+                    duration_ms = %format!("{duration_ms:.2}"),
+                    %outcome,
+                    "guard table checked after {reason} ({duration_ms:.1} ms): {outcome}"
+                )
             }
         }
         self.last_reconcile = Some(ReconcileRecord {
@@ -506,7 +511,7 @@ impl<B: Backend> Guard<B> {
 
     pub fn notify_status(&self) {
         let text = format!(
-            "{} mode, {:?} protection, {} allow entries, {} published ports, Docker {}, {} restores{}",
+            "{} mode, {} protection, {} allow entries, {} published ports, Docker {}, {} restores{}",
             match self.config.guard.mode {
                 portguard_config::Mode::Enforce => "enforcing",
                 portguard_config::Mode::Audit => "audit",
@@ -771,9 +776,10 @@ mod tests {
     fn a_reload_names_the_entries_that_open_nothing() {
         let (mut guard, _dir) = guard("");
         guard.on_docker(docker_connected(docker_host()));
-        let outcome = guard.reload(Ok(
-            Config::from_toml_str("[[allow]]\ncontainer = \"dbs\"\n").unwrap()
-        ));
+        let outcome = guard.reload(Ok(Config::from_toml_str(
+            "[[allow]]\ncontainer = \"dbs\"\n",
+        )
+        .unwrap()));
         assert!(outcome.applied);
         assert_eq!(outcome.warnings.len(), 1, "{outcome:?}");
         assert!(

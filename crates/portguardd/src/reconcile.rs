@@ -125,7 +125,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     }
     guard.keep_last_good();
     guard.restore_ip6_policy("start");
-    tracing::info!(portguard_event = event::START, protection = ?tier, "guard table installed");
+    tracing::info!(
+        portguard_event = event::START,
+        protection = %tier,
+        "protection in place ({tier}): the guard's table is installed, before Docker is asked"
+    );
     // The judge chains' nflog rule is in place: follow what it reports.
     let blocked = blocked::spawn();
     control::spawn(&control_socket, control_group.as_deref(), tx.clone())?;

@@ -358,7 +358,7 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
     );
     let started = c.sh("journalctl -u portguard PORTGUARD_EVENT=start --no-pager -o cat");
     assert!(
-        started.contains("guard table installed"),
+        started.contains("protection in place ("),
         "PORTGUARD_EVENT=start: {started}"
     );
 
