@@ -21,7 +21,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NLA_TYPE_MASK, NetlinkPayload, Nla, NlasIterator, Parseable};
-use netlink_packet_netfilter::conntrack::ConntrackAttribute;
+use netlink_packet_netfilter::conntrack::{ConntrackAttribute, ProtoTuple, Tuple};
 use netlink_packet_netfilter::nflog::{
     ConfigCmd, ConfigFlags, ConfigMode, ConfigNla, PacketNla, Timeout, ULogMessage,
 };
@@ -50,6 +50,9 @@ const DATAGRAM_BYTES: u32 = 32 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
     pub source: IpAddr,
+    /// The source port: with the rest, what tells a new connection from
+    /// a retransmission of the same one.
+    pub source_port: u16,
     pub proto: L4Proto,
     /// The host port, as published (before DNAT).
     pub port: u16,
@@ -181,6 +184,7 @@ impl Nflog {
     fn resolve(&mut self, headers: Headers, audit: bool) -> Attempt {
         let attempt = |port| Attempt {
             source: headers.source,
+            source_port: headers.sport,
             proto: headers.proto,
             port,
             audit,
@@ -234,8 +238,9 @@ pub fn parse_report(nlas: &[PacketNla]) -> Option<Report> {
     }
     let audit = audit?;
     Some(match ct.as_deref().and_then(original_flow) {
-        Some((source, proto, port)) => Report::Resolved(Attempt {
+        Some((source, source_port, proto, port)) => Report::Resolved(Attempt {
             source,
+            source_port,
             proto,
             port,
             audit,
@@ -248,14 +253,26 @@ fn l4proto(number: u8) -> Option<L4Proto> {
     L4Proto::ALL.into_iter().find(|p| p.number() == number)
 }
 
-/// Source, protocol and original destination port of the conntrack entry
-/// in an `NFULA_CT` attribute.
-fn original_flow(ct: &[u8]) -> Option<(IpAddr, L4Proto, u16)> {
+/// Source address and port, protocol and original destination port of
+/// the conntrack entry in an `NFULA_CT` attribute.
+fn original_flow(ct: &[u8]) -> Option<(IpAddr, u16, L4Proto, u16)> {
     for nla in NlasIterator::new(ct) {
         let Ok(buf) = nla else { return None };
         if let Ok(ConntrackAttribute::CtaTupleOrig(tuple)) = ConntrackAttribute::parse(&buf) {
             let flow = flow_of(&tuple)?;
-            return Some((flow.source, l4proto(flow.proto)?, flow.original_dport));
+            let source_port = tuple.iter().find_map(|part| match part {
+                Tuple::Proto(fields) => fields.iter().find_map(|f| match f {
+                    ProtoTuple::SourcePort(p) => Some(*p),
+                    _ => None,
+                }),
+                _ => None,
+            })?;
+            return Some((
+                flow.source,
+                source_port,
+                l4proto(flow.proto)?,
+                flow.original_dport,
+            ));
         }
     }
     None
@@ -386,6 +403,7 @@ mod tests {
             report,
             Some(Report::Resolved(Attempt {
                 source: "203.0.113.9".parse().unwrap(),
+                source_port: 40000,
                 proto: L4Proto::Udp,
                 port: 5353,
                 audit: false,

@@ -38,6 +38,13 @@ use portguard_nft::{Attempt, Nflog};
 
 /// Minutes in the sliding window.
 pub const WINDOW_MINUTES: u64 = 60;
+/// How long reports of one TCP connection count as one attempt: Linux
+/// sends a refused SYN again after 1, 3, 7, ... s, for up to 127 s
+/// (`tcp_syn_retries` = 6).
+const CONNECTION_WINDOW: std::time::Duration = std::time::Duration::from_secs(130);
+/// Connections remembered at most (a flood of spoofed sources: the oldest
+/// are forgotten first, and count again if they come back).
+const CONNECTIONS_REMEMBERED: usize = 16_384;
 /// Host ports (with protocol) kept apart.
 pub const MAX_PORTS: usize = 64;
 /// Space-Saving counters per port and minute.
@@ -392,6 +399,52 @@ pub fn spawn() -> Arc<Blocked> {
 /// attempt per port and minute goes to the journal (`PORTGUARD_EVENT=blocked`
 /// with port and source), the rest is only counted, so a flood writes at
 /// most [`JOURNAL_PORTS_PER_MINUTE`] lines a minute.
+/// The TCP attempts already counted: `guardctl blocked` counts
+/// connections, not packets. A retransmitted SYN has the same source
+/// address and port, host port and mode as the first. Each UDP datagram
+/// stays an attempt of its own: UDP has no retransmission of its own, and
+/// a flood from one socket is what the top sources are there to show.
+#[derive(Default)]
+struct Connections {
+    seen: HashMap<ConnectionKey, Instant>,
+    order: VecDeque<(Instant, ConnectionKey)>,
+}
+
+type ConnectionKey = (IpAddr, u16, L4Proto, u16, bool);
+
+impl Connections {
+    /// Whether `attempt` starts a connection not seen in the window
+    /// (every UDP datagram does).
+    fn is_new(&mut self, attempt: &Attempt, now: Instant) -> bool {
+        if attempt.proto != L4Proto::Tcp {
+            return true;
+        }
+        while let Some((at, key)) = self.order.front() {
+            let expired = now.duration_since(*at) >= CONNECTION_WINDOW;
+            if !expired && self.order.len() < CONNECTIONS_REMEMBERED {
+                break;
+            }
+            if self.seen.get(key) == Some(at) {
+                self.seen.remove(key);
+            }
+            self.order.pop_front();
+        }
+        let key = (
+            attempt.source,
+            attempt.source_port,
+            attempt.proto,
+            attempt.port,
+            attempt.audit,
+        );
+        if self.seen.contains_key(&key) {
+            return false;
+        }
+        self.seen.insert(key, now);
+        self.order.push_back((now, key));
+        true
+    }
+}
+
 #[derive(Default)]
 struct JournalPace {
     minute: u64,
@@ -436,6 +489,7 @@ fn journal(attempt: &Attempt) {
 /// Takes attempts off the queue into the summary, a burst per lock.
 fn summarize(shared: &Blocked, rx: &Receiver<Attempt>) {
     let mut pace = JournalPace::default();
+    let mut connections = Connections::default();
     while let Ok(first) = rx.recv() {
         let now = shared.minute();
         let mut to_journal = Vec::new();
@@ -443,7 +497,11 @@ fn summarize(shared: &Blocked, rx: &Receiver<Attempt>) {
             let Ok(mut summary) = shared.summary.lock() else {
                 return;
             };
+            let arrived = Instant::now();
             let mut take = |attempt: Attempt| {
+                if !connections.is_new(&attempt, arrived) {
+                    return;
+                }
                 summary.record(&attempt, now);
                 if pace.first(&attempt, now) {
                     to_journal.push(attempt);
@@ -484,9 +542,44 @@ mod tests {
         assert_eq!(flood, JOURNAL_PORTS_PER_MINUTE);
     }
 
+    #[test]
+    fn a_retransmitted_syn_is_the_same_attempt_and_a_new_source_port_another() {
+        let mut connections = Connections::default();
+        let start = Instant::now();
+        let a = attempt(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), 8081);
+        assert!(connections.is_new(&a, start));
+        for later in [1, 3, 7, 15, 31, 63, 127] {
+            let at = start + std::time::Duration::from_secs(later);
+            assert!(!connections.is_new(&a, at), "retransmit after {later} s");
+        }
+        let udp = Attempt {
+            proto: L4Proto::Udp,
+            ..a
+        };
+        assert!(connections.is_new(&udp, start) && connections.is_new(&udp, start));
+        let other_port = Attempt {
+            source_port: 40001,
+            ..a
+        };
+        assert!(connections.is_new(&other_port, start));
+        let audited = Attempt { audit: true, ..a };
+        assert!(connections.is_new(&audited, start), "audit counts apart");
+        assert!(
+            connections.is_new(&a, start + CONNECTION_WINDOW),
+            "a new connection once the window passed"
+        );
+        // Bounded: a flood forgets the oldest.
+        for n in 0..2 * CONNECTIONS_REMEMBERED as u32 {
+            connections.is_new(&attempt(v4(n), 9), start);
+        }
+        assert!(connections.seen.len() <= CONNECTIONS_REMEMBERED);
+        assert!(connections.order.len() <= CONNECTIONS_REMEMBERED);
+    }
+
     fn attempt(source: IpAddr, port: u16) -> Attempt {
         Attempt {
             source,
+            source_port: 40000,
             proto: L4Proto::Tcp,
             port,
             audit: false,

@@ -332,3 +332,34 @@ fn a_flood_from_random_sources_keeps_memory_bounded_and_the_top_source_right() {
         "the daemon's peak RSS was {peak} KiB (bound: 20 MB)"
     );
 }
+
+/// Issue 22: one dropped connection counted as two attempts (the SYN's
+/// retransmission). `guardctl blocked` counts TCP connections (source
+/// address and port, host port) and UDP datagrams.
+#[test]
+fn one_tcp_connection_counts_one_attempt_however_often_its_syn_comes() {
+    let lab = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(&lab, dir.path(), "");
+    // A connect that waits 2.5 s: Linux sends the SYN again after 1 s.
+    assert!(!tcp_probe(
+        &lab.wan,
+        "10.99.0.1:8083".parse::<SocketAddr>().unwrap(),
+        Duration::from_millis(2500)
+    ));
+    let report = blocked_until(&daemon, "the attempt reported", |r| {
+        port_entry(r, 8083, "tcp").is_some()
+    });
+    // The reports are in: nothing more comes.
+    std::thread::sleep(Duration::from_millis(500));
+    let report = {
+        let again = daemon.guardctl_json(&["blocked"]);
+        assert_eq!(again["ports"], report["ports"], "late reports: {again:#}");
+        again
+    };
+    assert_eq!(
+        port_entry(&report, 8083, "tcp").unwrap()["attempts"],
+        1,
+        "{report:#}"
+    );
+}
