@@ -92,6 +92,8 @@ impl Style {
         let code = match verdict {
             Verdict::Allowed => "32",
             Verdict::Blocked => "1",
+            // Open, and not by choice: as loud as blocked, in yellow.
+            Verdict::OpenInAudit => "1;33",
             Verdict::LocalOnly => "36",
             Verdict::HostNetwork => "33",
         };

@@ -163,6 +163,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match outcome.error {
                 None => {
                     println!("configuration reloaded and applied");
+                    for warning in &outcome.warnings {
+                        eprintln!("guardctl: warning: {}", printable(warning));
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(e) => {

@@ -88,6 +88,12 @@ pub fn render_status(status: &Status, style: &Style) -> String {
     if !status.kept.is_empty() {
         lines.push("Kept", kept_line(&status.kept));
     }
+    for unmatched in &status.unmatched {
+        lines.push(
+            "Opens nothing",
+            format!("{}.", printable(&unmatched.to_string())),
+        );
+    }
     for api in &status.docker_api {
         lines.push("Docker API", docker_api_line(api, style));
     }

@@ -106,6 +106,7 @@ fn status() -> Status {
         firewall: None,
         docker_api: Vec::new(),
         kept: Default::default(),
+        unmatched: Vec::new(),
     }
 }
 
@@ -160,6 +161,7 @@ fn control_characters_from_docker_and_the_daemon_are_printed_escaped() {
     let out = guardctl_against(
         &socket,
         ResponseBody::Explain(Explanation {
+            mode: portguard_config::Mode::Enforce,
             answer: ExplainAnswer::Open,
             reasons: vec![format!("allowed by container {EVIL}")],
             warnings: vec![format!("IPv6 INPUT drop {EVIL}")],
@@ -425,6 +427,7 @@ fn enforcing_status() -> Status {
         )),
         blocked_last_hour: vec![blocked_port(5353, 1200, 4)],
         kept: Default::default(),
+        unmatched: Vec::new(),
     }
 }
 
@@ -470,6 +473,7 @@ fn troubled_status() -> Status {
         published: Vec::new(),
         docker_api: vec![api],
         kept: Default::default(),
+        unmatched: Vec::new(),
         firewall: None,
         blocked_last_hour: vec![],
     }

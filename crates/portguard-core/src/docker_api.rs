@@ -111,6 +111,7 @@ pub fn explain(
         reasons.push("it is bound to loopback only: unreachable from other hosts".into());
         return Some(Explanation {
             answer: ExplainAnswer::LocalOnly,
+            mode: config.guard.mode,
             reasons,
             warnings: Vec::new(),
         });
@@ -134,21 +135,20 @@ pub fn explain(
         }
     }
     if !open {
-        reasons.push(format!(
-            "no allow entry with `from` admits {target} from {source}: new connections from untrusted interfaces are dropped{}",
-            if config.guard.mode == Mode::Audit {
-                " (audit mode: counted and logged, not dropped)"
-            } else {
-                ""
-            }
+        reasons.push(crate::verdict::not_admitted(
+            config.guard.mode,
+            "allow entry with `from`",
+            &target,
+            &source,
         ));
     }
     Some(Explanation {
         answer: if open {
             ExplainAnswer::Open
         } else {
-            ExplainAnswer::Closed
+            crate::verdict::not_admitted_answer(config.guard.mode)
         },
+        mode: config.guard.mode,
         reasons,
         warnings: Vec::new(),
     })

@@ -18,6 +18,9 @@ pub enum Verdict {
     Allowed,
     /// New connections from untrusted interfaces are dropped.
     Blocked,
+    /// Audit mode: no allow entry lists it, so it is open (counted and
+    /// logged); enforce mode would block it.
+    OpenInAudit,
     /// Bound to a loopback address: unreachable from other hosts anyway.
     LocalOnly,
     /// The container uses the host's network: nothing crosses FORWARD, the
@@ -30,6 +33,7 @@ impl Verdict {
         match self {
             Verdict::Allowed => "allowed",
             Verdict::Blocked => "blocked",
+            Verdict::OpenInAudit => "open-in-audit",
             Verdict::LocalOnly => "local-only",
             Verdict::HostNetwork => "host-network",
         }
@@ -103,6 +107,7 @@ pub fn verdict<'c>(
     }
     match allowing_entry(config, snapshot, port) {
         Some(entry) => (Verdict::Allowed, Some(entry)),
+        None if config.guard.mode == portguard_config::Mode::Audit => (Verdict::OpenInAudit, None),
         None => (Verdict::Blocked, None),
     }
 }
@@ -148,6 +153,9 @@ pub enum ExplainAnswer {
     Open,
     /// New connections from untrusted interfaces are dropped.
     Closed,
+    /// Audit mode: no allow entry admits it, so it is open (counted and
+    /// logged); enforce mode would drop it.
+    OpenInAudit,
     /// No container publishes the port: the host's own firewall decides.
     NotPublished,
     /// Bound to loopback only.
@@ -162,6 +170,7 @@ impl ExplainAnswer {
         match self {
             ExplainAnswer::Open => "open",
             ExplainAnswer::Closed => "closed",
+            ExplainAnswer::OpenInAudit => "open-in-audit",
             ExplainAnswer::NotPublished => "not-published",
             ExplainAnswer::LocalOnly => "local-only",
             ExplainAnswer::HostNetwork => "host-network",
@@ -173,6 +182,9 @@ impl ExplainAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
     pub answer: ExplainAnswer,
+    /// The mode the answer holds in (`audit`: nothing is dropped).
+    #[serde(default)]
+    pub mode: portguard_config::Mode,
     pub reasons: Vec<String>,
     /// As [`PortReport::warnings`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -230,6 +242,7 @@ pub fn explain(
         };
         return Explanation {
             answer,
+            mode: config.guard.mode,
             reasons,
             warnings: Vec::new(),
         };
@@ -247,13 +260,11 @@ pub fn explain(
         }
     }
     if !open {
-        reasons.push(format!(
-            "no allow entry admits {target} from {source}: new connections from untrusted interfaces are dropped{}",
-            if config.guard.mode == portguard_config::Mode::Audit {
-                " (audit mode: counted and logged, not dropped)"
-            } else {
-                ""
-            }
+        reasons.push(not_admitted(
+            config.guard.mode,
+            "allow entry",
+            &target,
+            &source,
         ));
     }
     if !config.guard.trusted_interfaces.is_empty() {
@@ -271,12 +282,38 @@ pub fn explain(
     let answer = match (published.is_empty(), open) {
         (true, _) => ExplainAnswer::NotPublished,
         (false, true) => ExplainAnswer::Open,
-        (false, false) => ExplainAnswer::Closed,
+        (false, false) => not_admitted_answer(config.guard.mode),
     };
     Explanation {
         answer,
+        mode: config.guard.mode,
         reasons,
         warnings: Vec::new(),
+    }
+}
+
+/// Why no `entries` admits `target` from `source`, in the mode in force.
+pub(crate) fn not_admitted(
+    mode: portguard_config::Mode,
+    entries: &str,
+    target: &str,
+    source: &str,
+) -> String {
+    match mode {
+        portguard_config::Mode::Enforce => format!(
+            "no {entries} admits {target} from {source}: new connections from untrusted interfaces are dropped"
+        ),
+        portguard_config::Mode::Audit => format!(
+            "no {entries} admits {target} from {source}: audit mode only counts and logs new connections, so it is OPEN; enforce mode would drop them"
+        ),
+    }
+}
+
+/// The answer when no entry admits the connection, in the mode in force.
+pub(crate) fn not_admitted_answer(mode: portguard_config::Mode) -> ExplainAnswer {
+    match mode {
+        portguard_config::Mode::Enforce => ExplainAnswer::Closed,
+        portguard_config::Mode::Audit => ExplainAnswer::OpenInAudit,
     }
 }
 
@@ -335,6 +372,7 @@ mod tests {
         let table = [
             (ExplainAnswer::Open, "open"),
             (ExplainAnswer::Closed, "closed"),
+            (ExplainAnswer::OpenInAudit, "open-in-audit"),
             (ExplainAnswer::NotPublished, "not-published"),
             (ExplainAnswer::LocalOnly, "local-only"),
             (ExplainAnswer::HostNetwork, "host-network"),
@@ -350,12 +388,17 @@ mod tests {
         );
     }
 
-    /// An answer as the daemon wrote it while `answer` was a string.
+    /// An answer as the daemon wrote it while `answer` was a string, and
+    /// before it said the mode (issue 22: every answer carries it now).
     #[test]
     fn an_explanation_from_the_string_typed_daemon_reads() {
         let json = r#"{"answer":"not-published","reasons":["no container publishes 1234/tcp; portguard only judges published ports, so the host's own firewall decides"]}"#;
         let explanation: Explanation = serde_json::from_str(json).unwrap();
         assert_eq!(explanation.answer, ExplainAnswer::NotPublished);
-        assert_eq!(serde_json::to_string(&explanation).unwrap(), json);
+        assert_eq!(explanation.mode, portguard_config::Mode::Enforce);
+        assert_eq!(
+            serde_json::to_string(&explanation).unwrap(),
+            json.replace(r#""reasons""#, r#""mode":"enforce","reasons""#)
+        );
     }
 }

@@ -208,3 +208,42 @@ fn ipv6_input_drop_warns_on_allowed_ipv6_ports_only() {
     warn_ipv6_input_explained(&mut v4_only, &snap, 27017, L4Proto::Tcp, Some(&drop));
     assert!(v4_only.warnings.is_empty(), "bound on 0.0.0.0 only");
 }
+
+/// Issue 22: in audit mode, the first-install path, `explain 27017`
+/// said "closed" and `ports` "blocked" while the port answered from
+/// outside. An unlisted port is open in audit mode, and says that
+/// enforce mode would block it.
+#[test]
+fn audit_mode_says_open_and_that_enforce_would_block() {
+    let audit = Config::from_toml_str(&format!("[guard]\nmode = \"audit\"\n{CONFIG}")).unwrap();
+    let enforce = Config::from_toml_str(CONFIG).unwrap();
+    let snap = snapshot();
+    let verdict_of = |config: &Config, port: u16| {
+        port_reports(config, &snap)
+            .into_iter()
+            .find(|r| r.host_port == port)
+            .unwrap()
+            .verdict
+    };
+    assert_eq!(verdict_of(&enforce, 27017), Verdict::Blocked);
+    assert_eq!(verdict_of(&audit, 27017), Verdict::OpenInAudit);
+    assert_eq!(
+        verdict_of(&audit, 8080),
+        Verdict::Allowed,
+        "listed: allowed either way"
+    );
+    assert_eq!(verdict_of(&audit, 6379), Verdict::LocalOnly);
+    let e = explain(&audit, &snap, 27017, L4Proto::Tcp, None);
+    assert_eq!(e.answer, ExplainAnswer::OpenInAudit);
+    assert_eq!(e.mode, portguard_config::Mode::Audit);
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.contains("it is OPEN; enforce mode would drop them")),
+        "{e:?}"
+    );
+    assert_eq!(
+        explain(&enforce, &snap, 27017, L4Proto::Tcp, None).answer,
+        ExplainAnswer::Closed
+    );
+}

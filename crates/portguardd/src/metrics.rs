@@ -196,7 +196,9 @@ pub struct Values {
     pub ended_connections: u64,
     pub blocked: BTreeMap<(L4Proto, u16), u64>,
     /// Published ports per verdict.
-    pub published: [(Verdict, usize); 4],
+    pub published: [(Verdict, usize); 5],
+    /// The mode in force: in audit mode nothing is dropped.
+    pub mode: portguard_config::Mode,
     pub docker_connected: bool,
     /// TCP ports dockerd listens on beyond loopback (the Docker API):
     /// address, port, plain (2375, no TLS), and whether the guard closes it
@@ -207,9 +209,10 @@ pub struct Values {
     pub last_verify: Option<SystemTime>,
 }
 
-const VERDICTS: [Verdict; 4] = [
+const VERDICTS: [Verdict; 5] = [
     Verdict::Allowed,
     Verdict::Blocked,
+    Verdict::OpenInAudit,
     Verdict::LocalOnly,
     Verdict::HostNetwork,
 ];
@@ -268,6 +271,20 @@ pub fn render(v: &Values) -> String {
         out,
         "portguard_protection_tier_info{{tier=\"{}\"}} 1",
         label(tier_name(v.tier))
+    );
+    header(
+        &mut out,
+        "portguard_mode_info",
+        "gauge",
+        "The mode in force (label mode: enforce, or audit, where nothing is dropped), always 1.",
+    );
+    let _ = writeln!(
+        out,
+        "portguard_mode_info{{mode=\"{}\"}} 1",
+        match v.mode {
+            portguard_config::Mode::Enforce => "enforce",
+            portguard_config::Mode::Audit => "audit",
+        }
     );
     gauge(
         &mut out,
@@ -559,6 +576,7 @@ impl Metrics {
         Values {
             up,
             tier: guard.backend.protection(),
+            mode: guard.config.guard.mode,
             ruleset_installed: guard.applied.is_some()
                 && !failed
                 && (self.primary_present || reconciled_since_read),
@@ -775,6 +793,7 @@ mod tests {
         Values {
             up: true,
             tier: ProtectionTier::OwnedPersistent,
+            mode: portguard_config::Mode::Enforce,
             ruleset_installed: true,
             restores: 2,
             ipv6_policy_restores: 1,
@@ -785,6 +804,7 @@ mod tests {
             published: [
                 (Verdict::Allowed, 1),
                 (Verdict::Blocked, 2),
+                (Verdict::OpenInAudit, 0),
                 (Verdict::LocalOnly, 0),
                 (Verdict::HostNetwork, 0),
             ],
@@ -803,6 +823,7 @@ mod tests {
             "# TYPE portguard_up gauge",
             "portguard_up 1",
             "portguard_protection_tier_info{tier=\"owned-persistent\"} 1",
+            "portguard_mode_info{mode=\"enforce\"} 1",
             "portguard_ruleset_installed 1",
             "# TYPE portguard_restores_total counter",
             "portguard_restores_total 2",
@@ -814,6 +835,7 @@ mod tests {
             "portguard_docker_api_exposed{address=\"0.0.0.0\",port=\"2375\",plain=\"true\",closed=\"true\"} 1",
             "portguard_published_ports{verdict=\"allowed\"} 1",
             "portguard_published_ports{verdict=\"blocked\"} 2",
+            "portguard_published_ports{verdict=\"open-in-audit\"} 0",
             "portguard_published_ports{verdict=\"local-only\"} 0",
             "portguard_published_ports{verdict=\"host-network\"} 0",
             "portguard_docker_connected 1",

@@ -112,6 +112,19 @@ fn p1_container_entries_local_only_bindings_and_custom_bridge_names() {
         .host
         .sh("nft list set inet portguard docker_bridges");
     assert!(bridges.contains("\"pgshop0\""), "{bridges}");
+    // Issue 22: a misspelt name opened nothing, silently. Now the reload
+    // and status say so, with the nearest name.
+    env.write_config("[[allow]]\ncontainer = \"shpo\"\n");
+    let out = env.daemon().guardctl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("container shpo") && stderr.contains("did you mean \"shop\"?"),
+        "{stderr}"
+    );
+    let status = env.status();
+    assert_eq!(status["unmatched"][0]["did_you_mean"], "shop", "{status}");
+    assert_eq!(env.verdict(8085), "blocked");
 }
 
 #[test]
@@ -369,6 +382,16 @@ fn audit_mode_drops_nothing_and_counts_what_it_would_have() {
     let status = env.status();
     assert_eq!(status["mode"], "audit");
     assert!(status["blocked_packets"].as_u64().unwrap() >= 1, "{status}");
+    // What answers from outside is called open, everywhere (issue 22: it
+    // was "closed" and "blocked" on the recommended first install).
+    assert_eq!(env.verdict(8081), "open-in-audit");
+    let explained = env.daemon().guardctl_json(&["explain", "8081"]);
+    assert_eq!(explained["answer"], "open-in-audit", "{explained}");
+    assert_eq!(explained["mode"], "audit", "{explained}");
+    assert_eq!(
+        status["published"][0]["verdict"], "open-in-audit",
+        "{status}"
+    );
     // One connection counts once, on the default bridge and on a
     // user-defined network (`br-<id>` is in `judged_bridges` and matches
     // `br-*`: before, both jumps judged it, and it counted twice).
