@@ -35,7 +35,7 @@ impl Lines {
 fn kept_line(kept: &portguard_core::Judged) -> String {
     let mut parts = Vec::new();
     if !kept.bridges.is_empty() {
-        let names: Vec<String> = kept.bridges.iter().map(|b| printable(b)).collect();
+        let names: Vec<String> = kept.bridges.iter().map(|b| printable(b).into_owned()).collect();
         parts.push(format!("bridges {}", names.join(", ")));
     }
     let ports: Vec<String> = kept

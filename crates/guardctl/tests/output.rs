@@ -424,6 +424,7 @@ fn enforcing_status() -> Status {
             },
         )),
         blocked_last_hour: vec![blocked_port(5353, 1200, 4)],
+        kept: Default::default(),
     }
 }
 
