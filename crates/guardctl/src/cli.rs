@@ -115,7 +115,7 @@ pub enum Command {
     /// reconcile, restores, Docker connection, IPv6 forward policy), then
     /// every published port with its verdict.
     Status {
-        /// Machine-readable output (documented in docs/guardctl.md).
+        /// Machine-readable output (documented in /usr/share/doc/portguard/guardctl.md).
         #[arg(long)]
         json: bool,
     },
@@ -126,7 +126,7 @@ pub enum Command {
         /// Machine-readable output: a list of objects with host_ip,
         /// host_port, proto, container, container_port, verdict, allowed_by
         /// (and compose, service, warnings when they say something);
-        /// documented in docs/guardctl.md.
+        /// documented in /usr/share/doc/portguard/guardctl.md.
         #[arg(long)]
         json: bool,
     },
@@ -144,7 +144,7 @@ pub enum Command {
         /// not-published, local-only, host-network), reasons and, when
         /// there are any, warnings; without a protocol also proto (the
         /// one answered for) and, when both are published, also (UDP's
-        /// answer); documented in docs/guardctl.md.
+        /// answer); documented in /usr/share/doc/portguard/guardctl.md.
         #[arg(long)]
         json: bool,
     },
@@ -152,7 +152,7 @@ pub enum Command {
     /// distinct sources and the top sources (reported by the kernel, at
     /// most 250 a second per protocol and judge chain; a flood is sampled).
     Blocked {
-        /// Machine-readable output (documented in docs/guardctl.md).
+        /// Machine-readable output (documented in /usr/share/doc/portguard/guardctl.md).
         #[arg(long)]
         json: bool,
     },
