@@ -24,22 +24,26 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-pub fn print_blocked(report: &BlockedReport) {
+/// `guardctl blocked`'s text.
+pub fn render_blocked(report: &BlockedReport) -> String {
     let what = if report.audit {
         "New connections that would have been blocked (audit mode)"
     } else {
         "Blocked new connections"
     };
-    println!(
-        "{what} in the last {}, as the kernel reported them (at most {} a second per protocol and chain):",
+    let mut text = format!(
+        "{what} in the last {}, as the kernel reported them (at most {} a second per protocol and chain):\n",
         plural(u64::from(report.window_minutes), "minute", "minutes"),
         report.report_limit_per_second
     );
     if let Some(error) = &report.error {
-        println!("not following blocked attempts: {}", printable(error));
+        text.push_str(&format!(
+            "not following blocked attempts: {}\n",
+            printable(error)
+        ));
     }
     if report.ports.is_empty() {
-        println!("none.");
+        text.push_str("none.\n");
     } else {
         let rows: Vec<Vec<String>> = report
             .ports
@@ -53,24 +57,26 @@ pub fn print_blocked(report: &BlockedReport) {
                 ]
             })
             .collect();
-        print!(
-            "{}",
-            table(&["PORT", "ATTEMPTS", "SOURCES", "TOP SOURCES"], &rows, None)
-        );
+        text.push_str(&table(
+            &["PORT", "ATTEMPTS", "SOURCES", "TOP SOURCES"],
+            &rows,
+            None,
+        ));
     }
     if report.untracked_attempts > 0 {
-        println!(
-            "{} at further ports (the daemon keeps {} ports apart)",
+        text.push_str(&format!(
+            "{} at further ports (the daemon keeps {} ports apart)\n",
             plural(report.untracked_attempts, "attempt", "attempts"),
             report.ports.len()
-        );
+        ));
     }
     if report.lost_reports > 0 {
-        println!(
-            "{} lost since the start: the daemon could not keep up",
+        text.push_str(&format!(
+            "{} lost since the start: the daemon could not keep up\n",
             plural(report.lost_reports, "report", "reports")
-        );
+        ));
     }
+    text
 }
 
 /// `guardctl status`'s lines for the last hour's top three ports.

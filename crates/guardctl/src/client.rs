@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use portguard_core::control::{
-    PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody, Status, printable,
+    PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody, printable,
 };
-use portguard_core::verdict::{Explanation, PortReport, Verdict};
+use portguard_core::verdict::{PortReport, Verdict};
 
 /// The daemon could not be reached at all; each case has its own exit code.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ impl Style {
         }
     }
 
-    fn verdict(&self, verdict: Verdict) -> String {
+    pub(crate) fn verdict(&self, verdict: Verdict) -> String {
         let code = match verdict {
             Verdict::Allowed => "32",
             Verdict::Blocked => "1",
@@ -135,15 +135,34 @@ pub(crate) fn table(
     out
 }
 
-pub fn print_ports(ports: &[PortReport]) {
+/// The table of published ports, with the ports' warnings once each as
+/// footnotes under it.
+pub fn render_ports(ports: &[PortReport], style: &Style) -> String {
     if ports.is_empty() {
-        println!("No published ports.");
-        return;
+        return "No published ports.\n".to_string();
     }
-    let style = Style::stdout();
-    let rows: Vec<Vec<String>> = ports
+    let mut notes = Footnotes::default();
+    let marks: Vec<String> = ports
         .iter()
         .map(|p| {
+            p.warnings
+                .iter()
+                .map(|w| {
+                    let at = notes.add(
+                        &address(&p.host_ip, p.host_port, p.proto),
+                        p.host_port,
+                        p.proto,
+                        w,
+                    );
+                    format!(" [{at}]")
+                })
+                .collect()
+        })
+        .collect();
+    let rows: Vec<Vec<String>> = ports
+        .iter()
+        .zip(&marks)
+        .map(|(p, mark)| {
             let container = match &p.compose {
                 Some(compose) => format!("{} ({})", printable(&p.container), printable(compose)),
                 None => match &p.service {
@@ -166,23 +185,22 @@ pub fn print_ports(ports: &[PortReport]) {
                 p.proto.to_string(),
                 container,
                 p.container_port.to_string(),
-                verdict_text(p, &|v| v.as_str().to_string()),
+                verdict_text(p, &|v| v.as_str().to_string()) + mark,
             ]
         })
         .collect();
     let painted: Vec<String> = ports
         .iter()
-        .map(|p| verdict_text(p, &|v| style.verdict(v)))
+        .zip(&marks)
+        .map(|(p, mark)| verdict_text(p, &|v| style.verdict(v)) + mark)
         .collect();
-    print!(
-        "{}",
-        table(
-            &["HOST IP", "PORT", "PROTO", "CONTAINER", "CPORT", "VERDICT"],
-            &rows,
-            Some(&painted)
-        )
+    let mut text = table(
+        &["HOST IP", "PORT", "PROTO", "CONTAINER", "CPORT", "VERDICT"],
+        &rows,
+        Some(&painted),
     );
-    print_port_warnings(ports);
+    text.push_str(&notes.render());
+    text
 }
 
 fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
@@ -196,36 +214,81 @@ fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
     }
 }
 
-/// The ports' warnings, after the table: one line per port and warning.
-fn print_port_warnings(ports: &[PortReport]) {
-    for p in ports {
-        for warning in &p.warnings {
-            println!(
-                "warning: {}:{}/{}: {}",
-                printable(&p.host_ip),
-                p.host_port,
-                p.proto,
-                printable(warning)
-            );
+/// `0.0.0.0:8080/tcp`, `[::]:8080/tcp`, `*:8080/tcp`.
+pub(crate) fn address(host_ip: &str, port: u16, proto: impl std::fmt::Display) -> String {
+    let ip = printable(host_ip);
+    if host_ip.contains(':') {
+        format!("[{ip}]:{port}/{proto}")
+    } else {
+        format!("{ip}:{port}/{proto}")
+    }
+}
+
+/// Warnings under a table or an explanation, each said once: ports whose
+/// warnings differ only in naming the port share one footnote. (The
+/// daemon writes the IPv6 INPUT warning, some 300 characters, for every
+/// allowed port bound on IPv6.)
+#[derive(Default)]
+pub(crate) struct Footnotes {
+    /// (the warning with its port written `PORT/PROTO`, the places it is
+    /// about, the warning as first given)
+    notes: Vec<(String, Vec<String>, String)>,
+}
+
+impl Footnotes {
+    /// Notes `warning` about `place` (`[::]:8080/tcp`, of `port`/`proto`);
+    /// returns the footnote's number.
+    pub(crate) fn add(
+        &mut self,
+        place: &str,
+        port: u16,
+        proto: impl std::fmt::Display,
+        warning: &str,
+    ) -> usize {
+        let general = warning.replace(&format!("{port}/{proto}"), "PORT/PROTO");
+        let at = match self.notes.iter().position(|(g, _, _)| *g == general) {
+            Some(at) => at,
+            None => {
+                self.notes.push((general, Vec::new(), warning.to_string()));
+                self.notes.len() - 1
+            }
+        };
+        let places = &mut self.notes[at].1;
+        if !places.iter().any(|p| p == place) {
+            places.push(place.to_string());
         }
+        at + 1
+    }
+
+    /// `[1] [::]:8080/tcp: warning`, one line per footnote, after a blank
+    /// line; nothing when there are none.
+    pub(crate) fn render(&self) -> String {
+        let mut text = String::new();
+        for (i, (general, places, first)) in self.notes.iter().enumerate() {
+            if i == 0 {
+                text.push('\n');
+            }
+            let warning = if places.len() == 1 {
+                first.clone()
+            } else {
+                general.replace("this port", "these ports")
+            };
+            text.push_str(&format!(
+                "[{}] warning, {}: {}\n",
+                i + 1,
+                places.join(", "),
+                printable(&warning)
+            ));
+        }
+        text
     }
 }
 
-pub fn print_status(status: &Status) {
-    print!(
-        "{}",
-        crate::status_text::render_status(status, &Style::stdout())
-    );
-    println!();
-    print_ports(&status.published);
-}
-
-pub fn print_explanation(target: &str, e: &Explanation) {
-    println!("{}: {}", printable(target), e.answer.as_str());
-    for reason in &e.reasons {
-        println!("  - {}", printable(reason));
-    }
-    for warning in &e.warnings {
-        println!("  ! warning: {}", printable(warning));
-    }
+/// `text` made safe for a terminal line by line, its line breaks kept
+/// (several configuration mistakes are one a line).
+pub(crate) fn printable_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| printable(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

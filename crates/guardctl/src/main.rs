@@ -1,15 +1,18 @@
 //! `guardctl`: validate and preview portguard's configuration, and ask the
 //! running daemon what is exposed.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 mod blocked;
 mod cli;
 mod client;
+mod explain;
+mod output;
 mod status_text;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, TargetProto};
 use portguard_config::Config;
 use portguard_core::L4Proto;
 use portguard_core::control::{RequestBody, ResponseBody, printable};
@@ -22,11 +25,16 @@ const EXIT_PERMISSION_DENIED: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let mut out = output::Output::new(std::io::stdout().lock());
+    let result = run(cli, &mut out).and_then(|code| {
+        out.flush()?;
+        Ok(code)
+    });
+    match result {
         Ok(code) => code,
         Err(e) => {
             // Errors carry text from the daemon and from Docker.
-            eprintln!("guardctl: {}", printable(&format!("{e:#}")));
+            output::say(&format!("guardctl: {}", printable(&format!("{e:#}"))));
             match e.downcast_ref::<client::Unreachable>() {
                 Some(client::Unreachable::NotRunning(_)) => ExitCode::from(EXIT_NOT_RUNNING),
                 Some(client::Unreachable::PermissionDenied(_)) => {
@@ -38,16 +46,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_target(target: &str) -> anyhow::Result<(u16, L4Proto)> {
-    let (port, proto) = match target.split_once('/') {
-        Some((port, "tcp")) => (port, L4Proto::Tcp),
-        Some((port, "udp")) => (port, L4Proto::Udp),
-        Some((_, other)) => anyhow::bail!("`{other}`: expected tcp or udp"),
-        None => (target, L4Proto::Tcp),
-    };
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok((p, proto)),
-        _ => anyhow::bail!("`{port}` is not a port number (1-65535)"),
+fn l4(proto: TargetProto) -> L4Proto {
+    match proto {
+        TargetProto::Tcp => L4Proto::Tcp,
+        TargetProto::Udp => L4Proto::Udp,
     }
 }
 
@@ -85,22 +87,28 @@ fn check(path: &std::path::Path) -> Result<(Config, usize), portguard_config::Co
     Ok((config, files))
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+fn print_json<T: serde::Serialize>(out: &mut impl Write, value: &T) -> anyhow::Result<()> {
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let socket = cli.socket.as_path();
+    let style = client::Style::stdout();
     match cli.command {
         Command::Status { json } => {
             let ResponseBody::Status(status) = client::ask(socket, RequestBody::Status)? else {
                 anyhow::bail!("unexpected answer to status");
             };
             if json {
-                print_json(&status)?;
+                print_json(out, &status)?;
             } else {
-                client::print_status(&status);
+                write!(
+                    out,
+                    "{}\n{}",
+                    status_text::render_status(&status, &style),
+                    client::render_ports(&status.published, &style)
+                )?;
             }
             Ok(if status.ruleset.installed {
                 ExitCode::SUCCESS
@@ -113,23 +121,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("unexpected answer to ports");
             };
             if json {
-                print_json(&ports)?;
+                print_json(out, &ports)?;
             } else {
-                client::print_ports(&ports);
+                write!(out, "{}", client::render_ports(&ports, &style))?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { target, from, json } => {
-            let (port, proto) = parse_target(&target)?;
-            let ResponseBody::Explain(explanation) =
-                client::ask(socket, RequestBody::Explain { port, proto, from })?
-            else {
-                anyhow::bail!("unexpected answer to explain");
+            let protos = match target.proto {
+                Some(proto) => vec![l4(proto)],
+                None => L4Proto::ALL.to_vec(),
             };
+            let mut answers = Vec::new();
+            for proto in protos {
+                let request = RequestBody::Explain {
+                    port: target.port,
+                    proto,
+                    from,
+                };
+                let ResponseBody::Explain(explanation) = client::ask(socket, request)? else {
+                    anyhow::bail!("unexpected answer to explain");
+                };
+                answers.push((proto, explanation));
+            }
+            let answers = explain::Answers(answers);
             if json {
-                print_json(&explanation)?;
+                print_json(out, &answers.json(target.proto.is_some())?)?;
             } else {
-                client::print_explanation(&format!("{port}/{proto}"), &explanation);
+                write!(out, "{}", answers.render(target.port))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -138,9 +157,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("unexpected answer to blocked");
             };
             if json {
-                print_json(&report)?;
+                print_json(out, &report)?;
             } else {
-                blocked::print_blocked(&report);
+                write!(out, "{}", blocked::render_blocked(&report))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -152,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // but the text comes from another process: never raw to a
             // terminal.
             for line in text.lines() {
-                println!("{}", printable(line));
+                writeln!(out, "{}", printable(line))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -162,43 +181,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match outcome.error {
                 None => {
-                    println!("configuration reloaded and applied");
+                    writeln!(out, "configuration reloaded and applied")?;
                     for warning in &outcome.warnings {
                         eprintln!("guardctl: warning: {}", printable(warning));
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(e) => {
-                    eprintln!("{}", printable(&e));
-                    eprintln!("guardctl: reload refused; the last good ruleset stays in force");
+                    output::say(&client::printable_lines(&e));
+                    output::say("guardctl: reload refused; the last good ruleset stays in force");
                     Ok(ExitCode::FAILURE)
                 }
             }
         }
         Command::Check { config } => match check(&config) {
             Ok((loaded, files)) => {
-                println!(
+                writeln!(
+                    out,
                     "{}: OK ({} file{}, {} allow entr{})",
                     config.display(),
                     files,
                     if files == 1 { "" } else { "s" },
                     loaded.allow.len(),
                     if loaded.allow.len() == 1 { "y" } else { "ies" }
-                );
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprintln!("{e}");
+                output::say(&e.to_string());
                 Ok(ExitCode::FAILURE)
             }
         },
         Command::Plan { config } => match Config::load(&config) {
             Ok(loaded) => {
-                print!("{}", render(&plan(&loaded, &Snapshot::default())));
+                write!(out, "{}", render(&plan(&loaded, &Snapshot::default())))?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprintln!("{e}");
+                output::say(&e.to_string());
                 Ok(ExitCode::FAILURE)
             }
         },

@@ -21,11 +21,20 @@ impl Lines {
         self.0.push((label, text));
     }
 
+    /// `Label: text`, the texts aligned; a text of several lines has
+    /// them indented under its first.
     fn render(&self) -> String {
         let width = self.0.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
+        let indent = format!("\n{:width$} ", "");
         self.0
             .iter()
-            .map(|(label, text)| format!("{:<width$} {text}\n", format!("{label}:")))
+            .map(|(label, text)| {
+                format!(
+                    "{:<width$} {}\n",
+                    format!("{label}:"),
+                    text.replace('\n', &indent)
+                )
+            })
             .collect()
     }
 }
@@ -402,7 +411,14 @@ fn config_line(status: &Status, style: &Style) -> String {
                 ),
                 ConfigSource::Closed => "the files were invalid at start and no good configuration was kept; every published port is closed".into(),
             };
-            style.paint(&format!("{in_force}. Error: {}", printable(error)), "31")
+            // Every mistake, one a line (a refused file may have several).
+            let error = crate::client::printable_lines(error);
+            let (one, several) = if error.contains('\n') {
+                ("Errors:", "\n")
+            } else {
+                ("Error:", " ")
+            };
+            style.paint(&format!("{in_force}. {one}{several}{error}"), "31")
         }
     }
 }

@@ -157,3 +157,72 @@ fn check_refuses_what_the_daemon_would_refuse_in_drop_ins() {
         "{err}"
     );
 }
+
+/// Usage errors exit 2, as clap's own do, before the daemon is asked
+/// (the socket here does not exist: asking would exit 3). `explain 99999`
+/// and `explain abc` used to exit 1.
+#[test]
+fn usage_errors_exit_2_everywhere() {
+    for (args, says) in [
+        (
+            &["explain", "99999"][..],
+            "`99999` is not a port number (1-65535)",
+        ),
+        (&["explain", "abc"], "`abc` is not a port number (1-65535)"),
+        (&["explain", "0"], "`0` is not a port number (1-65535)"),
+        (&["explain", "-1"], "unexpected argument"),
+        (
+            &["explain", "80/sctp"],
+            "`sctp` is not a protocol: expected tcp or udp",
+        ),
+        (
+            &["explain", "80", "--from", "example.com"],
+            "invalid value 'example.com'",
+        ),
+        (&["explain"], "required"),
+        (&["status", "--jsn"], "unexpected argument '--jsn'"),
+        (&["stauts"], "unrecognized subcommand 'stauts'"),
+        (&[], "Usage"),
+    ] {
+        let mut all = vec!["--socket", "/nonexistent/pg.sock"];
+        all.extend_from_slice(args);
+        let out = guardctl(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "guardctl {args:?}: {err}");
+        assert!(err.contains(says), "guardctl {args:?}: {err}");
+    }
+}
+
+/// `guardctl --help` says how to switch the guard off in an emergency.
+#[test]
+fn help_says_how_to_switch_the_guard_off() {
+    let out = guardctl(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Emergency off"), "{help}");
+    assert!(
+        help.contains("systemctl stop portguard && portguardd --remove-rules"),
+        "{help}"
+    );
+    assert!(help.contains("Exit status:"), "{help}");
+}
+
+/// `check` lists every mistake of the file at once, in line order.
+#[test]
+fn check_lists_every_mistake_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[guard]\nmode = \"block\"\n\nmodee = \"audit\"\n\n[[allow]]\nport = 0\n",
+    );
+    let out = guardctl(&["check", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{path}:2:8: unknown variant `block`, expected `enforce` or `audit`\n\
+             {path}:4:1: unknown key `modee` in [guard]: did you mean `mode`?\n\
+             {path}:7:8: port 0 is out of range: expected a number from 1 to 65535\n"
+        )
+    );
+}

@@ -6,16 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use portguard_config::{Mode, Scope};
 use portguard_core::L4Proto;
 use portguard_core::control::{
     BlockedPort, BlockedReport, ConfigSource, ConfigStatus, DockerStatus, Ipv6ForwardPolicy,
-    PROTOCOL_VERSION, ProtectionTier, ReconcileOutcome, ReconcileRecord, Response, ResponseBody,
-    RulesetStatus, SourceAttempts, Status,
+    PROTOCOL_VERSION, ProtectionTier, ReconcileOutcome, ReconcileRecord, Request, RequestBody,
+    Response, ResponseBody, RulesetStatus, SourceAttempts, Status,
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
 use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
@@ -23,30 +23,53 @@ use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
 const EVIL: &str = "web\x1b]0;pwned\x07\x1b[2J";
 const SHOWN: &str = "web\\x1b]0;pwned\\x07\\x1b[2J";
 
-/// Serves one answer on `socket`, then runs guardctl with `args` against it.
+/// Serves one answer on `socket`, the same to every request, while
+/// guardctl runs with `args` against it.
 fn guardctl_against(socket: &Path, body: ResponseBody, args: &[&str]) -> std::process::Output {
+    guardctl_served(socket, move |_| body.clone(), args, Stdio::piped())
+}
+
+/// A fake portguardd on `socket` answering each request with `answer`
+/// while guardctl runs with `args`, its stdout going to `stdout`.
+fn guardctl_served(
+    socket: &Path,
+    answer: impl Fn(RequestBody) -> ResponseBody + Send + 'static,
+    args: &[&str],
+    stdout: Stdio,
+) -> std::process::Output {
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).unwrap();
     let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut request = String::new();
-        BufReader::new(&stream).read_line(&mut request).unwrap();
-        let response = Response {
-            version: PROTOCOL_VERSION,
-            ok: !matches!(body, ResponseBody::Error(_)),
-            body,
-        };
-        let mut line = serde_json::to_string(&response).unwrap();
-        line.push('\n');
-        (&stream).write_all(line.as_bytes()).unwrap();
+        loop {
+            let (stream, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).unwrap();
+            // The test's own empty connection: guardctl has exited.
+            if line.is_empty() {
+                return;
+            }
+            let request: Request = serde_json::from_str(&line).unwrap();
+            let body = answer(request.body);
+            let response = Response {
+                version: PROTOCOL_VERSION,
+                ok: !matches!(body, ResponseBody::Error(_)),
+                body,
+            };
+            let mut line = serde_json::to_string(&response).unwrap();
+            line.push('\n');
+            // guardctl may have gone already (a test of it doing so).
+            let _ = (&stream).write_all(line.as_bytes());
+        }
     });
     let out = Command::new(env!("CARGO_BIN_EXE_guardctl"))
         .arg("--socket")
         .arg(socket)
         .args(args)
         .env("NO_COLOR", "1")
+        .stdout(stdout)
         .output()
         .unwrap();
+    drop(UnixStream::connect(socket).unwrap());
     server.join().unwrap();
     out
 }
@@ -306,8 +329,246 @@ fn status_shows_what_docker_says_and_what_the_kernel_holds() {
         "{shown}"
     );
     assert!(
-        shown.contains("warning: 0.0.0.0:8080/tcp: IPv6 INPUT drop"),
+        shown.contains("[1] warning, 0.0.0.0:8080/tcp: IPv6 INPUT drop"),
         "{shown}"
+    );
+}
+
+/// A reader that stops reading (`guardctl status | true`, `| head -1`)
+/// ends guardctl's output quietly, for every command: it used to panic
+/// ("failed printing to stdout: Broken pipe", exit 101). The exit status
+/// is the command's own.
+#[test]
+fn every_command_exits_quietly_when_its_reader_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut enforcing = enforcing_status();
+    enforcing.published = (1..=2000)
+        .map(|p| plain_port(p, "web", Verdict::Blocked, None))
+        .collect();
+    let answer = move |request: RequestBody| match request {
+        RequestBody::Status => ResponseBody::Status(Box::new(enforcing.clone())),
+        RequestBody::Ports => ResponseBody::Ports(enforcing.published.clone()),
+        RequestBody::Explain { .. } => ResponseBody::Explain(Explanation {
+            mode: portguard_config::Mode::Enforce,
+            answer: ExplainAnswer::Closed,
+            reasons: vec!["no allow entry admits it".into(); 100],
+            warnings: Vec::new(),
+        }),
+        RequestBody::Blocked => ResponseBody::Blocked(BlockedReport {
+            audit: false,
+            window_minutes: 60,
+            listening: true,
+            error: None,
+            report_limit_per_second: 250,
+            ports: vec![blocked_port(5353, 1200, 4)],
+            untracked_attempts: 0,
+            lost_reports: 0,
+        }),
+        RequestBody::Metrics => ResponseBody::Metrics("portguard_up 1\n".repeat(1000)),
+        RequestBody::Reload => ResponseBody::Reload(portguard_core::control::ReloadOutcome {
+            warnings: Vec::new(),
+            applied: true,
+            error: None,
+        }),
+    };
+    let answer = std::sync::Arc::new(answer);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/portguard.toml");
+    let example = example.to_str().unwrap();
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["ports"],
+        &["ports", "--json"],
+        &["explain", "8080"],
+        &["explain", "8080/udp", "--json"],
+        &["blocked"],
+        &["blocked", "--json"],
+        &["metrics"],
+        &["reload"],
+        &["check", "--config", example],
+        &["plan", "--config", example],
+        &["--help"],
+        &["explain", "--help"],
+        &["--version"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let answer = answer.clone();
+        let out = guardctl_served(&socket, move |r| answer(r), args, writer.into());
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "guardctl {args:?} | true"
+        );
+    }
+}
+
+/// `explain PORT` without a protocol looks at TCP and UDP (5353 is
+/// mDNS, on UDP) and says which is published; it used to answer for TCP
+/// alone, `not-published`, without a word about UDP.
+#[test]
+fn explain_without_a_protocol_looks_at_both_and_says_which_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let answer = |request: RequestBody| {
+        let RequestBody::Explain {
+            port: 5353, proto, ..
+        } = request
+        else {
+            return ResponseBody::Error(format!("unexpected {request:?}"));
+        };
+        ResponseBody::Explain(match proto {
+            L4Proto::Tcp => Explanation {
+                mode: portguard_config::Mode::Enforce,
+                answer: ExplainAnswer::NotPublished,
+                reasons: vec!["no container publishes 5353/tcp".into()],
+                warnings: Vec::new(),
+            },
+            L4Proto::Udp => Explanation {
+                mode: portguard_config::Mode::Enforce,
+                answer: ExplainAnswer::Open,
+                reasons: vec!["allowed for any source by port 5353/udp (mDNS)".into()],
+                warnings: Vec::new(),
+            },
+        })
+    };
+    let out = guardctl_served(&socket, answer, &["explain", "5353"], Stdio::piped());
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "5353/udp: open\n  - allowed for any source by port 5353/udp (mDNS)\n5353/tcp: not-published\n"
+    );
+    let out = guardctl_served(
+        &socket,
+        answer,
+        &["explain", "5353", "--json"],
+        Stdio::piped(),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&json["proto"], &json["answer"]),
+        (&"udp".into(), &"open".into())
+    );
+    // Asked for one protocol: the daemon's answer, as it always was.
+    let out = guardctl_served(
+        &socket,
+        answer,
+        &["explain", "5353/tcp", "--json"],
+        Stdio::piped(),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"answer": "not-published", "mode": "enforce", "reasons": ["no container publishes 5353/tcp"]})
+    );
+}
+
+/// The IPv6 docker-proxy warning (some 300 characters, written by the
+/// daemon for every allowed port bound on IPv6) is said once, as a
+/// footnote, with `[::]:8080` for the address (it used to follow the
+/// table once per port, as `:::8080/tcp`).
+#[test]
+fn the_ipv6_warning_is_one_footnote_with_bracketed_addresses() {
+    use portguard_core::hostfw::{InputDrop, ipv6_input_warning};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let drop = InputDrop {
+        chains: vec!["ip6 filter INPUT (policy drop)".into()],
+        ufw: true,
+    };
+    let ports: Vec<PortReport> = [8080, 8443]
+        .into_iter()
+        .map(|p| {
+            let mut port = plain_port(
+                p,
+                "web",
+                Verdict::Allowed,
+                Some("container web at pg.toml:3"),
+            );
+            port.host_ip = "::".into();
+            port.warnings = vec![ipv6_input_warning(&drop, p, L4Proto::Tcp)];
+            port
+        })
+        .chain([plain_port(27017, "mongo", Verdict::Blocked, None)])
+        .collect();
+    let out = guardctl_against(&socket, ResponseBody::Ports(ports), &["ports"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains(":::"), "{shown}");
+    assert_eq!(shown.matches("docker-proxy").count(), 1, "{shown}");
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[1].ends_with("allowed by container web at pg.toml:3 [1]"),
+        "{shown}"
+    );
+    assert!(
+        lines[2].ends_with("allowed by container web at pg.toml:3 [1]"),
+        "{shown}"
+    );
+    assert!(lines[3].ends_with("blocked"), "{shown}");
+    assert_eq!(lines[4], "");
+    assert!(
+        lines[5].starts_with(
+            "[1] warning, [::]:8080/tcp, [::]:8443/tcp: the host firewall's INPUT (ip6 filter INPUT (policy drop)) drops IPv6 to these ports"
+        ),
+        "{shown}"
+    );
+    assert!(lines[5].contains("ufw allow PORT/PROTO"), "{shown}");
+    assert_eq!(lines.len(), 6, "{shown}");
+
+    // explain: the answer carries the mark, the warning follows once.
+    let out = guardctl_against(
+        &socket,
+        ResponseBody::Explain(Explanation {
+            mode: portguard_config::Mode::Enforce,
+            answer: ExplainAnswer::Open,
+            reasons: vec!["allowed for any source by container web".into()],
+            warnings: vec![ipv6_input_warning(&drop, 8080, L4Proto::Tcp)],
+        }),
+        &["explain", "8080/tcp"],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.starts_with("8080/tcp: open [1]\n"), "{shown}");
+    assert!(
+        shown.contains("\n\n[1] warning, 8080/tcp: the host firewall's INPUT"),
+        "{shown}"
+    );
+    assert!(shown.contains("ufw allow 8080/tcp"), "{shown}");
+}
+
+/// A configuration refused with several mistakes: each on its own line
+/// under `Config:`, not run together with `\x0a`.
+#[test]
+fn status_shows_every_configuration_mistake_on_its_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut status = enforcing_status();
+    status.config.error = Some("pg.toml:2:8: first\npg.toml:4:1: second".into());
+    let out = guardctl_against(&socket, ResponseBody::Status(Box::new(status)), &["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(
+            "Config:      reload refused; the configuration read before stays in force (2 allow entries). Errors:\n             pg.toml:2:8: first\n             pg.toml:4:1: second\n"
+        ),
+        "{shown}"
+    );
+    // And a refused reload prints them one a line too.
+    let out = guardctl_against(
+        &socket,
+        ResponseBody::Reload(portguard_core::control::ReloadOutcome {
+            warnings: Vec::new(),
+            applied: false,
+            error: Some("pg.toml:2:8: first\npg.toml:4:1: second".into()),
+        }),
+        &["reload"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pg.toml:2:8: first\npg.toml:4:1: second\nguardctl: reload refused; the last good ruleset stays in force\n"
     );
 }
 

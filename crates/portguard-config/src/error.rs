@@ -21,17 +21,45 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
+    /// More than one mistake: every one of them, in the order the files
+    /// are read and, within a file, in line order; shown one a line.
+    #[error("{}", shown(.0))]
+    Several(Vec<ConfigError>),
+}
+
+/// At most this many mistakes are shown; the rest are counted.
+const MAX_SHOWN: usize = 20;
+
+fn shown(errors: &[ConfigError]) -> String {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(MAX_SHOWN)
+        .map(|e| e.to_string())
+        .collect();
+    if errors.len() > MAX_SHOWN {
+        lines.push(format!(
+            "... and {} more mistakes",
+            errors.len() - MAX_SHOWN
+        ));
+    }
+    lines.join("\n")
 }
 
 impl ConfigError {
-    /// An error at byte `offset` of `text`, the contents of `path`.
-    pub(crate) fn at(path: &std::path::Path, text: &str, offset: usize, message: String) -> Self {
-        let (line, column) = LineIndex::new(text).line_column(text, offset);
-        ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
+    /// Every mistake this error stands for, one or more, in order.
+    pub fn errors(&self) -> &[ConfigError] {
+        match self {
+            ConfigError::Several(errors) => errors,
+            one => std::slice::from_ref(one),
+        }
+    }
+
+    /// `Ok` for no mistakes, the mistake itself for one, `Several` for more.
+    pub(crate) fn from_list(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several(errors)),
         }
     }
 }
@@ -81,6 +109,11 @@ impl LineIndex {
         // The number of line starts at or before `offset`; never 0 since
         // the first line starts at 0.
         self.starts.partition_point(|&start| start <= offset)
+    }
+
+    /// Byte offset of the start of the line holding byte `offset`.
+    pub(crate) fn start_of_line_at(&self, offset: usize) -> usize {
+        self.starts[self.line(offset) - 1]
     }
 
     /// 1-based line and column (in characters) of byte `offset` in `text`,

@@ -37,6 +37,8 @@ macro_rules! string_enum {
 mod error;
 mod file;
 mod read;
+mod suggest;
+pub use suggest::nearest;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -454,20 +456,35 @@ impl Config {
     /// directory holding the main file and `conf.d/` must be owned by root
     /// or by the user this process runs as, and writable by nobody else;
     /// files must be regular files of at most [`MAX_FILE_BYTES`] and UTF-8.
+    ///
+    /// Every mistake in every file is reported at once
+    /// ([`ConfigError::Several`]), file by file and within a file in line
+    /// order, except that nothing is read from a directory that is refused.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let trust = read::Trust::of_this_process();
+        // A directory others may write is not read from at all (not even
+        // to report mistakes: they could have linked any root-only file in).
         trust.check_dir(config_dir(path))?;
-        let mut texts = vec![(path.to_path_buf(), trust.read(path)?)];
-        let conf_d = conf_d(path);
-        trust.check_dir(&conf_d)?;
-        for file in read::drop_in_files(&conf_d)? {
-            let text = trust.read(&file)?;
-            texts.push((file, text));
-        }
         let mut config = Config::default();
-        for (file, text) in &texts {
-            file::apply(&mut config, text, file)?;
+        let mut errors = Vec::new();
+        let mut apply = |file: &Path, errors: &mut Vec<ConfigError>| match trust.read(file) {
+            Ok(text) => errors.extend(file::apply(&mut config, &text, file)),
+            Err(e) => errors.push(e),
+        };
+        apply(path, &mut errors);
+        let conf_d = conf_d(path);
+        match trust
+            .check_dir(&conf_d)
+            .and_then(|()| read::drop_in_files(&conf_d))
+        {
+            Ok(files) => {
+                for file in files {
+                    apply(&file, &mut errors);
+                }
+            }
+            Err(e) => errors.push(e),
         }
+        ConfigError::from_list(errors)?;
         Ok(config)
     }
 
@@ -475,7 +492,7 @@ impl Config {
     /// drop-ins). Errors name the file as `<string>`.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let mut config = Config::default();
-        file::apply(&mut config, text, Path::new("<string>"))?;
+        ConfigError::from_list(file::apply(&mut config, text, Path::new("<string>")))?;
         Ok(config)
     }
 }

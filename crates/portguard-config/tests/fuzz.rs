@@ -59,22 +59,37 @@ fn check_outcome(result: Result<Config, ConfigError>, path: &Path, lines: usize)
             }
         }
         Err(e) => {
-            let shown = e.to_string();
-            assert!(
-                shown.starts_with(&path.display().to_string()),
-                "error does not name the file: {shown}"
-            );
-            assert!(
-                !shown.chars().any(char::is_control),
-                "raw control character: {shown:?}"
-            );
-            if let ConfigError::Invalid { line, column, .. } = e {
+            // Every mistake is checked on its own: together they are one
+            // a line.
+            for one in e.errors() {
+                let shown = one.to_string();
                 assert!(
-                    line >= 1 && line <= lines,
-                    "line {line} of {lines}: {shown}"
+                    shown.starts_with(&path.display().to_string()),
+                    "error does not name the file: {shown}"
                 );
-                assert!(column >= 1, "{shown}");
+                assert!(
+                    !shown.chars().any(char::is_control),
+                    "raw control character: {shown:?}"
+                );
+                assert!(!matches!(one, ConfigError::Several(_)), "nested: {e}");
+                if let ConfigError::Invalid { line, column, .. } = one {
+                    assert!(
+                        *line >= 1 && *line <= lines,
+                        "line {line} of {lines}: {shown}"
+                    );
+                    assert!(*column >= 1, "{shown}");
+                }
             }
+            // In line order.
+            let places: Vec<(usize, usize)> = e
+                .errors()
+                .iter()
+                .filter_map(|one| match one {
+                    ConfigError::Invalid { line, column, .. } => Some((*line, *column)),
+                    _ => None,
+                })
+                .collect();
+            assert!(places.is_sorted(), "not in line order: {e}");
         }
     }
 }

@@ -87,12 +87,9 @@ fn unmatched(entry: &AllowEntry, snapshot: &Snapshot, docker_known: bool) -> Opt
 }
 
 /// The name Docker reports that is nearest to `wanted`, if it is near
-/// enough to be a slip of the keyboard (at most a third of its letters,
-/// at least one, differ).
+/// enough to be a slip of the keyboard (as for misspelt keys).
 fn nearest(wanted: &str, snapshot: &Snapshot) -> Option<String> {
-    let wanted = wanted.trim_start_matches('/');
-    let limit = (wanted.chars().count() / 3).max(1);
-    snapshot
+    let known: Vec<&str> = snapshot
         .published
         .iter()
         .flat_map(|p| {
@@ -103,10 +100,9 @@ fn nearest(wanted: &str, snapshot: &Snapshot) -> Option<String> {
             ]
         })
         .flatten()
-        .map(|name| (strsim::levenshtein(wanted, name), name))
-        .filter(|(distance, _)| *distance <= limit)
-        .min()
-        .map(|(_, name)| name.clone())
+        .map(String::as_str)
+        .collect();
+    portguard_config::nearest(wanted.trim_start_matches('/'), &known).map(str::to_string)
 }
 
 #[cfg(test)]

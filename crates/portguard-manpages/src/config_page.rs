@@ -64,8 +64,13 @@ pub fn sections(source: &str) -> anyhow::Result<Vec<Section>> {
         let mut keys = Vec::new();
         for key in named_fields(find(&ty)?) {
             let name = ident(key)?;
+            // Bookkeeping (where a value was written), not a key of the
+            // file: `#[serde(skip)]` fields such as `group_position`.
+            if serde_skipped(key) {
+                continue;
+            }
             let shown = match name.as_str() {
-                // Bookkeeping, not a key of the file.
+                // Where the entry was written, not a key of the file.
                 "origin" => continue,
                 // `target` is written as either `port` or `container`.
                 "target" => "port | container".to_string(),
@@ -84,6 +89,20 @@ pub fn sections(source: &str) -> anyhow::Result<Vec<Section>> {
         sections.push(Section { header, doc, keys });
     }
     Ok(sections)
+}
+
+/// Whether the field carries `#[serde(skip)]`.
+fn serde_skipped(field: &syn::Field) -> bool {
+    field.attrs.iter().any(|attr| {
+        let mut skip = false;
+        if attr.path().is_ident("serde") {
+            let _ = attr.parse_nested_meta(|meta| {
+                skip |= meta.path.is_ident("skip");
+                Ok(())
+            });
+        }
+        skip
+    })
 }
 
 fn capitalized(text: &str) -> String {
@@ -221,7 +240,9 @@ pub fn render(source: &str) -> anyhow::Result<String> {
         "portguardd(8) reads the main file and then every `conf.d/*.toml` beside it in \
          file-name order. In a drop-in, single values override what came before (a list \
          such as `trusted_interfaces` is replaced whole) and `[[allow]]` entries are added. \
-         Unknown keys are errors. Every error is reported as `file:line:column: message`: \
+         Unknown keys are errors, answered with the nearest known key. Every mistake is \
+         reported, all of them at once, in file and line order, as \
+         `file:line:column: message`: \
          `guardctl check` validates, `guardctl plan` prints the resulting nft ruleset, \
          `guardctl reload` (or `systemctl reload portguard`) applies it.\n\n\
          A configuration the daemon refuses never weakens protection: on reload the last \
@@ -355,6 +376,50 @@ mod tests {
         assert_eq!(allow.header, "[[allow]]");
         let names: Vec<&str> = allow.keys.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["port | container", "proto", "from", "comment"]);
+    }
+
+    /// Issue 22: the page documented `[control] group_position`, which
+    /// check rejects. Every key the page documents, written with a value
+    /// of its kind, is a file `guardctl check` accepts.
+    #[test]
+    fn every_key_on_the_page_is_accepted_by_check() {
+        let sections = sections(CONFIG_SOURCE).unwrap();
+        let mut checked = 0;
+        for section in &sections {
+            for key in &section.keys {
+                for name in key.name.split(" | ") {
+                    let value = key.default.clone().unwrap_or_else(|| {
+                        match name {
+                            "external_interfaces" => "[\"eth0\"]",
+                            "group" => "\"root\"",
+                            "port" => "8080",
+                            "container" => "\"web\"",
+                            "proto" => "\"both\"",
+                            "from" => "[\"192.0.2.0/24\"]",
+                            _ => "\"text\"",
+                        }
+                        .to_string()
+                    });
+                    // An [[allow]] entry needs its target.
+                    let target = match (section.header.as_str(), name) {
+                        ("[[allow]]", "port" | "container") => "",
+                        ("[[allow]]", _) => "port = 8080\n",
+                        _ => "",
+                    };
+                    let text = format!("{}\n{target}{name} = {value}\n", section.header);
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("portguard.toml");
+                    std::fs::write(&path, &text).unwrap();
+                    if let Err(e) = portguard_config::Config::load(&path) {
+                        panic!(
+                            "portguard.toml(5) documents `{name}`, which check refuses:\n{text}\n{e}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 15, "only {checked} keys on the page");
     }
 
     #[test]
