@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::docker_api::DockerApiReport;
 use crate::hostfw::FirewallStatus;
-use crate::snapshot::L4Proto;
+use crate::snapshot::{L4Proto, UntrustedClaim};
 use crate::verdict::{Explanation, PortReport};
 
 /// Version of this protocol; bumped on incompatible changes.
@@ -340,6 +340,10 @@ pub struct Status {
     /// TCP ports dockerd listens on (`-H tcp://...`): the Docker API.
     #[serde(default)]
     pub docker_api: Vec<DockerApiReport>,
+    /// Bridges and container identities Docker claims that the guard
+    /// refused, with the reasons (see [`UntrustedClaim`]).
+    #[serde(default)]
+    pub untrusted_claims: Vec<UntrustedClaim>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
