@@ -103,6 +103,9 @@ pub fn render_status(status: &Status, style: &Style) -> String {
             format!("{}.", printable(&unmatched.to_string())),
         );
     }
+    for claim in &status.untrusted_claims {
+        lines.push("Untrusted", style.paint(&format!("{claim}."), "33"));
+    }
     for api in &status.docker_api {
         lines.push("Docker API", docker_api_line(api, style));
     }

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use portguard_config::{Mode, Scope};
-use portguard_core::L4Proto;
 use portguard_core::control::{
     BlockedPort, BlockedReport, ConfigSource, ConfigStatus, DockerStatus, Ipv6ForwardPolicy,
     PROTOCOL_VERSION, ProtectionTier, ReconcileOutcome, ReconcileRecord, Request, RequestBody,
@@ -19,6 +18,7 @@ use portguard_core::control::{
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
 use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
+use portguard_core::{BridgeFault, IpFamily, L4Proto, LabelFault, UntrustedClaim};
 
 const EVIL: &str = "web\x1b]0;pwned\x07\x1b[2J";
 const SHOWN: &str = "web\\x1b]0;pwned\\x07\\x1b[2J";
@@ -130,6 +130,28 @@ fn status() -> Status {
         docker_api: Vec::new(),
         kept: Default::default(),
         unmatched: Vec::new(),
+        untrusted_claims: vec![
+            UntrustedClaim::Bridge {
+                network: EVIL.into(),
+                ifname: EVIL.into(),
+                faults: vec![
+                    BridgeFault::AddressOutsideSubnets {
+                        address: EVIL.into(),
+                    },
+                    BridgeFault::ForeignPort {
+                        port: EVIL.into(),
+                        kind: EVIL.into(),
+                    },
+                ],
+            },
+            UntrustedClaim::Compose {
+                container: EVIL.into(),
+                compose: format!("{EVIL}/{EVIL}"),
+                fault: LabelFault::FromImage {
+                    labels: vec![EVIL.into()],
+                },
+            },
+        ],
     }
 }
 
@@ -689,6 +711,7 @@ fn enforcing_status() -> Status {
         blocked_last_hour: vec![blocked_port(5353, 1200, 4)],
         kept: Default::default(),
         unmatched: Vec::new(),
+        untrusted_claims: Vec::new(),
     }
 }
 
@@ -737,6 +760,38 @@ fn troubled_status() -> Status {
         unmatched: Vec::new(),
         firewall: None,
         blocked_last_hour: vec![],
+        untrusted_claims: vec![
+            UntrustedClaim::Bridge {
+                network: "lan".into(),
+                ifname: "uplink0".into(),
+                faults: vec![
+                    BridgeFault::DefaultRoute {
+                        family: IpFamily::Ipv4,
+                    },
+                    BridgeFault::ForeignPort {
+                        port: "enp1s0".into(),
+                        kind: "device".into(),
+                    },
+                ],
+            },
+            UntrustedClaim::Compose {
+                container: "pwn".into(),
+                compose: "shop/web".into(),
+                fault: LabelFault::FromImage {
+                    labels: vec![
+                        "com.docker.compose.config-hash".into(),
+                        "com.docker.compose.project".into(),
+                    ],
+                },
+            },
+            UntrustedClaim::SwarmTask {
+                container: "pwn".into(),
+                service: "websvc".into(),
+                fault: LabelFault::Incomplete {
+                    missing: "com.docker.swarm.task.id".into(),
+                },
+            },
+        ],
     }
 }
 

@@ -289,8 +289,10 @@ impl Proto {
 pub struct AllowEntry {
     /// What the entry opens: `port = 8086` / `port = "40000-40100"` (the
     /// host port as published, before DNAT), or `container = "web"` (every
-    /// port that container publishes; a container name or a compose
-    /// `"project/service"`). Exactly one of the two.
+    /// port that container publishes; a container name, a compose
+    /// `"project/service"` or a Swarm service, whose labels count only if
+    /// the container's creator set them, not its image). Exactly one of
+    /// the two.
     ///
     /// ```
     /// use portguard_config::{AllowTarget, Config};

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::docker_api::DockerApiReport;
 use crate::hostfw::FirewallStatus;
-use crate::snapshot::L4Proto;
+use crate::snapshot::{L4Proto, UntrustedClaim};
 use crate::verdict::{Explanation, PortReport};
 
 /// Version of this protocol; bumped on incompatible changes.
@@ -363,6 +363,10 @@ pub struct Status {
     /// Allow entries that open nothing now (listed once Docker answered).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmatched: Vec<crate::unmatched::Unmatched>,
+    /// Bridges and container identities Docker claims that the guard
+    /// refused, with the reasons (see [`UntrustedClaim`]).
+    #[serde(default)]
+    pub untrusted_claims: Vec<UntrustedClaim>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

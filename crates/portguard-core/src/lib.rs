@@ -16,4 +16,7 @@ pub mod verdict;
 pub use plan::plan;
 pub use render::render;
 pub use ruleset::Ruleset;
-pub use snapshot::{ContainerRef, DockerApiListener, Judged, L4Proto, PublishedPort, Snapshot};
+pub use snapshot::{
+    BridgeFault, ContainerRef, DockerApiListener, IpFamily, Judged, L4Proto, LabelFault,
+    PublishedPort, Snapshot, UntrustedClaim,
+};

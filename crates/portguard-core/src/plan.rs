@@ -174,12 +174,18 @@ fn ifname_set(name: &str, names: impl IntoIterator<Item = String>) -> Set {
 }
 
 fn interface_sets(config: &Config, snapshot: &Snapshot) -> Vec<Set> {
-    let bridges = || {
+    // `docker0` is trusted before Docker is seen (it is Docker's default
+    // bridge), unless the observer refused it: a host's uplink may carry
+    // that name too.
+    let docker0_refused = snapshot.untrusted_claims.iter().any(|claim| {
+        matches!(claim, crate::UntrustedClaim::Bridge { ifname, .. } if ifname == DEFAULT_BRIDGE)
+    });
+    let trusted = || {
         snapshot
             .bridges
             .iter()
             .cloned()
-            .chain([DEFAULT_BRIDGE.to_string()])
+            .chain((!docker0_refused).then(|| DEFAULT_BRIDGE.to_string()))
     };
     let trusted_exact = config
         .guard
@@ -188,10 +194,12 @@ fn interface_sets(config: &Config, snapshot: &Snapshot) -> Vec<Set> {
         .filter(|n| n.wildcard_prefix().is_none())
         .map(|n| n.as_str().to_string());
     let mut sets = vec![
-        ifname_set(names::DOCKER_BRIDGES, bridges()),
+        ifname_set(names::DOCKER_BRIDGES, trusted()),
         ifname_set(
             names::JUDGED_BRIDGES,
-            bridges().chain(snapshot.kept.bridges.iter().cloned()),
+            trusted()
+                .chain([DEFAULT_BRIDGE.to_string()])
+                .chain(snapshot.kept.bridges.iter().cloned()),
         ),
         ifname_set(names::TRUSTED_IFACES, trusted_exact),
     ];
@@ -756,6 +764,34 @@ mod tests {
             (SetKey::Ipv6PortInterval, vec![])
         );
         assert!(!SetKey::Ipv4Port.is_interval() && SetKey::Ipv4PortInterval.is_interval());
+    }
+
+    /// The uplink may be called docker0 too: refused, it is judged, not
+    /// trusted; kept bridges are judged, never trusted.
+    #[test]
+    fn refused_and_kept_bridges_are_judged_never_trusted() {
+        let mut snapshot: Snapshot = serde_json::from_value(serde_json::json!({
+            "bridges": ["shopnet"],
+            "published": [],
+            "untrusted_claims": [{"claim": "bridge", "network": "bridge", "ifname": "docker0",
+                                  "faults": [{"fault": "default_route", "family": "ipv4"}]}],
+            "kept": {"bridges": ["old0"]}
+        }))
+        .unwrap();
+        let config = Config::default();
+        let names = |ruleset: &Ruleset, set: &str| elements(ruleset, set).1;
+        let ruleset = plan(&config, &snapshot);
+        assert_eq!(names(&ruleset, names::DOCKER_BRIDGES), ["\"shopnet\""]);
+        assert_eq!(
+            names(&ruleset, names::JUDGED_BRIDGES),
+            ["\"docker0\"", "\"old0\"", "\"shopnet\""]
+        );
+        snapshot.untrusted_claims.clear();
+        let ruleset = plan(&config, &snapshot);
+        assert_eq!(
+            names(&ruleset, names::DOCKER_BRIDGES),
+            ["\"docker0\"", "\"shopnet\""]
+        );
     }
 
     #[test]

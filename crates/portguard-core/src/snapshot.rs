@@ -3,9 +3,12 @@
 //! planner; plain data so that tests can write one by hand.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::control::printable;
 
 /// Transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -54,11 +57,14 @@ pub struct ContainerRef {
     pub id: String,
     /// Name without Docker's leading `/`.
     pub name: String,
-    /// Compose `project/service`, from the `com.docker.compose.*` labels.
+    /// Compose `project/service`, from the `com.docker.compose.*` labels,
+    /// only if they were set when the container was created (not inherited
+    /// from its image; see docs/configuration.md).
     pub compose: Option<String>,
     /// The Swarm service this is (ports published through the ingress
     /// routing mesh, `name` is then the service's name) or whose task
-    /// this container is (label `com.docker.swarm.service.name`).
+    /// this container is (label `com.docker.swarm.service.name`, under the
+    /// same condition as `compose`).
     #[serde(default)]
     pub service: Option<String>,
 }
@@ -116,6 +122,185 @@ pub struct Snapshot {
     /// Docker's first complete answer (see [`Judged`]).
     #[serde(default, skip_serializing_if = "Judged::is_empty")]
     pub kept: Judged,
+    /// What Docker claims that the guard does not take its word for: bridges
+    /// it does not trust, compose and Swarm identities it does not let an
+    /// allow entry match. Reported in `guardctl status`.
+    #[serde(default)]
+    pub untrusted_claims: Vec<UntrustedClaim>,
+}
+
+/// A claim Docker made (in a network's options, or a container's labels)
+/// that the guard refused, and why. Every string in it comes from Docker
+/// (or the kernel) unchecked: [`fmt::Display`] escapes them for terminals.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "claim", rename_all = "snake_case")]
+pub enum UntrustedClaim {
+    /// A bridge network's interface. Traffic arriving on it is not trusted
+    /// (it is judged like any outside interface's).
+    Bridge {
+        network: String,
+        ifname: String,
+        /// Every reason found, at least one.
+        faults: Vec<BridgeFault>,
+    },
+    /// A container's compose `project/service` labels: an entry
+    /// `container = "project/service"` does not match this container.
+    Compose {
+        container: String,
+        compose: String,
+        fault: LabelFault,
+    },
+    /// A container's Swarm task labels: an entry naming the service does
+    /// not match this container.
+    SwarmTask {
+        container: String,
+        service: String,
+        fault: LabelFault,
+    },
+}
+
+/// Why a claimed bridge is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum BridgeFault {
+    /// No interface can have this name.
+    BadName { why: String },
+    /// The kernel's link of that name is another kind (`veth`, `device`, ...).
+    NotABridge { kind: String },
+    /// No link of that name (yet).
+    Missing,
+    /// The kernel could not be asked.
+    Unknown { error: String },
+    /// The bridge carries a default route: it is an uplink.
+    DefaultRoute { family: IpFamily },
+    /// The bridge holds an address outside every subnet of the network's
+    /// IPAM configuration (Docker gives it only its gateways).
+    AddressOutsideSubnets { address: String },
+    /// A port of the bridge is not a veth (Docker attaches only veths; an
+    /// uplink has a NIC, a bond, a VLAN, a tap, ...).
+    ForeignPort { port: String, kind: String },
+}
+
+/// Why a container's identity labels are not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum LabelFault {
+    /// These labels hold exactly their image's values: the container may
+    /// have been started by a plain `docker run` of that image.
+    FromImage { labels: Vec<String> },
+    /// The container's image could not be inspected, so where its labels
+    /// came from is unknown.
+    ImageUnknown,
+    /// The label that proves the container was created by compose or by a
+    /// Swarm task (`com.docker.compose.config-hash`,
+    /// `com.docker.swarm.task.id`) is missing.
+    Incomplete { missing: String },
+    /// Swarm (asked on a manager) does not run this task in this container.
+    NotSwarmsTask { why: String },
+}
+
+/// IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpFamily::Ipv4 => "IPv4",
+            IpFamily::Ipv6 => "IPv6",
+        })
+    }
+}
+
+impl fmt::Display for BridgeFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeFault::BadName { why } => write!(f, "not an interface name ({})", printable(why)),
+            BridgeFault::NotABridge { kind } => {
+                write!(f, "it is a {}, not a bridge", printable(kind))
+            }
+            BridgeFault::Missing => f.write_str("it does not exist (yet)"),
+            BridgeFault::Unknown { error } => {
+                write!(f, "the kernel could not be asked ({})", printable(error))
+            }
+            BridgeFault::DefaultRoute { family } => {
+                write!(f, "it carries the {family} default route (an uplink)")
+            }
+            BridgeFault::AddressOutsideSubnets { address } => write!(
+                f,
+                "it holds {}, outside the network's subnets",
+                printable(address)
+            ),
+            BridgeFault::ForeignPort { port, kind } => write!(
+                f,
+                "its port {} is a {}, not a container's veth",
+                printable(port),
+                printable(kind)
+            ),
+        }
+    }
+}
+
+impl fmt::Display for LabelFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabelFault::FromImage { labels } => write!(
+                f,
+                "its image sets {} (whoever runs the image inherits them)",
+                printable(&labels.join(", "))
+            ),
+            LabelFault::ImageUnknown => {
+                f.write_str("its image cannot be inspected to tell where the labels came from")
+            }
+            LabelFault::Incomplete { missing } => write!(f, "it has no {}", printable(missing)),
+            LabelFault::NotSwarmsTask { why } => write!(f, "Swarm disagrees: {}", printable(why)),
+        }
+    }
+}
+
+impl fmt::Display for UntrustedClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UntrustedClaim::Bridge {
+                network,
+                ifname,
+                faults,
+            } => {
+                let faults: Vec<String> = faults.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "bridge \"{}\" of network {}: {}; traffic from it is judged as from outside",
+                    printable(ifname),
+                    printable(network),
+                    faults.join("; ")
+                )
+            }
+            UntrustedClaim::Compose {
+                container,
+                compose,
+                fault,
+            } => write!(
+                f,
+                "container {} is not compose service {}: {fault}",
+                printable(container),
+                printable(compose)
+            ),
+            UntrustedClaim::SwarmTask {
+                container,
+                service,
+                fault,
+            } => write!(
+                f,
+                "container {} is not a task of Swarm service {}: {fault}",
+                printable(container),
+                printable(service)
+            ),
+        }
+    }
 }
 
 impl Snapshot {

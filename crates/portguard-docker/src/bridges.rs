@@ -2,127 +2,162 @@
 //! Docker's bridges. Traffic from a Docker bridge is trusted, so Docker's
 //! word is not enough: anyone who may create Docker networks could set
 //! `com.docker.network.bridge.name` to the host's uplink (or a veth to the
-//! outside) and open every port. A claimed name counts only if it is a
-//! valid interface name and the kernel has a link of that name whose kind
-//! is `bridge` (asked over rtnetlink, in the daemon's network namespace).
+//! outside) and open every port.
 //!
-//! A claimed bridge that does not exist yet carries no traffic; it is left
-//! out (not trusted) and reported, and the observer looks again when a
-//! link of that name appears (see [`crate::session`]).
+//! A claimed name counts only if it is a valid interface name and the
+//! kernel (asked over rtnetlink, in the daemon's network namespace, see
+//! [`crate::kernel`]) has a bridge of that name that looks like one Docker
+//! made:
+//!
+//! - it carries no default route, IPv4 or IPv6, in any routing table: on
+//!   KVM, Proxmox or LXD hosts the uplink itself is a bridge, and
+//!   `docker network create -o com.docker.network.bridge.name=<it>
+//!   --subnet <the LAN> --gateway <the host>` makes Docker reuse it;
+//! - every address it holds is inside the network's IPAM subnets (Docker
+//!   gives a bridge only its gateways), IPv6 link-local ones aside;
+//! - every port enslaved to it is a veth (Docker attaches only veths; an
+//!   uplink has a NIC, a bond, a VLAN, a tap, ...).
+//!
+//! A refused bridge is left out (its traffic is judged like any outside
+//! interface's) and reported in `guardctl status`; the observer judges
+//! again whenever a link, an address or a default route changes (see
+//! [`crate::kernel::Watched`]). A claimed bridge that does not exist yet
+//! carries no traffic; it is refused the same way until it appears.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::str::FromStr;
 
-use futures_util::TryStreamExt;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use portguard_core::{BridgeFault, UntrustedClaim};
 
+#[cfg(test)]
+use crate::kernel::Port;
+use crate::kernel::{BridgeFacts, LinkKind};
 use crate::snapshot::{BridgeClaim, check_ifname};
 
-/// What the kernel has under a name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkKind {
-    Bridge,
-    /// Another kind (`veth`, `dummy`, ...), or none given (a plain device).
-    Other(String),
-    Missing,
+/// An IP network as Docker's IPAM writes it (`172.18.0.0/16`,
+/// `fd00:d0c::/64`); host bits are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    addr: IpAddr,
+    prefix: u8,
 }
 
-/// The kind of the link called `name` (a valid interface name).
-pub async fn link_kind(
-    links: &rtnetlink::Handle,
-    name: &str,
-) -> Result<LinkKind, rtnetlink::Error> {
-    let mut answers = links.link().get().match_name(name).execute();
-    match answers.try_next().await {
-        Ok(Some(link)) => Ok(kind_of(&link)),
-        Ok(None) => Ok(LinkKind::Missing),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => {
-            Ok(LinkKind::Missing)
+impl FromStr for Subnet {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (addr, prefix) = text.split_once('/').ok_or(())?;
+        let addr: IpAddr = addr.parse().map_err(|_| ())?;
+        let prefix: u8 = prefix.parse().map_err(|_| ())?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > width {
+            return Err(());
         }
-        Err(e) => Err(e),
+        Ok(Subnet { addr, prefix })
     }
 }
 
-/// ENODEV, the kernel's answer for an unknown interface name.
-const fn libc_enodev() -> i32 {
-    19
-}
-
-fn kind_of(link: &LinkMessage) -> LinkKind {
-    let kind = link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-            LinkInfo::Kind(kind) => Some(kind.clone()),
-            _ => None,
-        }),
-        _ => None,
-    });
-    match kind {
-        Some(InfoKind::Bridge) => LinkKind::Bridge,
-        Some(other) => LinkKind::Other(other.to_string()),
-        None => LinkKind::Other("device".into()),
+impl Subnet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (net, ip, width) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(a)), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),
+            _ => return false,
+        };
+        let host_bits = width - u32::from(self.prefix);
+        let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+        net & mask == ip & mask
     }
 }
 
-/// Why a claim is not trusted, or `None` if it is: a pure judgement, so
-/// that every case is unit-tested.
-pub fn judge(claim: &BridgeClaim, kind: Option<&LinkKind>) -> Option<String> {
-    let shown = portguard_core::control::printable(&claim.ifname);
-    let network = portguard_core::control::printable(&claim.network);
+/// IPv6 link-local (`fe80::/10`): every IPv6 interface has one, and
+/// Docker gives its bridges `fe80::1`.
+fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// Every reason not to trust `claim`, given what the kernel says of the
+/// name (`Err`: it could not be asked). Empty: trusted. Pure, so that
+/// every case is unit-tested.
+pub fn judge(claim: &BridgeClaim, facts: Result<&BridgeFacts, &str>) -> Vec<BridgeFault> {
     if let Err(why) = check_ifname(&claim.ifname) {
-        return Some(format!(
-            "network {network}: bridge name \"{shown}\" refused: {why}"
-        ));
+        return vec![BridgeFault::BadName { why }];
     }
-    match kind {
-        Some(LinkKind::Bridge) => None,
-        Some(LinkKind::Other(kind)) => Some(format!(
-            "network {network}: \"{shown}\" is a {kind}, not a bridge; not trusted (published ports stay judged)"
-        )),
-        Some(LinkKind::Missing) => Some(format!(
-            "network {network}: bridge \"{shown}\" does not exist (yet); not trusted until it is a bridge"
-        )),
-        None => Some(format!(
-            "network {network}: cannot tell what \"{shown}\" is; not trusted"
-        )),
+    let facts = match facts {
+        Ok(facts) => facts,
+        Err(error) => {
+            return vec![BridgeFault::Unknown {
+                error: error.to_string(),
+            }];
+        }
+    };
+    match &facts.kind {
+        LinkKind::Bridge => {}
+        LinkKind::Other(kind) => return vec![BridgeFault::NotABridge { kind: kind.clone() }],
+        LinkKind::Missing => return vec![BridgeFault::Missing],
     }
+    let mut faults: Vec<BridgeFault> = facts
+        .default_routes
+        .iter()
+        .map(|&family| BridgeFault::DefaultRoute { family })
+        .collect();
+    faults.extend(
+        facts
+            .addresses
+            .iter()
+            .filter(|(ip, _)| !is_link_local(*ip) && !claim.subnets.iter().any(|s| s.contains(*ip)))
+            .map(|(ip, prefix)| BridgeFault::AddressOutsideSubnets {
+                address: format!("{ip}/{prefix}"),
+            }),
+    );
+    faults.extend(
+        facts
+            .ports
+            .iter()
+            .filter(|port| !matches!(&port.kind, LinkKind::Other(k) if k == "veth"))
+            .map(|port| BridgeFault::ForeignPort {
+                port: port.name.clone(),
+                kind: match &port.kind {
+                    LinkKind::Other(k) => k.clone(),
+                    LinkKind::Bridge => "bridge".into(),
+                    LinkKind::Missing => "vanished link".into(),
+                },
+            }),
+    );
+    faults
 }
 
-/// The verified bridges, and why each other claim was refused. Names that
-/// do not exist yet are returned too (`missing`), so that their appearance
-/// can be watched for.
+/// The verified bridges, and the refused claims with their reasons.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub bridges: BTreeSet<String>,
-    pub refused: Vec<String>,
-    pub missing: BTreeSet<String>,
+    pub refused: Vec<UntrustedClaim>,
 }
 
-pub async fn verify(claims: &[BridgeClaim], links: &rtnetlink::Handle) -> Verified {
-    let mut verified = Verified {
-        bridges: BTreeSet::new(),
-        refused: Vec::new(),
-        missing: BTreeSet::new(),
-    };
-    for claim in claims {
-        let kind = if check_ifname(&claim.ifname).is_ok() {
-            match link_kind(links, &claim.ifname).await {
-                Ok(kind) => Some(kind),
-                Err(e) => {
-                    tracing::warn!(name = %claim.ifname, error = %e, "cannot look up a Docker bridge");
-                    None
-                }
-            }
+/// Judges every claim against what the kernel says (`facts` of each claim,
+/// in order).
+pub fn verify<'a>(
+    claims: &[BridgeClaim],
+    facts: impl IntoIterator<Item = Result<&'a BridgeFacts, &'a str>>,
+) -> Verified {
+    let mut verified = Verified::default();
+    for (claim, facts) in claims.iter().zip(facts) {
+        let faults = judge(claim, facts);
+        if faults.is_empty() {
+            verified.bridges.insert(claim.ifname.clone());
         } else {
-            None
-        };
-        if kind == Some(LinkKind::Missing) {
-            verified.missing.insert(claim.ifname.clone());
-        }
-        match judge(claim, kind.as_ref()) {
-            None => {
-                verified.bridges.insert(claim.ifname.clone());
-            }
-            Some(why) => verified.refused.push(why),
+            verified.refused.push(UntrustedClaim::Bridge {
+                network: claim.network.clone(),
+                ifname: claim.ifname.clone(),
+                faults,
+            });
         }
     }
+    // Docker lists networks in no promised order.
+    verified.refused.sort();
     verified
 }
 
@@ -131,42 +166,232 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use portguard_core::IpFamily;
 
-    fn claim(ifname: &str) -> BridgeClaim {
+    fn families(v4: bool, v6: bool) -> BTreeSet<IpFamily> {
+        [(v4, IpFamily::Ipv4), (v6, IpFamily::Ipv6)]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| f)
+            .collect()
+    }
+
+    fn port(name: &str, kind: LinkKind) -> Port {
+        Port {
+            index: 0,
+            name: name.into(),
+            kind,
+        }
+    }
+
+    fn claim(ifname: &str, subnets: &[&str]) -> BridgeClaim {
         BridgeClaim {
             network: "evil".into(),
             ifname: ifname.into(),
+            subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
         }
+    }
+
+    fn bridge() -> BridgeFacts {
+        BridgeFacts {
+            kind: LinkKind::Bridge,
+            ..BridgeFacts::default()
+        }
+    }
+
+    fn veth() -> LinkKind {
+        LinkKind::Other("veth".into())
+    }
+
+    /// The bridge of a Docker network as Docker leaves it: its gateways,
+    /// link-local addresses, containers' veths.
+    fn docker_bridge() -> BridgeFacts {
+        BridgeFacts {
+            addresses: vec![
+                ("172.18.0.1".parse().unwrap(), 16),
+                ("fd00:d0c::1".parse().unwrap(), 64),
+                ("fe80::1".parse().unwrap(), 64),
+                ("fe80::a8c1:abff:fe12:3456".parse().unwrap(), 64),
+            ],
+            ports: vec![port("veth1a2b3c4", veth()), port("veth5d6e7f8", veth())],
+            ..bridge()
+        }
+    }
+
+    const SUBNETS: &[&str] = &["172.18.0.0/16", "fd00:d0c::/64"];
+
+    #[test]
+    fn a_bridge_as_docker_makes_it_is_trusted() {
+        assert_eq!(
+            judge(&claim("br-3f2a9c1d7e00", SUBNETS), Ok(&docker_bridge())),
+            []
+        );
+        assert_eq!(judge(&claim("shopnet", &[]), Ok(&bridge())), []);
+        let verified = verify(&[claim("shopnet", SUBNETS)], [Ok(&docker_bridge())]);
+        assert_eq!(verified.bridges, BTreeSet::from(["shopnet".to_string()]));
+        assert!(verified.refused.is_empty());
+    }
+
+    #[test]
+    fn an_uplink_bridge_is_refused_for_every_sign_of_one() {
+        // What `docker network create -o com.docker.network.bridge.name=br0
+        // --subnet <the LAN> --gateway <the host>` finds on a Proxmox host.
+        let uplink = BridgeFacts {
+            default_routes: families(true, true),
+            addresses: vec![
+                ("192.168.1.10".parse().unwrap(), 24),
+                ("2001:db8:1::10".parse().unwrap(), 64),
+                ("fe80::1".parse().unwrap(), 64),
+            ],
+            ports: vec![
+                port("enp1s0", LinkKind::Other("device".into())),
+                port("bond0", LinkKind::Other("bond".into())),
+                port("tap100i0", LinkKind::Other("tun".into())),
+                port("vmbr0.10", LinkKind::Other("vlan".into())),
+                port("veth100i0", veth()),
+            ],
+            ..bridge()
+        };
+        let faults = judge(&claim("vmbr0", &["192.168.1.0/24"]), Ok(&uplink));
+        assert_eq!(
+            faults,
+            [
+                BridgeFault::DefaultRoute {
+                    family: IpFamily::Ipv4
+                },
+                BridgeFault::DefaultRoute {
+                    family: IpFamily::Ipv6
+                },
+                BridgeFault::AddressOutsideSubnets {
+                    address: "2001:db8:1::10/64".into()
+                },
+                BridgeFault::ForeignPort {
+                    port: "enp1s0".into(),
+                    kind: "device".into()
+                },
+                BridgeFault::ForeignPort {
+                    port: "bond0".into(),
+                    kind: "bond".into()
+                },
+                BridgeFault::ForeignPort {
+                    port: "tap100i0".into(),
+                    kind: "tun".into()
+                },
+                BridgeFault::ForeignPort {
+                    port: "vmbr0.10".into(),
+                    kind: "vlan".into()
+                },
+            ]
+        );
+        // Each sign alone is enough.
+        let alone = [
+            BridgeFacts {
+                default_routes: families(false, true),
+                ..docker_bridge()
+            },
+            BridgeFacts {
+                addresses: vec![("10.0.0.5".parse().unwrap(), 8)],
+                ..docker_bridge()
+            },
+            BridgeFacts {
+                ports: vec![port("eth0", LinkKind::Other("device".into()))],
+                ..docker_bridge()
+            },
+            BridgeFacts {
+                ports: vec![port("br1", LinkKind::Bridge)],
+                ..docker_bridge()
+            },
+        ];
+        for facts in alone {
+            let faults = judge(&claim("shopnet", SUBNETS), Ok(&facts));
+            assert_eq!(faults.len(), 1, "{facts:?}: {faults:?}");
+        }
+        let verified = verify(&[claim("vmbr0", &["192.168.1.0/24"])], [Ok(&uplink)]);
+        assert!(verified.bridges.is_empty());
+        assert!(
+            matches!(&verified.refused[0], UntrustedClaim::Bridge { ifname, faults, .. } if ifname == "vmbr0" && faults.len() == 7)
+        );
     }
 
     #[test]
     fn only_valid_names_of_real_bridges_are_trusted() {
-        let bridge = Some(&LinkKind::Bridge);
-        assert_eq!(judge(&claim("shopnet"), bridge), None);
-        let table: &[(&str, Option<&LinkKind>, &str)] = &[
+        let table: &[(&str, Result<BridgeFacts, &str>, BridgeFault)] = &[
             (
                 "veth-outside",
-                Some(&LinkKind::Other("veth".into())),
-                "is a veth, not a bridge",
+                Ok(BridgeFacts {
+                    kind: veth(),
+                    ..BridgeFacts::default()
+                }),
+                BridgeFault::NotABridge {
+                    kind: "veth".into(),
+                },
             ),
             (
                 "eth0",
-                Some(&LinkKind::Other("device".into())),
-                "is a device, not a bridge",
+                Ok(BridgeFacts {
+                    kind: LinkKind::Other("device".into()),
+                    ..BridgeFacts::default()
+                }),
+                BridgeFault::NotABridge {
+                    kind: "device".into(),
+                },
             ),
-            ("newnet", Some(&LinkKind::Missing), "does not exist (yet)"),
-            ("shopnet", None, "cannot tell"),
-            ("a-very-long-bridge-name", bridge, "longer than 15 bytes"),
-            ("eth0:0", bridge, "':' is not allowed"),
+            ("newnet", Ok(BridgeFacts::default()), BridgeFault::Missing),
             (
-                "web\u{1b}]0;x",
-                bridge,
-                "bridge name \"web\\x1b]0;x\" refused",
+                "shopnet",
+                Err("netlink: EPERM"),
+                BridgeFault::Unknown {
+                    error: "netlink: EPERM".into(),
+                },
             ),
         ];
-        for (name, kind, wanted) in table {
-            let why = judge(&claim(name), *kind).unwrap();
-            assert!(why.contains(wanted), "{name}: {why}");
+        for (name, facts, wanted) in table {
+            let faults = judge(&claim(name, &[]), facts.as_ref().map_err(|e| *e));
+            assert_eq!(faults, std::slice::from_ref(wanted), "{name}");
         }
+        for (name, wanted) in [
+            ("a-very-long-bridge-name", "longer than 15 bytes"),
+            ("eth0:0", "':' is not allowed"),
+            ("web\u{1b}]0;x", "'\\u{1b}' is not allowed"),
+        ] {
+            let faults = judge(&claim(name, &[]), Ok(&bridge()));
+            assert!(
+                matches!(&faults[..], [BridgeFault::BadName { why }] if why.contains(wanted)),
+                "{name}: {faults:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn subnets_as_docker_writes_them() {
+        let net: Subnet = "172.18.0.0/16".parse().unwrap();
+        assert!(net.contains("172.18.255.254".parse().unwrap()));
+        assert!(!net.contains("172.19.0.1".parse().unwrap()));
+        assert!(!net.contains("::ffff:172.18.0.1".parse().unwrap()));
+        let host_bits: Subnet = "10.77.0.1/24".parse().unwrap();
+        assert!(host_bits.contains("10.77.0.200".parse().unwrap()));
+        let all: Subnet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.1".parse().unwrap()));
+        let v6: Subnet = "fd00:d0c::/64".parse().unwrap();
+        assert!(v6.contains("fd00:d0c::2".parse().unwrap()));
+        assert!(!v6.contains("fd00:d0d::2".parse().unwrap()));
+        let one: Subnet = "fd00::1/128".parse().unwrap();
+        assert!(
+            one.contains("fd00::1".parse().unwrap()) && !one.contains("fd00::2".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "x/8",
+            "10.0.0.0/-1",
+        ] {
+            assert!(bad.parse::<Subnet>().is_err(), "{bad}");
+        }
+        assert!(is_link_local("fe80::1".parse().unwrap()));
+        assert!(is_link_local("febf::1".parse().unwrap()));
+        assert!(!is_link_local("fec0::1".parse().unwrap()));
+        assert!(!is_link_local("169.254.0.1".parse().unwrap()));
     }
 }

@@ -7,29 +7,32 @@
 //! optional, unknown values are skipped, and a container that vanishes
 //! between list and inspect is simply not in the snapshot. Nothing in them
 //! is trusted to be benign either: answers are capped in size
-//! ([`transport`]), and a bridge name counts only if the kernel has a
-//! bridge of that name ([`bridges`]).
+//! ([`transport`]), a bridge name counts only if the kernel has a bridge
+//! of that name that is not the host's uplink ([`bridges`]), and compose
+//! and Swarm labels count only if the image did not supply them
+//! ([`identity`]).
 
 pub mod bridges;
+pub mod identity;
+pub mod kernel;
+mod observed;
 mod snapshot;
 pub mod transport;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
+use bollard::query_parameters::EventsOptions;
 use futures_util::{FutureExt, StreamExt};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use portguard_core::Snapshot;
 use portguard_core::hostfw::DockerFirewall;
-use portguard_core::{PublishedPort, Snapshot};
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
-use rtnetlink::sys::AsyncSocket as _;
+
+use crate::kernel::Kernel;
+use crate::observed::Observed;
 
 pub use snapshot::{
-    BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, published_ports_of,
+    BridgeClaim, IFNAME_MAX, bridge_claims, check_ifname, container_name, published_ports_of,
     published_ports_of_service,
 };
 
@@ -52,10 +55,9 @@ pub enum DockerUpdate {
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A full resync (list, inspect each, networks) must be done by then; a
-/// dripping answer would otherwise hold the observer forever (bollard's
-/// own timeout covers only the headers).
-const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The bridges are judged again this often even without a notification:
+/// notifications can be lost (a full socket buffer drops them, ENOBUFS).
+const REJUDGE_EVERY: Duration = Duration::from_secs(30);
 /// `GET /version` and `GET /info` are small answers (the engine's version
 /// and the firewall backend for status); the observer does not wait longer
 /// for them, since bollard's own timeout covers only the headers.
@@ -137,7 +139,7 @@ async fn session(
         .await
         .map_err(|_| no_answer("/version"))?
         .map_err(fail)?;
-    let (links, mut link_events) = link_watch()
+    let (kernel, mut kernel_events) = Kernel::connect()
         .map_err(|e| format!("cannot ask the kernel about Docker's bridges (rtnetlink): {e}"))?;
     // Subscribe before the first snapshot, so that no change falls between.
     let filters = HashMap::from([(
@@ -178,7 +180,7 @@ async fn session(
         }
     };
     let mut observed = Observed::default();
-    let snapshot = observed.resync(&docker, &links, &fail).await?;
+    let snapshot = observed.resync(&docker, &kernel, &fail).await?;
     *connected = true;
     tracing::info!(
         engine = %portguard_core::control::printable(&engine),
@@ -192,8 +194,10 @@ async fn session(
     }) {
         return Ok(Flow::Stop);
     }
+    let mut rejudge =
+        tokio::time::interval_at(tokio::time::Instant::now() + REJUDGE_EVERY, REJUDGE_EVERY);
     loop {
-        let relevant = tokio::select! {
+        let snapshot = tokio::select! {
             event = events.next() => {
                 let Some(event) = event else {
                     return Ok(Flow::StreamEnded);
@@ -206,97 +210,34 @@ async fn session(
                         Some(event) => relevant |= is_relevant(&event.map_err(fail)?),
                     }
                 }
-                relevant
+                if !relevant {
+                    continue;
+                }
+                observed.resync(&docker, &kernel, &fail).await?
             }
-            Some((message, _)) = link_events.next() => {
+            Some((message, _)) = kernel_events.next() => {
                 let mut relevant = observed.is_watched(&message);
-                while let Some(Some((message, _))) = link_events.next().now_or_never() {
+                while let Some(Some((message, _))) = kernel_events.next().now_or_never() {
                     relevant |= observed.is_watched(&message);
                 }
-                relevant
-            }
-        };
-        if relevant {
-            let snapshot = observed.resync(&docker, &links, &fail).await?;
-            if !report(DockerUpdate::Snapshot(snapshot)) {
-                return Ok(Flow::Stop);
-            }
-        }
-    }
-}
-
-/// An rtnetlink handle to look links up, and the kernel's link
-/// notifications (so that a claimed bridge is checked again when a link of
-/// its name appears, changes or goes).
-fn link_watch() -> std::io::Result<(
-    rtnetlink::Handle,
-    impl futures_util::Stream<
-        Item = (
-            NetlinkMessage<RouteNetlinkMessage>,
-            rtnetlink::sys::SocketAddr,
-        ),
-    > + Unpin,
-)> {
-    let (mut connection, handle, messages) = rtnetlink::new_connection()?;
-    connection
-        .socket_mut()
-        .socket_mut()
-        .bind(&rtnetlink::sys::SocketAddr::new(
-            0,
-            rtnetlink::constants::RTMGRP_LINK,
-        ))?;
-    tokio::spawn(connection);
-    Ok((handle, messages))
-}
-
-/// What the last resync found about bridges.
-#[derive(Default)]
-struct Observed {
-    /// Claimed names that are, or are awaited as, bridges.
-    watched: BTreeSet<String>,
-    /// Why claims were refused, as last logged.
-    refused: Vec<String>,
-}
-
-impl Observed {
-    async fn resync(
-        &mut self,
-        docker: &Docker,
-        links: &rtnetlink::Handle,
-        fail: &impl Fn(bollard::errors::Error) -> String,
-    ) -> Result<Snapshot, String> {
-        let (snapshot, verified) =
-            match tokio::time::timeout(SNAPSHOT_TIMEOUT, full_snapshot(docker, links)).await {
-                Ok(result) => result.map_err(fail)?,
-                Err(_) => {
-                    return Err(format!(
-                        "the Docker Engine did not answer within {} s",
-                        SNAPSHOT_TIMEOUT.as_secs()
-                    ));
+                if !relevant {
+                    continue;
                 }
-            };
-        if verified.refused != self.refused {
-            for why in &verified.refused {
-                tracing::warn!("Docker bridge not trusted: {why}");
+                // Only the bridges are judged again: Docker's side is as
+                // the last resync found it.
+                match observed.rejudge(&kernel).await {
+                    Some(snapshot) => snapshot,
+                    None => continue,
+                }
             }
-        }
-        self.refused = verified.refused;
-        self.watched = verified.bridges.union(&verified.missing).cloned().collect();
-        Ok(snapshot)
-    }
-
-    /// A link event about a name a claim depends on.
-    fn is_watched(&self, message: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
-        let link: &LinkMessage = match &message.payload {
-            NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
-            ) => link,
-            _ => return false,
+            _ = rejudge.tick() => match observed.rejudge(&kernel).await {
+                Some(snapshot) => snapshot,
+                None => continue,
+            },
         };
-        link.attributes.iter().any(|a| match a {
-            LinkAttribute::IfName(name) => self.watched.contains(name),
-            _ => false,
-        })
+        if !report(DockerUpdate::Snapshot(snapshot)) {
+            return Ok(Flow::Stop);
+        }
     }
 }
 
@@ -309,66 +250,4 @@ fn is_relevant(event: &bollard::models::EventMessage) -> bool {
             action,
             "attach" | "detach" | "resize" | "top" | "copy" | "export" | "commit"
         ))
-}
-
-/// The ports Swarm services publish through the ingress network. Only a
-/// manager can list services: elsewhere (no Swarm, a worker, an engine
-/// that refuses) the answer is none, which closes rather than opens
-/// (unlisted ports are dropped either way; `container = "service"`
-/// entries then admit nothing).
-async fn swarm_service_ports(docker: &Docker) -> Vec<PublishedPort> {
-    match docker
-        .list_services(None::<bollard::query_parameters::ListServicesOptions>)
-        .await
-    {
-        Ok(services) => services
-            .iter()
-            .flat_map(published_ports_of_service)
-            .collect(),
-        // 503: "This node is not a swarm manager".
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 503, ..
-        }) => Vec::new(),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot list Swarm services");
-            Vec::new()
-        }
-    }
-}
-
-async fn full_snapshot(
-    docker: &Docker,
-    links: &rtnetlink::Handle,
-) -> Result<(Snapshot, bridges::Verified), bollard::errors::Error> {
-    let containers = docker
-        .list_containers(Some(ListContainersOptions::default()))
-        .await?;
-    let mut published = Vec::new();
-    for summary in containers {
-        let Some(id) = summary.id else { continue };
-        match docker
-            .inspect_container(&id, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(inspect) => published.extend(published_ports_of(&inspect)),
-            // Gone between list and inspect: not published any more.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    published.extend(swarm_service_ports(docker).await);
-    let networks = docker.list_networks(None).await?;
-    published.sort();
-    published.dedup();
-    let verified = bridges::verify(&bridge_claims(&networks), links).await;
-    Ok((
-        Snapshot {
-            bridges: verified.bridges.clone(),
-            published,
-            ..Snapshot::default()
-        },
-        verified,
-    ))
 }

@@ -10,10 +10,10 @@ use bollard::models::{
 };
 use portguard_core::{ContainerRef, L4Proto, PublishedPort};
 
+use crate::bridges::Subnet;
+use crate::identity::Identity;
+
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
-const COMPOSE_PROJECT: &str = "com.docker.compose.project";
-const COMPOSE_SERVICE: &str = "com.docker.compose.service";
-const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 
 /// A bridge network and the interface Docker says carries it. Docker's
 /// word is not enough to trust the interface: see [`crate::bridges`].
@@ -23,6 +23,10 @@ pub struct BridgeClaim {
     pub network: String,
     /// The interface name as Docker gives it, unchecked.
     pub ifname: String,
+    /// The network's IPAM subnets (`IPAM.Config[].Subnet`), the only
+    /// addresses Docker gives its bridge; those that do not parse are left
+    /// out (an address inside them is then refused: closed, not open).
+    pub subnets: Vec<Subnet>,
 }
 
 /// The interfaces Docker's bridge networks claim: the custom
@@ -50,7 +54,19 @@ pub fn bridge_claims(networks: &[Network]) -> Vec<BridgeClaim> {
                     _ => return None,
                 }
             };
-            Some(BridgeClaim { network, ifname })
+            let subnets = n
+                .ipam
+                .as_ref()
+                .and_then(|ipam| ipam.config.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.subnet.as_deref()?.parse().ok())
+                .collect();
+            Some(BridgeClaim {
+                network,
+                ifname,
+                subnets,
+            })
         })
         .collect()
 }
@@ -95,29 +111,35 @@ fn parse_port_key(key: &str) -> Option<(u16, L4Proto)> {
     Some((port.parse().ok()?, proto))
 }
 
-/// The published ports of one container, as its inspect data says
-/// (`NetworkSettings.Ports`, not the requested `HostConfig.PortBindings`).
-pub fn published_ports_of(inspect: &ContainerInspectResponse) -> Vec<PublishedPort> {
-    let id = inspect.id.clone().unwrap_or_default();
-    let name = inspect
+/// The container's name without Docker's leading `/` (else the short id).
+pub fn container_name(inspect: &ContainerInspectResponse) -> String {
+    inspect
         .name
         .as_deref()
         .map(|n| n.trim_start_matches('/').to_string())
-        .unwrap_or_else(|| id.chars().take(12).collect());
-    let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
-    let compose = labels.and_then(|l| {
-        Some(format!(
-            "{}/{}",
-            l.get(COMPOSE_PROJECT)?,
-            l.get(COMPOSE_SERVICE)?
-        ))
-    });
-    let service = labels.and_then(|l| l.get(SWARM_SERVICE)).cloned();
+        .unwrap_or_else(|| {
+            inspect
+                .id
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(12)
+                .collect()
+        })
+}
+
+/// The published ports of one container, as its inspect data says
+/// (`NetworkSettings.Ports`, not the requested `HostConfig.PortBindings`),
+/// under the compose and Swarm identity [`crate::identity`] granted it.
+pub fn published_ports_of(
+    inspect: &ContainerInspectResponse,
+    identity: &Identity,
+) -> Vec<PublishedPort> {
     let container = ContainerRef {
-        id,
-        name,
-        compose,
-        service,
+        id: inspect.id.clone().unwrap_or_default(),
+        name: container_name(inspect),
+        compose: identity.compose.clone(),
+        service: identity.service.clone(),
     };
     let network_mode = inspect
         .host_config
@@ -255,7 +277,8 @@ mod tests {
         let c = inspect(
             r#"{
             "Id": "abc123def4567890", "Name": "/web",
-            "Config": {"Labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"},
+            "Config": {"Labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web",
+                                  "com.docker.compose.config-hash": "5e1f"},
                        "SomethingNew": {"x": 1}},
             "HostConfig": {"NetworkMode": "bridge"},
             "NetworkSettings": {"Ports": {
@@ -267,7 +290,15 @@ mod tests {
             }}
         }"#,
         );
-        let ports = published_ports_of(&c);
+        // Labels set by compose's create call (the image has none).
+        let labels = c.config.as_ref().unwrap().labels.clone().unwrap();
+        let identity = crate::identity::identity(
+            "web",
+            &labels,
+            Some(&Default::default()),
+            &crate::identity::TaskCheck::NotAsked,
+        );
+        let ports = published_ports_of(&c, &identity);
         let summary: Vec<(Option<String>, u16, L4Proto, u16)> = ports
             .iter()
             .map(|p| {
@@ -298,7 +329,7 @@ mod tests {
             r#"{"Id": "h", "Name": "/prom", "HostConfig": {"NetworkMode": "host"},
                 "Config": {"ExposedPorts": {"9090/tcp": {}}}, "NetworkSettings": {"Ports": {}}}"#,
         );
-        let ports = published_ports_of(&c);
+        let ports = published_ports_of(&c, &Identity::default());
         assert_eq!(ports.len(), 1);
         assert!(ports[0].host_network && ports[0].host_port == 9090);
     }
@@ -341,10 +372,18 @@ mod tests {
     fn a_swarm_task_container_is_named_by_its_service() {
         let c = inspect(
             r#"{"Id": "t", "Name": "/websvc.1.uuqzoasn8zn3", "HostConfig": {"NetworkMode": "bridge"},
-                "Config": {"Labels": {"com.docker.swarm.service.name": "websvc"}},
+                "Config": {"Labels": {"com.docker.swarm.service.name": "websvc",
+                                      "com.docker.swarm.task.id": "uuqzoasn8zn3"}},
                 "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8081"}]}}}"#,
         );
-        let ports = published_ports_of(&c);
+        let labels = c.config.as_ref().unwrap().labels.clone().unwrap();
+        let identity = crate::identity::identity(
+            &container_name(&c),
+            &labels,
+            Some(&Default::default()),
+            &crate::identity::TaskCheck::Confirmed,
+        );
+        let ports = published_ports_of(&c, &identity);
         assert_eq!(ports[0].container.service.as_deref(), Some("websvc"));
         assert!(ports[0].container.is_named("websvc"));
         assert!(!ports[0].container.is_named("websvc.1"));
@@ -352,8 +391,9 @@ mod tests {
 
     #[test]
     fn missing_everything_is_no_ports() {
-        assert!(published_ports_of(&inspect("{}")).is_empty());
-        assert!(published_ports_of(&inspect(r#"{"NetworkSettings": null}"#)).is_empty());
+        let none = Identity::default();
+        assert!(published_ports_of(&inspect("{}"), &none).is_empty());
+        assert!(published_ports_of(&inspect(r#"{"NetworkSettings": null}"#), &none).is_empty());
     }
 
     #[test]
@@ -363,17 +403,27 @@ mod tests {
             {"Name": "bridge", "Id": "0123456789abcdef", "Driver": "bridge"},
             {"Name": "shop_default", "Id": "3f2a9c1d7e00ffff", "Driver": "bridge", "Options": {}},
             {"Name": "custom", "Id": "aaaaaaaaaaaaaaaa", "Driver": "bridge",
-             "Options": {"com.docker.network.bridge.name": "shopnet"}},
+             "Options": {"com.docker.network.bridge.name": "shopnet"},
+             "IPAM": {"Driver": "default", "Config": [
+                {"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"},
+                {"Subnet": "fd00:d0c::/64"}, {"Subnet": "not a subnet"}, {"Gateway": "10.0.0.1"}]}},
             {"Name": "short", "Id": "abc", "Driver": "bridge"},
             {"Name": "host", "Id": "bbbbbbbbbbbbbbbb", "Driver": "host"},
             {"Name": "none", "Id": "cccccccccccccccc", "Driver": "null"}
         ]"#,
         )
         .unwrap();
-        let claims: Vec<(String, String)> = bridge_claims(&networks)
-            .into_iter()
-            .map(|c| (c.network, c.ifname))
-            .collect();
+        let claims = bridge_claims(&networks);
+        assert_eq!(
+            claims[2].subnets,
+            [
+                "172.19.0.0/16".parse().unwrap(),
+                "fd00:d0c::/64".parse().unwrap()
+            ]
+        );
+        assert!(claims[0].subnets.is_empty());
+        let claims: Vec<(String, String)> =
+            claims.into_iter().map(|c| (c.network, c.ifname)).collect();
         assert_eq!(
             claims,
             [

@@ -58,6 +58,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         docker_api: docker_api_reports(&guard.config, &guard.snapshot),
         kept: guard.snapshot.kept.clone(),
         unmatched: guard.unmatched(),
+        untrusted_claims: guard.snapshot.untrusted_claims.clone(),
     }
 }
 
