@@ -205,6 +205,12 @@ pub fn render_ports(ports: &[PortReport], style: &Style) -> String {
 
 fn verdict_text(p: &PortReport, name: &dyn Fn(Verdict) -> String) -> String {
     match (&p.verdict, &p.allowed_by) {
+        (Verdict::Allowed, Some(by)) if !p.only_from.is_empty() => format!(
+            "{} only from {} by {}",
+            name(p.verdict),
+            printable(&p.only_from.join(", ")),
+            printable(by)
+        ),
         (Verdict::Allowed, Some(by)) => format!("{} by {}", name(p.verdict), printable(by)),
         (Verdict::HostNetwork, _) => format!(
             "{} (not coverable: guard it in the host's INPUT firewall)",

@@ -87,6 +87,7 @@ fn port() -> PortReport {
         allowed_by: Some(format!(
             "container {EVIL} at /etc/portguard/portguard.toml:3"
         )),
+        only_from: Vec::new(),
         warnings: vec![format!("IPv6 INPUT drop {EVIL}")],
     }
 }
@@ -624,6 +625,7 @@ fn plain_port(host_port: u16, container: &str, verdict: Verdict, by: Option<&str
         container_port: 80,
         verdict,
         allowed_by: by.map(String::from),
+        only_from: Vec::new(),
         warnings: Vec::new(),
     }
 }

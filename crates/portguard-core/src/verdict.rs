@@ -58,6 +58,11 @@ pub struct PortReport {
     pub verdict: Verdict,
     /// The entry that allows it, for `allowed`.
     pub allowed_by: Option<String>,
+    /// For `allowed` by entries that all name sources: those sources,
+    /// the only ones it is open to (empty when some entry opens it to
+    /// any source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only_from: Vec<String>,
     /// What may still stop traffic the guard allows (the host's INPUT
     /// firewall on the docker-proxy path); see [`warn_ipv6_input`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -127,6 +132,12 @@ pub fn port_reports(config: &Config, snapshot: &Snapshot) -> Vec<PortReport> {
         .into_iter()
         .map(|port| {
             let (verdict, entry) = verdict(config, snapshot, port);
+            let only_from = match entry {
+                Some(entry) if !entry.from.is_empty() => {
+                    listed_sources(config, snapshot, port.host_port, port.proto)
+                }
+                _ => Vec::new(),
+            };
             PortReport {
                 host_ip: port
                     .host_ip
@@ -139,10 +150,30 @@ pub fn port_reports(config: &Config, snapshot: &Snapshot) -> Vec<PortReport> {
                 container_port: port.container_port,
                 verdict,
                 allowed_by: entry.map(AllowEntry::describe),
+                only_from,
                 warnings: Vec::new(),
             }
         })
         .collect()
+}
+
+/// The sources every entry that opens `port` lists, in entry order, each
+/// once (the entries all name sources).
+fn listed_sources(config: &Config, snapshot: &Snapshot, port: u16, proto: L4Proto) -> Vec<String> {
+    let mut sources: Vec<String> = Vec::new();
+    for entry in config
+        .allow
+        .iter()
+        .filter(|e| proto_and_port_match(e, snapshot, port, proto))
+    {
+        for cidr in &entry.from {
+            let cidr = cidr.to_string();
+            if !sources.contains(&cidr) {
+                sources.push(cidr);
+            }
+        }
+    }
+    sources
 }
 
 /// `guardctl explain`'s one-word answer.
@@ -156,6 +187,9 @@ pub enum ExplainAnswer {
     /// Audit mode: no allow entry admits it, so it is open (counted and
     /// logged); enforce mode would drop it.
     OpenInAudit,
+    /// Asked about no source: open to the sources allow entries list, and
+    /// to no other.
+    OpenToListedSources,
     /// No container publishes the port: the host's own firewall decides.
     NotPublished,
     /// Bound to loopback only.
@@ -169,6 +203,7 @@ impl ExplainAnswer {
     pub fn as_str(self) -> &'static str {
         match self {
             ExplainAnswer::Open => "open",
+            ExplainAnswer::OpenToListedSources => "open-to-listed-sources",
             ExplainAnswer::Closed => "closed",
             ExplainAnswer::OpenInAudit => "open-in-audit",
             ExplainAnswer::NotPublished => "not-published",
@@ -248,6 +283,7 @@ pub fn explain(
         };
     }
     let mut open = false;
+    let mut some_sources = false;
     for entry in &config.allow {
         if !proto_and_port_match(entry, snapshot, port, proto) {
             continue;
@@ -255,11 +291,26 @@ pub fn explain(
         if entry.admits_source(from) {
             reasons.push(format!("allowed for {source} by {}", entry.describe()));
             open = true;
+        } else if from.is_none() {
+            // Asked about no source: the entry opens it to the sources it
+            // lists, not to every source.
+            some_sources = true;
+            reasons.push(format!(
+                "open only to the sources it lists: {}",
+                entry.describe()
+            ));
         } else {
             reasons.push(format!("{} does not admit {source}", entry.describe()));
         }
     }
-    if !open {
+    // An unpublished port is the host firewall's (said above), never
+    // "dropped" by the guard.
+    if !open && !published.is_empty() {
+        let source = if some_sources {
+            "any other source".to_string()
+        } else {
+            source
+        };
         reasons.push(not_admitted(
             config.guard.mode,
             "allow entry",
@@ -279,10 +330,11 @@ pub fn explain(
             names.join(", ")
         ));
     }
-    let answer = match (published.is_empty(), open) {
-        (true, _) => ExplainAnswer::NotPublished,
-        (false, true) => ExplainAnswer::Open,
-        (false, false) => not_admitted_answer(config.guard.mode),
+    let answer = match (published.is_empty(), open, some_sources) {
+        (true, _, _) => ExplainAnswer::NotPublished,
+        (false, true, _) => ExplainAnswer::Open,
+        (false, false, true) => ExplainAnswer::OpenToListedSources,
+        (false, false, false) => not_admitted_answer(config.guard.mode),
     };
     Explanation {
         answer,
@@ -373,6 +425,7 @@ mod tests {
             (ExplainAnswer::Open, "open"),
             (ExplainAnswer::Closed, "closed"),
             (ExplainAnswer::OpenInAudit, "open-in-audit"),
+            (ExplainAnswer::OpenToListedSources, "open-to-listed-sources"),
             (ExplainAnswer::NotPublished, "not-published"),
             (ExplainAnswer::LocalOnly, "local-only"),
             (ExplainAnswer::HostNetwork, "host-network"),

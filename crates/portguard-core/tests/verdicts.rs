@@ -247,3 +247,47 @@ fn audit_mode_says_open_and_that_enforce_would_block() {
         ExplainAnswer::Closed
     );
 }
+
+/// Issue 22: `explain 9000` without `--from` said "does not admit any
+/// source" and "closed" for a port open to listed sources; an
+/// unpublished port got both "the host's own firewall decides" and "new
+/// connections are dropped"; `ports` showed a port open to some sources
+/// like one open to all.
+#[test]
+fn a_port_open_to_listed_sources_says_so_and_an_unpublished_one_is_the_hosts() {
+    let config = Config::from_toml_str(CONFIG).unwrap();
+    let snap = snapshot();
+    let e = explain(&config, &snap, 8086, L4Proto::Tcp, None);
+    assert_eq!(e.answer, ExplainAnswer::OpenToListedSources, "{e:?}");
+    assert!(
+        e.reasons.iter().any(|r| r
+            .starts_with("open only to the sources it lists: port 8086/tcp from 203.0.113.0/24")),
+        "{e:?}"
+    );
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.contains("from any other source")),
+        "{e:?}"
+    );
+    assert!(
+        !e.reasons
+            .iter()
+            .any(|r| r.contains("does not admit any source")),
+        "{e:?}"
+    );
+    let tele = port_reports(&config, &snap)
+        .into_iter()
+        .find(|r| r.host_port == 8086)
+        .unwrap();
+    assert_eq!(tele.verdict, Verdict::Allowed);
+    assert_eq!(tele.only_from, ["203.0.113.0/24"]);
+    let web = port_reports(&config, &snap)
+        .into_iter()
+        .find(|r| r.host_port == 8080)
+        .unwrap();
+    assert!(web.only_from.is_empty(), "open to every source: {web:?}");
+    let e = explain(&config, &snap, 1234, L4Proto::Tcp, None);
+    assert_eq!(e.answer, ExplainAnswer::NotPublished);
+    assert!(!e.reasons.iter().any(|r| r.contains("dropped")), "{e:?}");
+}
