@@ -17,7 +17,7 @@ use portguard_core::control::{
     PROTOCOL_VERSION, ProtectionTier, ReconcileOutcome, ReconcileRecord, Response, ResponseBody,
     RulesetStatus, SourceAttempts, Status,
 };
-use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
+use portguard_core::docker_api::{DockerApiReport, DockerApiScan, DockerApiVerdict};
 use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
 
 const EVIL: &str = "web\x1b]0;pwned\x07\x1b[2J";
@@ -105,6 +105,7 @@ fn status() -> Status {
         published: vec![port()],
         firewall: None,
         docker_api: Vec::new(),
+        docker_api_scan: None,
     }
 }
 
@@ -423,6 +424,7 @@ fn enforcing_status() -> Status {
             },
         )),
         blocked_last_hour: vec![blocked_port(5353, 1200, 4)],
+        docker_api_scan: Some(DockerApiScan::Cgroup),
     }
 }
 
@@ -469,6 +471,12 @@ fn troubled_status() -> Status {
         docker_api: vec![api],
         firewall: None,
         blocked_last_hour: vec![],
+        docker_api_scan: Some(DockerApiScan::Blind {
+            reason: "dockerd's open files are unreadable (/proc/812/fd: Permission denied (os error 13)) \
+                     and its cgroup / holds other programs too (sshd (611)), so its listeners \
+                     0.0.0.0:22 may be theirs"
+                .into(),
+        }),
     }
 }
 

@@ -56,6 +56,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         published,
         firewall,
         docker_api: docker_api_reports(&guard.config, &guard.snapshot),
+        docker_api_scan: crate::docker_api::last_scan(),
     }
 }
 
