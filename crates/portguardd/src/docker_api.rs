@@ -60,7 +60,8 @@ pub fn last_scan() -> Option<DockerApiScan> {
 /// namespace, and the permission errors met on the way.
 pub fn scan() -> std::io::Result<(Identified, Vec<String>)> {
     let listening = sock_diag::listening_tcp()?;
-    let view = procfs::look(Path::new("/proc"))?;
+    let listening_in: HashSet<u64> = listening.iter().filter_map(|l| l.cgroup).collect();
+    let view = procfs::look(Path::new("/proc"), &listening_in)?;
     Ok((
         identify(&listening, &view.dockerds, view.hidden.as_deref()),
         view.denied,

@@ -283,7 +283,12 @@ fn docker_api_under_the_unit_s_limits_is_told_by_dockerd_s_cgroup_and_docker_pro
     write_config(&config, "[[allow]]\nport = 8080\n", &dockerd.socket());
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    let daemon = Daemon::start_sandboxed(&lab.host, &config, Some(&notify_path), &[]);
+    let daemon = Daemon::start_sandboxed(
+        &lab.host,
+        &config,
+        Some(&notify_path),
+        &[("PORTGUARD_LOG", "info,portguardd::triggers=debug")],
+    );
     wait_notify(&notify, "READY=1", Duration::from_secs(10));
     let found = until("the Docker API is found", Duration::from_secs(15), || {
         daemon.guardctl_json(&["status"])["docker_api"]
@@ -318,6 +323,27 @@ fn docker_api_under_the_unit_s_limits_is_told_by_dockerd_s_cgroup_and_docker_pro
     );
     // The permission error is in the log, once.
     let log = daemon.log();
+    // What one look costs this way (sock_diag dump, /proc, cgroup.procs).
+    let mut looks: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("look for an exposed Docker API"))
+        .filter_map(|l| {
+            l.split("elapsed_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    looks.sort_by(f64::total_cmp);
+    if let (Some(first), Some(last)) = (looks.first(), looks.last()) {
+        eprintln!(
+            "docker api scan by cgroup: {} looks, {first:.2} to {last:.2} ms, median {:.2} ms",
+            looks.len(),
+            looks[looks.len() / 2]
+        );
+    }
     let denied: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Docker API scan") && l.contains("Permission denied"))

@@ -24,9 +24,12 @@ pub struct ProcView {
 }
 
 /// dockerd's processes under `proc` (`/proc`), with the socket inodes
-/// each holds or, where those are unreadable, its cgroup. Processes that
-/// end meanwhile are skipped.
-pub fn look(proc: &Path) -> std::io::Result<ProcView> {
+/// each holds or, where those are unreadable, its cgroup. The processes
+/// in a cgroup are read only when it is among `listening_in` (the cgroups
+/// that opened a listener here): on a host without a service manager
+/// dockerd's cgroup may hold every process. Processes that end meanwhile
+/// are skipped.
+pub fn look(proc: &Path, listening_in: &HashSet<u64>) -> std::io::Result<ProcView> {
     let mountinfo = std::fs::read_to_string(proc.join("self/mountinfo"))?;
     let mut view = ProcView {
         hidden: hidden(&mountinfo, proc, in_group),
@@ -57,7 +60,7 @@ pub fn look(proc: &Path) -> std::io::Result<ProcView> {
         };
         let cgroup = sockets
             .is_err()
-            .then(|| cgroup_of(proc, pid, &cgroup2, &mut view.denied));
+            .then(|| cgroup_of(proc, pid, &cgroup2, listening_in, &mut view.denied));
         view.dockerds.push(Dockerd {
             pid,
             sockets,
@@ -98,14 +101,16 @@ pub fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-/// dockerd's cgroup (v2): its id (the inode of its directory) and every
-/// process in it. Neither needs more than reading: `/proc/PID/cgroup`,
-/// `comm`, `stat` and `cmdline` are readable without ptrace rights, and
-/// `cgroup.procs` through the read-only cgroup file system.
+/// dockerd's cgroup (v2): its id (the inode of its directory) and, if it
+/// is among `listening_in`, every process in it. Neither needs more than
+/// reading: `/proc/PID/cgroup`, `comm`, `stat` and `cmdline` are readable
+/// without ptrace rights, and `cgroup.procs` through the read-only cgroup
+/// file system.
 fn cgroup_of(
     proc: &Path,
     pid: u32,
     mounts: &[(String, PathBuf)],
+    listening_in: &HashSet<u64>,
     denied: &mut Vec<String>,
 ) -> Result<Cgroup, String> {
     let mut read = |path: PathBuf| {
@@ -129,6 +134,13 @@ fn cgroup_of(
     let id = std::fs::metadata(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .ino();
+    if !listening_in.contains(&id) {
+        return Ok(Cgroup {
+            id,
+            path,
+            members: Vec::new(),
+        });
+    }
     let procs = read(dir.join("cgroup.procs"))?;
     let members = String::from_utf8_lossy(&procs)
         .lines()
@@ -448,8 +460,16 @@ mod tests {
         }
         let me = std::process::id();
         let mut denied = Vec::new();
-        let cgroup = cgroup_of(Path::new("/proc"), me, &mounts, &mut denied).unwrap();
+        let unknown = HashSet::new();
+        let cgroup = cgroup_of(Path::new("/proc"), me, &mounts, &unknown, &mut denied).unwrap();
         assert!(cgroup.id > 0);
+        assert!(
+            cgroup.members.is_empty(),
+            "read though no listener is there"
+        );
+        let listening_in = HashSet::from([cgroup.id]);
+        let cgroup =
+            cgroup_of(Path::new("/proc"), me, &mounts, &listening_in, &mut denied).unwrap();
         assert!(cgroup.members.iter().any(|m| m.pid == me), "{cgroup:?}");
         assert!(denied.is_empty(), "{denied:?}");
     }
