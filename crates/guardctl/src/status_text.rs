@@ -7,7 +7,7 @@ use portguard_config::{Mode, Scope};
 use portguard_core::control::{
     ConfigSource, Ipv6ForwardPolicy, ProtectionTier, ReconcileOutcome, Status, printable,
 };
-use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
+use portguard_core::docker_api::{DockerApiReport, DockerApiScan, DockerApiVerdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
 
 use crate::client::Style;
@@ -108,6 +108,19 @@ pub fn render_status(status: &Status, style: &Style) -> String {
     }
     for api in &status.docker_api {
         lines.push("Docker API", docker_api_line(api, style));
+    }
+    if let Some(DockerApiScan::Blind { reason }) = &status.docker_api_scan {
+        lines.push(
+            "Docker API",
+            style.paint(
+                &format!(
+                    "WARNING: the guard cannot tell which TCP listeners are dockerd's: {}. \
+                     A Docker API on a port other than 2375 and 2376 is not closed.",
+                    printable(reason)
+                ),
+                "31;1",
+            ),
+        );
     }
     if let Some(firewall) = &status.firewall {
         lines.push("Firewall", firewall_line(firewall, style));

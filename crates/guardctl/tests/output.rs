@@ -16,7 +16,7 @@ use portguard_core::control::{
     PROTOCOL_VERSION, ProtectionTier, ReconcileOutcome, ReconcileRecord, Request, RequestBody,
     Response, ResponseBody, RulesetStatus, SourceAttempts, Status,
 };
-use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
+use portguard_core::docker_api::{DockerApiReport, DockerApiScan, DockerApiVerdict};
 use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
 use portguard_core::{BridgeFault, IpFamily, L4Proto, LabelFault, UntrustedClaim};
 
@@ -153,6 +153,7 @@ fn status() -> Status {
                 },
             },
         ],
+        docker_api_scan: None,
     }
 }
 
@@ -714,6 +715,7 @@ fn enforcing_status() -> Status {
         kept: Default::default(),
         unmatched: Vec::new(),
         untrusted_claims: Vec::new(),
+        docker_api_scan: Some(DockerApiScan::Cgroup),
     }
 }
 
@@ -794,6 +796,12 @@ fn troubled_status() -> Status {
                 },
             },
         ],
+        docker_api_scan: Some(DockerApiScan::Blind {
+            reason: "dockerd's open files are unreadable (/proc/812/fd: Permission denied (os error 13)) \
+                     and its cgroup / holds other programs too (sshd (611)), so its listeners \
+                     0.0.0.0:22 may be theirs"
+                .into(),
+        }),
     }
 }
 

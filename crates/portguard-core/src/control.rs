@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use portguard_config::{Mode, Scope};
 use serde::{Deserialize, Serialize};
 
-use crate::docker_api::DockerApiReport;
+use crate::docker_api::{DockerApiReport, DockerApiScan};
 use crate::hostfw::FirewallStatus;
 use crate::snapshot::{L4Proto, UntrustedClaim};
 use crate::verdict::{Explanation, PortReport};
@@ -367,6 +367,10 @@ pub struct Status {
     /// refused, with the reasons (see [`UntrustedClaim`]).
     #[serde(default)]
     pub untrusted_claims: Vec<UntrustedClaim>,
+    /// How the latest look for the Docker API told dockerd's listeners
+    /// apart, or that it could not (`None`: not looked yet).
+    #[serde(default)]
+    pub docker_api_scan: Option<DockerApiScan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

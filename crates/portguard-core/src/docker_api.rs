@@ -40,6 +40,27 @@ pub enum DockerApiVerdict {
     Audit,
 }
 
+/// How the daemon told dockerd's listeners from other programs' at its
+/// latest look (`status --json`: `docker_api_scan`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum DockerApiScan {
+    /// `no-dockerd`: no process named dockerd runs, and `/proc` shows
+    /// every process.
+    NoDockerd,
+    /// `file-descriptors`: each listener's socket is among dockerd's open
+    /// files (`/proc/PID/fd`; needs CAP_SYS_PTRACE over dockerd).
+    FileDescriptors,
+    /// `cgroup`: dockerd's files are not readable (the unit's sandbox),
+    /// so a listener is dockerd's when the kernel says its socket was
+    /// opened in dockerd's cgroup and no docker-proxy there serves its
+    /// port.
+    Cgroup,
+    /// `blind`: neither way works; `reason` says why. A Docker API on a
+    /// port other than 2375 and 2376 is then not closed.
+    Blind { reason: String },
+}
+
 pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApiReport> {
     snapshot
         .docker_api

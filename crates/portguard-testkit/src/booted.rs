@@ -68,6 +68,40 @@ pub fn rootfs(file: &str, packages: &str) -> PathBuf {
     tar
 }
 
+/// The workspace this testkit belongs to.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds the workspace's Debian package (debug profile, gzip) once for
+/// each of `versions` into `dir`, emptied first: what [`Booted::new`]
+/// copies to `/debs`.
+pub fn build_debs(dir: &Path, versions: &[&str]) {
+    let _ = std::fs::remove_dir_all(dir);
+    for version in versions {
+        let started = Instant::now();
+        run(Command::new(workspace().join("packaging/build-deb"))
+            .args([
+                "--profile",
+                "debug",
+                "--fast",
+                "--version",
+                version,
+                "--out",
+            ])
+            .arg(dir));
+        eprintln!("built {version} in {:.1}s", started.elapsed().as_secs_f64());
+    }
+}
+
+/// The path inside a container of the package [`build_debs`] built for
+/// `version`.
+pub fn deb_in_container(version: &str) -> String {
+    let arch =
+        String::from_utf8(run(Command::new("dpkg").arg("--print-architecture")).stdout).unwrap();
+    format!("/debs/portguard_{version}_{}.deb", arch.trim())
+}
+
 /// A booted container. Dropping it powers it off, kills whatever is left
 /// in its cgroup and removes cgroups and files.
 pub struct Booted {
@@ -140,6 +174,18 @@ impl Booted {
     /// `ip link set ... netns`).
     pub fn leader(&self) -> u32 {
         self.leader
+    }
+
+    /// Joins the container's network namespace to `outside` with a veth
+    /// pair: `outside_if` in `outside`, `inside_if` in the container; both
+    /// up, no addresses.
+    pub fn link_outside(&self, outside: &crate::NetNs, outside_if: &str, inside_if: &str) {
+        outside.sh(&format!(
+            "ip link add {outside_if} type veth peer name {inside_if} netns {leader} \
+             && ip link set {outside_if} up",
+            leader = self.leader
+        ));
+        self.sh(&format!("ip link set {inside_if} up"));
     }
 
     /// The container's root directory as the host sees it.

@@ -29,12 +29,45 @@ impl Daemon {
         notify: Option<&Path>,
         env: &[(&str, &str)],
     ) -> Daemon {
-        let log = config.with_extension("log");
-        let socket = config.with_file_name("control.sock");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", ns.path())).arg(binary);
+        Daemon::spawn(cmd, config, notify, env)
+    }
+
+    /// Like [`Daemon::start`], under the shipped unit's limits that need
+    /// no systemd (capability bounding set, `NoNewPrivileges=`,
+    /// `ProtectProc=`, `ProcSubset=`, `ProtectSystem=strict`; see
+    /// [`crate::sandbox`]), read from systemd/portguard.service. Only the
+    /// directory of `config` (socket, state, metrics file) is writable.
+    pub fn start_sandboxed(
+        ns: &NetNs,
+        config: &Path,
+        notify: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = config.parent().expect("config in a directory");
+        let mut writable = vec![dir];
+        writable.extend(notify.and_then(Path::parent));
+        let script = crate::sandbox::UnitLimits::shipped().script(&writable);
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", ns.path()))
-            .arg(binary)
-            .arg("--config")
+            .args(["unshare", "--mount", "--propagation", "private", "--"])
+            .args(["sh", "-c", &script, "sh"])
+            .arg(binaries().0);
+        Daemon::spawn(cmd, config, notify, env)
+    }
+
+    /// Runs `launcher` (which ends in the portguardd binary) with the
+    /// arguments and environment every test daemon gets.
+    fn spawn(
+        mut cmd: Command,
+        config: &Path,
+        notify: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let log = config.with_extension("log");
+        let socket = config.with_file_name("control.sock");
+        cmd.arg("--config")
             .arg(config)
             .arg("--socket")
             .arg(&socket)

@@ -10,6 +10,7 @@ pub mod booted;
 pub mod daemon;
 pub mod engine;
 mod prober;
+pub mod sandbox;
 
 pub use engine::{Engine, engine};
 pub use prober::Prober;
@@ -318,6 +319,8 @@ pub struct Dockerd {
     root: std::path::PathBuf,
     child: Option<std::process::Child>,
     options: DockerdOptions,
+    /// Its own cgroup ([`DockerdOptions::own_cgroup`]), removed on drop.
+    cgroup: Option<std::path::PathBuf>,
 }
 
 /// How a test's dockerd differs from the engine's defaults.
@@ -330,6 +333,10 @@ pub struct DockerdOptions {
     /// A directory put first on dockerd's PATH (e.g. iptables pointing to
     /// iptables-legacy): Docker runs the first `iptables` it finds.
     pub path_first: Option<std::path::PathBuf>,
+    /// Runs dockerd in a cgroup (v2) of its own, as docker.service does,
+    /// rather than in the test's: a daemon without ptrace rights tells
+    /// dockerd's listeners by it.
+    pub own_cgroup: bool,
 }
 
 /// The image every test container runs: busybox (httpd, nc, sh) imported
@@ -359,11 +366,17 @@ impl Dockerd {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let root = std::path::PathBuf::from(format!("/tmp/pgdocker-{}-{k}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
+        let cgroup = options.own_cgroup.then(|| {
+            let cgroup = cgroup2_root().join(format!("pg{}d{k}", std::process::id()));
+            std::fs::create_dir_all(&cgroup).unwrap();
+            cgroup
+        });
         let mut dockerd = Dockerd {
             ns_path: ns.path(),
             root,
             child: None,
             options,
+            cgroup,
         };
         dockerd.launch();
         let rootfs = dockerd.root.join("rootfs");
@@ -400,7 +413,18 @@ impl Dockerd {
             .status()
             .expect("nsenter");
         assert!(sysctls.success(), "sysctls for Docker {}", engine.major);
-        let child = Command::new("nsenter")
+        // `sh` moves itself into dockerd's cgroup and execs nsenter, which
+        // execs dockerd: one process, whose pid `child` holds.
+        let mut command = Command::new("sh");
+        match &self.cgroup {
+            Some(cgroup) => command.arg("-c").arg(format!(
+                "echo $$ > '{}/cgroup.procs' && exec \"$@\"",
+                cgroup.display()
+            )),
+            None => command.args(["-c", "exec \"$@\""]),
+        };
+        let child = command
+            .args(["sh", "nsenter"])
             .arg(format!("--net={}", self.ns_path))
             .arg("dockerd")
             .args(engine.dockerd_args())
@@ -621,6 +645,30 @@ impl Drop for Dockerd {
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
+        // Empty once dockerd and its docker-proxy processes are gone.
+        // Whatever is left in it after 2 s is this test's too.
+        if let Some(cgroup) = &self.cgroup {
+            for attempt in 0..50 {
+                if std::fs::remove_dir(cgroup).is_ok() {
+                    break;
+                }
+                if attempt == 20 {
+                    let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on a host with the hybrid layout.
+pub fn cgroup2_root() -> std::path::PathBuf {
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    if unified.is_dir() {
+        unified.to_path_buf()
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup")
     }
 }
 

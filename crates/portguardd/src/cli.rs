@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use clap::builder::TypedValueParser as _;
 use portguard_config::DEFAULT_CONFIG_PATH;
 
 /// Default state directory, `--state-dir` (systemd's
@@ -38,9 +39,34 @@ pub struct Args {
     /// least once a minute (node_exporter's textfile directory on Debian);
     /// not written while its directory does not exist. An empty value
     /// turns the file off (`guardctl metrics` still shows the metrics).
-    #[arg(long, default_value = DEFAULT_METRICS_FILE, value_name = "PATH")]
+    // Not clap's PathBuf parser: it refuses an empty value, the
+    // documented way to turn the file off.
+    #[arg(
+        long,
+        default_value = DEFAULT_METRICS_FILE,
+        value_name = "PATH",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
     pub metrics_file: PathBuf,
     /// Delete the guard's tables and exit (used when the package is removed).
     #[arg(long)]
     pub remove_rules: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `ExecStart=/usr/sbin/portguardd --metrics-file ''` must start (an
+    /// exit 2 here was a start loop under systemd).
+    #[test]
+    fn an_empty_metrics_file_is_accepted_and_turns_the_file_off() {
+        let args = Args::try_parse_from(["portguardd", "--metrics-file", ""]).unwrap();
+        assert!(args.metrics_file.as_os_str().is_empty());
+        let args = Args::try_parse_from(["portguardd", "--metrics-file="]).unwrap();
+        assert!(args.metrics_file.as_os_str().is_empty());
+        let args = Args::try_parse_from(["portguardd"]).unwrap();
+        assert_eq!(args.metrics_file, PathBuf::from(DEFAULT_METRICS_FILE));
+    }
 }

@@ -31,6 +31,9 @@ pub mod event {
     pub const DOCKER_API_EXPOSED: &str = "docker_api_exposed";
     /// dockerd no longer listens on TCP.
     pub const DOCKER_API_GONE: &str = "docker_api_gone";
+    /// The Docker API scan met a permission error, or changed how it tells
+    /// dockerd's listeners apart (or that it cannot: blind).
+    pub const DOCKER_API_SCAN: &str = "docker_api_scan";
     pub const DOCKER_CONNECTED: &str = "docker_connected";
     pub const DOCKER_DISCONNECTED: &str = "docker_disconnected";
     /// A new connection was blocked (or, in audit mode, would have been):

@@ -59,6 +59,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         kept: guard.snapshot.kept.clone(),
         unmatched: guard.unmatched(),
         untrusted_claims: guard.snapshot.untrusted_claims.clone(),
+        docker_api_scan: crate::docker_api::last_scan(),
     }
 }
 

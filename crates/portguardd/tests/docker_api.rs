@@ -9,7 +9,9 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use portguard_testkit::daemon::{Daemon, until, wait_notify, write_config};
-use portguard_testkit::{Dockerd, NetNs, Prober, docker_lab};
+use portguard_testkit::{
+    BUSYBOX_IMAGE, Dockerd, DockerdOptions, NetNs, Prober, docker_lab, tcp_probe,
+};
 
 const API: &str = "10.77.0.1:2375";
 const API_FROM_WAN2: &str = "10.76.0.1:2375";
@@ -237,4 +239,115 @@ fn docker_api_of_a_dockerd_started_after_the_guard_is_closed_from_the_first_pack
     let status = daemon.guardctl_json(&["status"]);
     assert_eq!(status["docker_api"][0]["verdict"], "closed", "{status}");
     assert_eq!(status["docker_api"][1]["verdict"], "closed", "{status}");
+}
+
+/// Under the shipped unit's limits, read from systemd/portguard.service
+/// (no CAP_SYS_PTRACE, `/proc` with hidepid, a read-only system; see
+/// portguard_testkit::sandbox), dockerd's open files are unreadable. Its
+/// listeners are then told by its cgroup, and a published port, whose
+/// docker-proxy listens in that cgroup too, is not taken for the API (it
+/// would be closed to the unsourced entry that allows it, on the IPv6
+/// path that goes through docker-proxy). Before the cgroup route the
+/// scanner saw no listener at all and 4243 stayed open.
+#[test]
+fn docker_api_under_the_unit_s_limits_is_told_by_dockerd_s_cgroup_and_docker_proxy_is_not() {
+    let lab = docker_lab();
+    let dockerd = Dockerd::start_with(
+        &lab.host,
+        DockerdOptions {
+            args: ["-H", "tcp://0.0.0.0:4243", "--tls=false"]
+                .map(String::from)
+                .to_vec(),
+            own_cgroup: true,
+            ..Default::default()
+        },
+    );
+    dockerd.docker(&format!(
+        "run -d --name web -p 8080:80 {BUSYBOX_IMAGE} /bin/httpd -f -p 80 -h /www"
+    ));
+    let published = |target: &str| {
+        tcp_probe(
+            &lab.wan,
+            target.parse().unwrap(),
+            Duration::from_millis(700),
+        )
+    };
+    until(
+        "without the guard the API and the published port answer from wan",
+        Duration::from_secs(20),
+        || api_answers(&lab.wan, "10.77.0.1:4243") && published("[fd00:77::1]:8080"),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portguard.toml");
+    write_config(&config, "[[allow]]\nport = 8080\n", &dockerd.socket());
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let daemon = Daemon::start_sandboxed(
+        &lab.host,
+        &config,
+        Some(&notify_path),
+        &[("PORTGUARD_LOG", "info,portguardd::triggers=debug")],
+    );
+    wait_notify(&notify, "READY=1", Duration::from_secs(10));
+    let found = until("the Docker API is found", Duration::from_secs(15), || {
+        daemon.guardctl_json(&["status"])["docker_api"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|l| l["port"] == 4243))
+    });
+    eprintln!(
+        "docker api under the unit's limits: found {:.2} s after READY=1",
+        found.as_secs_f64()
+    );
+    let status = daemon.guardctl_json(&["status"]);
+    assert_eq!(status["docker_api_scan"]["method"], "cgroup", "{status:#}");
+    let ports: Vec<&serde_json::Value> = status["docker_api"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["port"])
+        .collect();
+    assert_eq!(
+        ports,
+        [4243],
+        "docker-proxy's 8080 taken for the API: {status:#}"
+    );
+    assert!(
+        !api_answers(&lab.wan, "10.77.0.1:4243"),
+        "the Docker API still answers from wan"
+    );
+    assert!(published("10.77.0.1:8080"), "the allowed port, IPv4");
+    assert!(
+        published("[fd00:77::1]:8080"),
+        "the allowed port, IPv6 through docker-proxy"
+    );
+    // The permission error is in the log, once.
+    let log = daemon.log();
+    // What one look costs this way (sock_diag dump, /proc, cgroup.procs).
+    let mut looks: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("look for an exposed Docker API"))
+        .filter_map(|l| {
+            l.split("elapsed_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    looks.sort_by(f64::total_cmp);
+    if let (Some(first), Some(last)) = (looks.first(), looks.last()) {
+        eprintln!(
+            "docker api scan by cgroup: {} looks, {first:.2} to {last:.2} ms, median {:.2} ms",
+            looks.len(),
+            looks[looks.len() / 2]
+        );
+    }
+    let denied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Docker API scan") && l.contains("Permission denied"))
+        .filter(|l| l.contains(&format!("/proc/{}/", status["docker_api"][0]["pid"])))
+        .collect();
+    assert_eq!(denied.len(), 1, "{log}");
 }

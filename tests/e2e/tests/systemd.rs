@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use portguard_testkit::booted::{Booted, rootfs, run};
+use portguard_testkit::booted::{Booted, build_debs, deb_in_container, rootfs};
 
 /// Bump when the package list changes, so a stale tarball is not reused.
 const ROOTFS: &str = "bookworm-systemd-v2.tar";
@@ -32,39 +32,15 @@ fn upgrade_version() -> String {
     format!("{BASE_VERSION}+rebuild1")
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Both packages (the current version and a higher rebuild), built once
 /// per test process; returns their directory.
 fn debs() -> &'static Path {
     static DEBS: OnceLock<PathBuf> = OnceLock::new();
     DEBS.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd-test-debs");
-        let _ = std::fs::remove_dir_all(&dir);
-        for version in [BASE_VERSION.to_string(), upgrade_version()] {
-            let started = Instant::now();
-            run(Command::new(workspace().join("packaging/build-deb"))
-                .args([
-                    "--profile",
-                    "debug",
-                    "--fast",
-                    "--version",
-                    &version,
-                    "--out",
-                ])
-                .arg(&dir));
-            eprintln!("built {version} in {:.1}s", started.elapsed().as_secs_f64());
-        }
+        build_debs(&dir, &[BASE_VERSION, &upgrade_version()]);
         dir
     })
-}
-
-fn deb_name(version: &str) -> String {
-    let arch =
-        String::from_utf8(run(Command::new("dpkg").arg("--print-architecture")).stdout).unwrap();
-    format!("/debs/portguard_{version}_{}.deb", arch.trim())
 }
 
 /// A booted Debian 12 with both packages in `/debs`.
@@ -203,7 +179,7 @@ impl GuardChecks for Booted {
 }
 
 fn install(c: &Booted, version: &str) -> String {
-    let deb = deb_name(version);
+    let deb = deb_in_container(version);
     c.sh(&format!("apt-get install -y -q {deb} 2>&1"))
 }
 
