@@ -34,12 +34,17 @@ const NSPAWN_FOR_DOCKER: [&str; 2] = ["--system-call-filter=@keyring", "--system
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The package, built once per test process.
+/// The rebuilt package an upgrade goes to (dpkg sorts `+` after the end).
+fn upgrade_version() -> String {
+    format!("{VERSION}+rebuild1")
+}
+
+/// The package and a higher rebuild, built once per test process.
 fn debs() -> &'static Path {
     static DEBS: OnceLock<PathBuf> = OnceLock::new();
     DEBS.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-test-debs");
-        build_debs(&dir, &[VERSION]);
+        build_debs(&dir, &[VERSION, &upgrade_version()]);
         dir
     })
 }
@@ -402,4 +407,60 @@ fn p10_blocked_attempts_ended_connections_and_the_metrics_file_work_under_the_sh
         p.c.sh(&format!("cat {PROM}"))
     );
     eprintln!("whole test: {:.1}s", total.elapsed().as_secs_f64());
+}
+
+/// Issue 18: every upgrade restarts the daemon
+/// (`dh_installsystemd --restart-after-upgrade`), and a restart judged
+/// less than the table it found until Docker answered: a port published
+/// on a custom-named bridge (IPv4) and every port on the docker-proxy
+/// path (IPv6) were open. Here the upgrade runs under the real unit with
+/// Docker running, then again with dockerd frozen (a hung Docker), while
+/// probers knock on unlisted ports from outside; every completed
+/// connection counts.
+#[test]
+fn p5_a_package_upgrade_lets_no_connection_through_also_with_docker_hung() {
+    let p = Production::boot("upgrade");
+    p.install();
+    p.c.sh(
+        "docker network create -o com.docker.network.bridge.name=custom0 --subnet 10.99.7.0/24 custnet >/dev/null",
+    );
+    p.c.sh(&format!(
+        "docker run -d --name custom --network custnet -p 8080:80 {BUSYBOX_IMAGE} /bin/httpd -f -p 80 -h /www >/dev/null"
+    ));
+    p.run("plain", "8081:80", "/bin/httpd -f -p 80 -h /www");
+    until("custom in guardctl ports", Duration::from_secs(15), || {
+        p.c.sh("guardctl ports --json").contains("\"custom\"")
+    });
+    let targets = ["10.88.0.1:8080", "[fd00:88::1]:8080", "[fd00:88::1]:8081"];
+    for target in targets {
+        assert!(!p.open_from_wan(target), "{target} before the upgrade");
+    }
+    let knock = |what: &str, during: &dyn Fn()| {
+        let probers: Vec<Prober> = targets
+            .iter()
+            .map(|t| Prober::start(&p.wan, sa(t)))
+            .collect();
+        during();
+        std::thread::sleep(Duration::from_secs(2));
+        for (target, prober) in targets.iter().zip(probers) {
+            let (attempts, connected) = prober.finish();
+            println!("{what}: {target}: {connected} of {attempts} connection attempts got through");
+            assert!(attempts > 0);
+            assert_eq!(connected, 0, "{what}: {target} answered from outside");
+        }
+    };
+    let install = |version: &str| {
+        p.c.sh(&format!(
+            "apt-get install -y -q --allow-downgrades {} 2>&1",
+            deb_in_container(version)
+        ));
+    };
+    knock("upgrade", &|| install(&upgrade_version()));
+    p.c.sh("systemctl kill --kill-who=main -s STOP docker.service");
+    knock("downgrade, dockerd frozen", &|| install(VERSION));
+    p.c.sh("systemctl kill --kill-who=main -s CONT docker.service");
+    assert_eq!(
+        p.c.sh("systemctl is-active portguard.service").trim(),
+        "active"
+    );
 }
