@@ -9,7 +9,9 @@
 //!   knock probe STOPFILE INTERVAL_MS TIMEOUT_MS ADDR...
 //!       start a connection attempt to every ADDR each INTERVAL_MS, each
 //!       given TIMEOUT_MS to complete, until STOPFILE exists; then print
-//!       one line per ADDR: `ADDR attempts=N through=M`
+//!       one line per ADDR: `ADDR attempts=N through=M ports=P,...` (the
+//!       local ports of the first connections that got through, to find
+//!       them in conntrack)
 //!
 //! A connection "got through" when the TCP handshake completed: a SYN the
 //! guard dropped is retransmitted only after 1 s, long after TIMEOUT_MS.
@@ -17,7 +19,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
@@ -82,14 +84,24 @@ fn probe(args: &[String]) -> Result<(), String> {
         })
         .collect();
     for k in knockers {
-        let (addr, attempts, through) = k.join().map_err(|_| "a knocker panicked")?;
-        println!("{addr} attempts={attempts} through={through}");
+        let (addr, attempts, through, ports) = k.join().map_err(|_| "a knocker panicked")?;
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        println!("{addr} attempts={attempts} through={through} ports={}", ports.join(","));
     }
     Ok(())
 }
 
-fn knock(addr: SocketAddr, stop: &Path, interval: Duration, timeout: Duration) -> (SocketAddr, usize, usize) {
+/// How many local ports of connections that got through are reported.
+const PORTS_REPORTED: usize = 20;
+
+fn knock(
+    addr: SocketAddr,
+    stop: &Path,
+    interval: Duration,
+    timeout: Duration,
+) -> (SocketAddr, usize, usize, Vec<u16>) {
     let through = Arc::new(AtomicUsize::new(0));
+    let ports = Arc::new(Mutex::new(Vec::new()));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut attempts = 0;
     let mut pending = Vec::new();
@@ -98,9 +110,15 @@ fn knock(addr: SocketAddr, stop: &Path, interval: Duration, timeout: Duration) -
             attempts += 1;
             in_flight.fetch_add(1, Ordering::SeqCst);
             let (through, in_flight) = (Arc::clone(&through), Arc::clone(&in_flight));
+            let ports = Arc::clone(&ports);
             pending.push(thread::spawn(move || {
-                if TcpStream::connect_timeout(&addr, timeout).is_ok() {
+                if let Ok(stream) = TcpStream::connect_timeout(&addr, timeout) {
                     through.fetch_add(1, Ordering::SeqCst);
+                    if let (Ok(local), Ok(mut ports)) = (stream.local_addr(), ports.lock()) {
+                        if ports.len() < PORTS_REPORTED {
+                            ports.push(local.port());
+                        }
+                    }
                 }
                 in_flight.fetch_sub(1, Ordering::SeqCst);
             }));
@@ -111,5 +129,6 @@ fn knock(addr: SocketAddr, stop: &Path, interval: Duration, timeout: Duration) -
     for t in pending {
         let _ = t.join();
     }
-    (addr, attempts, through.load(Ordering::SeqCst))
+    let ports = ports.lock().map(|p| p.clone()).unwrap_or_default();
+    (addr, attempts, through.load(Ordering::SeqCst), ports)
 }
