@@ -6,7 +6,9 @@
 #   sudo make e2e ENGINE=29       the end-to-end suite against one engine (20|26|28|29),
 #                                 one case (test file) at a time: CASES="legacy swarm"
 #   sudo make test-engines        the end-to-end suite against 26, 28 and 29
-.PHONY: demo test deps build bench deb e2e test-engines
+#   sudo make test-kernels        Debian's 5.10, 6.1, 6.12 and a 7.x kernel under QEMU:
+#                                 connections through each attack, per kernel and tier
+.PHONY: demo test deps build bench deb e2e test-engines test-kernels
 
 deps:
 	./scripts/install-deps
@@ -50,6 +52,14 @@ test-engines: deps
 	  echo "== engine $$e: $$(( $$(date +%s) - start )) s =="; \
 	done; \
 	[ -z "$$failed" ] || { echo "e2e failed on engine(s):$$failed" >&2; exit 1; }
+
+# The kernel matrix (tests/kernels, docs/compatibility.md "Kernels"): the
+# release daemon in a QEMU guest per Debian kernel; the kernels are cached in
+# /var/cache/portguard-tests/kernels. KERNELS="bullseye trixie" and
+# TIERS="auto twin" narrow or widen it.
+test-kernels: deps
+	cargo build --release -p portguardd -p guardctl
+	./scripts/test-kernels
 
 demo: build
 	./scripts/demo
