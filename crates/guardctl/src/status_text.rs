@@ -207,7 +207,11 @@ fn tables_line(tier: ProtectionTier) -> &'static str {
             "owned by the daemon, with a standby copy that guards while the daemon is stopped."
         }
         ProtectionTier::Twin => {
-            "two copies, each put back at once when somebody deletes or changes it."
+            "two copies, each put back at once when somebody deletes or changes it. \
+             `nft flush ruleset` deletes both, and Docker's NAT rules, at once: until they are \
+             back, published ports answer through docker-proxy (about a quarter of attempts \
+             during a flush storm on Linux 5.10). A 5.12+ kernel (owned tables) or Docker's \
+             \"userland-proxy\": false closes that window."
         }
     }
 }
