@@ -9,6 +9,7 @@ use portguard_core::control::{
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
+use portguard_core::ip6_forward::Ipv6ForwardDrop;
 
 use crate::client::Style;
 
@@ -316,6 +317,15 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
         Ipv6ForwardPolicy::Accept => {
             format!("the IPv6 FORWARD policy is accept: routed IPv6 traffic flows.{restores}")
         }
+        Ipv6ForwardPolicy::Drop if !status.ipv6_forward_drops.is_empty() => {
+            let drops: Vec<String> = status
+                .ipv6_forward_drops
+                .iter()
+                .map(|drop| ipv6_drop_words(drop, status.ipv6_forward_drops.len() > 1))
+                .collect();
+            style.paint(&format!("{}{restores}", drops.join(" ")), "33")
+        }
+        // An older daemon, which does not say who set it.
         Ipv6ForwardPolicy::Drop => style.paint(
             &format!(
                 "the IPv6 FORWARD policy is drop: routed IPv6 traffic is blocked.{}",
@@ -330,6 +340,29 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
         Ipv6ForwardPolicy::Unreadable(error) => format!(
             "the IPv6 FORWARD policy could not be read: unknown ({}).",
             printable(error)
+        ),
+    }
+}
+
+/// One IPv6 FORWARD drop: who set it and what the guard does about it;
+/// `which` names the front end (when there are two).
+fn ipv6_drop_words(drop: &Ipv6ForwardDrop, which: bool) -> String {
+    let chain = if which {
+        format!("the {} IPv6 FORWARD policy", drop.backend)
+    } else {
+        "the IPv6 FORWARD policy".to_string()
+    };
+    let set_by = printable(&drop.set_by.to_string()).into_owned();
+    match (&drop.needs, drop.left_alone) {
+        (Some(needs), true) => format!(
+            "{chain} is drop, set by {set_by}: routed IPv6 traffic is blocked. The guard leaves \
+             it alone (only Docker's drop is set back to accept). Routed IPv6 to a published \
+             port: {}.",
+            printable(needs)
+        ),
+        _ => format!(
+            "{chain} is drop, set by {set_by}: routed IPv6 traffic is blocked until the guard \
+             sets it back to accept."
         ),
     }
 }

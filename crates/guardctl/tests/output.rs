@@ -18,6 +18,7 @@ use portguard_core::control::{
     RulesetStatus, SourceAttempts, Status,
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
+use portguard_core::ip6_forward::{DropSetter, Ip6Firewall, Ipv6ForwardDrop};
 use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
 
 const EVIL: &str = "web\x1b]0;pwned\x07\x1b[2J";
@@ -93,6 +94,7 @@ fn status() -> Status {
         restores: 0,
         last_restore_ms: None,
         ipv6_policy_restores: 0,
+        ipv6_forward_drops: Vec::new(),
         blocked_packets: 0,
         ended_connections: 0,
         blocked_last_hour: vec![],
@@ -386,6 +388,7 @@ fn enforcing_status() -> Status {
         restores: 2,
         last_restore_ms: Some(3.4),
         ipv6_policy_restores: 0,
+        ipv6_forward_drops: Vec::new(),
         blocked_packets: 17,
         ended_connections: 1,
         config: ConfigStatus {
@@ -455,6 +458,15 @@ fn troubled_status() -> Status {
         restores: 0,
         last_restore_ms: None,
         ipv6_policy_restores: 1,
+        ipv6_forward_drops: vec![Ipv6ForwardDrop::new(
+            Ip6Firewall::Nftables,
+            DropSetter::Process {
+                process: "ip6tables-resto".into(),
+                pid: 4242,
+                parent: Some("ufw-init".into()),
+            },
+            true,
+        )],
         blocked_packets: 1,
         ended_connections: 0,
         config: ConfigStatus {
