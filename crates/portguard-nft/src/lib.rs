@@ -31,6 +31,7 @@ mod recreate;
 mod socket;
 mod table;
 mod wire;
+mod witness;
 
 pub use compare::Difference;
 pub use conntrack::{Conntrack, Flow, SweepStats};
