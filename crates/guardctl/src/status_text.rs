@@ -9,7 +9,7 @@ use portguard_core::control::{
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiVerdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
-use portguard_core::ip6_forward::Ipv6ForwardDrop;
+use portguard_core::ip6_forward::{Ip6Firewall, Ipv6ForwardDrop};
 
 use crate::client::Style;
 
@@ -310,20 +310,22 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
             plural(n, "time", "times")
         ),
     };
+    // Who set each drop in force (nf_tables' or the legacy one, whatever
+    // nf_tables' own policy is).
+    if !status.ipv6_forward_drops.is_empty() {
+        let drops: Vec<String> = status
+            .ipv6_forward_drops
+            .iter()
+            .map(|drop| ipv6_drop_words(drop, drop.backend != Ip6Firewall::Nftables))
+            .collect();
+        return style.paint(&format!("{}{restores}", drops.join(" ")), "33");
+    }
     match &status.ipv6_forward_policy {
         Ipv6ForwardPolicy::NoChain => {
             "no IPv6 FORWARD chain exists, so nothing blocks routed IPv6 traffic.".into()
         }
         Ipv6ForwardPolicy::Accept => {
             format!("the IPv6 FORWARD policy is accept: routed IPv6 traffic flows.{restores}")
-        }
-        Ipv6ForwardPolicy::Drop if !status.ipv6_forward_drops.is_empty() => {
-            let drops: Vec<String> = status
-                .ipv6_forward_drops
-                .iter()
-                .map(|drop| ipv6_drop_words(drop, status.ipv6_forward_drops.len() > 1))
-                .collect();
-            style.paint(&format!("{}{restores}", drops.join(" ")), "33")
         }
         // An older daemon, which does not say who set it.
         Ipv6ForwardPolicy::Drop => style.paint(
@@ -345,7 +347,8 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
 }
 
 /// One IPv6 FORWARD drop: who set it and what the guard does about it;
-/// `which` names the front end (when there are two).
+/// `which` names the front end (the legacy one: nf_tables' is the one
+/// `ipv6_forward_policy` is about).
 fn ipv6_drop_words(drop: &Ipv6ForwardDrop, which: bool) -> String {
     let chain = if which {
         format!("the {} IPv6 FORWARD policy", drop.backend)

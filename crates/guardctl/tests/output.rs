@@ -259,6 +259,31 @@ fn blocked_prints_a_table_and_status_the_top_ports() {
 
 /// Docker 28.5 with DOCKER_FIREWALL_BACKEND=nftables: both sides and the
 /// mismatch are shown, and the IPv6 INPUT drop with the ports' warnings.
+/// A legacy IPv6 FORWARD drop blocks routing though nf_tables has no such
+/// chain: status names it, and whose it is, instead of "nothing blocks".
+#[test]
+fn status_names_a_legacy_ipv6_forward_drop_and_who_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut status = status();
+    status.ipv6_forward_policy = Ipv6ForwardPolicy::NoChain;
+    status.ipv6_forward_drops = vec![Ipv6ForwardDrop::new(
+        Ip6Firewall::IptablesLegacy,
+        DropSetter::BeforeStart,
+        true,
+    )];
+    let out = guardctl_against(&socket, ResponseBody::Status(Box::new(status)), &["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(
+            "the iptables-legacy IPv6 FORWARD policy is drop, set by somebody before the guard \
+             started (who is not known): routed IPv6 traffic is blocked. The guard leaves it alone"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("nothing blocks"), "{shown}");
+}
+
 #[test]
 fn status_shows_what_docker_says_and_what_the_kernel_holds() {
     use portguard_core::hostfw::{

@@ -310,8 +310,9 @@ impl<B: Backend> Guard<B> {
                     why,
                     backend = %drop.backend,
                     set_by = %drop.set_by,
-                    "the {} IPv6 FORWARD policy is drop, set by {}: left alone, routed IPv6 \
-                     stays blocked; for a published port over IPv6 that takes {needs}",
+                    "the {} IPv6 FORWARD policy is drop, set by {}: left alone (only Docker's \
+                     drop is set back to accept), routed IPv6 stays blocked. Routed IPv6 to a \
+                     published port: {needs}",
                     drop.backend,
                     drop.set_by
                 );
