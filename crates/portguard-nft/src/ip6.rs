@@ -62,7 +62,7 @@ pub struct ForwardPolicySet {
 /// started) exits right after, but until its parent reaps it, it stays a
 /// zombie whose stat is readable. Needs no ptrace: `/proc/PID/stat` of
 /// root's processes is readable under the unit's `ProtectProc=invisible`.
-pub fn identify(pid: u32, name: &str) -> DropSetter {
+pub(crate) fn identify(pid: u32, name: &str) -> DropSetter {
     let stat = read_stat(pid);
     let parent = stat
         .as_ref()

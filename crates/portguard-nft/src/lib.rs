@@ -37,9 +37,7 @@ pub use compare::Difference;
 pub use conntrack::{Conntrack, Flow, SweepStats};
 pub use error::NftError;
 pub use inventory::netfilter_inventory;
-pub use ip6::{
-    DropWitness, ForwardPolicy, ForwardPolicySet, Ip6Policy, Look, PolicyRestore, identify,
-};
+pub use ip6::{DropWitness, ForwardPolicy, ForwardPolicySet, Ip6Policy, Look, PolicyRestore};
 pub use monitor::{Change, Monitor, MonitorEvent};
 pub use nflog::{Attempt, Nflog, Reports};
 pub use portguard_core::ip6_forward::{DropSetter, Ip6Firewall};

@@ -262,6 +262,7 @@ fn ufw_routed_ipv6_drop_stays_with_the_guard_running_and_after_ufw_reload() {
         },
     );
     let drop = &status["ipv6_forward_drops"][0];
+    eprintln!("after ufw reload, set by: {}", drop["set_by"]);
     assert_eq!(drop["left_alone"], true, "{status:#}");
     match drop["set_by"]["kind"].as_str() {
         Some("process") => assert_eq!(drop["set_by"]["parent"], "ufw-init", "{status:#}"),
