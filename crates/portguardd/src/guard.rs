@@ -305,14 +305,18 @@ impl<B: Backend> Guard<B> {
         for (backend, set_by) in drops {
             let drop = Ipv6ForwardDrop::new(backend, set_by, undo);
             if let (true, Some(needs)) = (drop.left_alone, &drop.needs) {
+                let because = if drop.set_by.is_docker() {
+                    "[ipv6] restore_forward_policy = false"
+                } else {
+                    "only Docker's drop is set back to accept"
+                };
                 tracing::warn!(
                     portguard_event = event::IPV6_POLICY_LEFT,
                     why,
                     backend = %drop.backend,
                     set_by = %drop.set_by,
-                    "the {} IPv6 FORWARD policy is drop, set by {}: left alone (only Docker's \
-                     drop is set back to accept), routed IPv6 stays blocked. Routed IPv6 to a \
-                     published port: {needs}",
+                    "the {} IPv6 FORWARD policy is drop, set by {}: left alone ({because}), \
+                     routed IPv6 stays blocked. Routed IPv6 to a published port: {needs}",
                     drop.backend,
                     drop.set_by
                 );
