@@ -9,6 +9,7 @@ use portguard_core::control::{
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiScan, DockerApiVerdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
+use portguard_core::ip6_forward::{Ip6Firewall, Ipv6ForwardDrop};
 
 use crate::client::Style;
 
@@ -379,6 +380,16 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
             plural(n, "time", "times")
         ),
     };
+    // Who set each drop in force (nf_tables' or the legacy one, whatever
+    // nf_tables' own policy is).
+    if !status.ipv6_forward_drops.is_empty() {
+        let drops: Vec<String> = status
+            .ipv6_forward_drops
+            .iter()
+            .map(|drop| ipv6_drop_words(drop, drop.backend != Ip6Firewall::Nftables))
+            .collect();
+        return style.paint(&format!("{}{restores}", drops.join(" ")), "33");
+    }
     match &status.ipv6_forward_policy {
         Ipv6ForwardPolicy::NoChain => {
             "no IPv6 FORWARD chain exists, so nothing blocks routed IPv6 traffic.".into()
@@ -386,6 +397,7 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
         Ipv6ForwardPolicy::Accept => {
             format!("the IPv6 FORWARD policy is accept: routed IPv6 traffic flows.{restores}")
         }
+        // An older daemon, which does not say who set it.
         Ipv6ForwardPolicy::Drop => style.paint(
             &format!(
                 "the IPv6 FORWARD policy is drop: routed IPv6 traffic is blocked.{}",
@@ -400,6 +412,30 @@ fn ipv6_line(status: &Status, style: &Style) -> String {
         Ipv6ForwardPolicy::Unreadable(error) => format!(
             "the IPv6 FORWARD policy could not be read: unknown ({}).",
             printable(error)
+        ),
+    }
+}
+
+/// One IPv6 FORWARD drop: who set it and what the guard does about it;
+/// `which` names the front end (the legacy one: nf_tables' is the one
+/// `ipv6_forward_policy` is about).
+fn ipv6_drop_words(drop: &Ipv6ForwardDrop, which: bool) -> String {
+    let chain = if which {
+        format!("the {} IPv6 FORWARD policy", drop.backend)
+    } else {
+        "the IPv6 FORWARD policy".to_string()
+    };
+    let set_by = printable(&drop.set_by.to_string()).into_owned();
+    match (&drop.needs, drop.left_alone) {
+        (Some(needs), true) => format!(
+            "{chain} is drop, set by {set_by}: routed IPv6 traffic is blocked. The guard leaves \
+             it alone (only Docker's drop is set back to accept). Routed IPv6 to a published \
+             port: {}.",
+            printable(needs)
+        ),
+        _ => format!(
+            "{chain} is drop, set by {set_by}: routed IPv6 traffic is blocked until the guard \
+             sets it back to accept."
         ),
     }
 }

@@ -17,6 +17,7 @@ use portguard_core::control::{
     Response, ResponseBody, RulesetStatus, SourceAttempts, Status,
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiScan, DockerApiVerdict};
+use portguard_core::ip6_forward::{DropSetter, Ip6Firewall, Ipv6ForwardDrop};
 use portguard_core::verdict::{ExplainAnswer, Explanation, PortReport, Verdict};
 use portguard_core::{BridgeFault, IpFamily, L4Proto, LabelFault, UntrustedClaim};
 
@@ -117,6 +118,7 @@ fn status() -> Status {
         restores: 0,
         last_restore_ms: None,
         ipv6_policy_restores: 0,
+        ipv6_forward_drops: Vec::new(),
         blocked_packets: 0,
         ended_connections: 0,
         blocked_last_hour: vec![],
@@ -307,6 +309,31 @@ fn blocked_prints_a_table_and_status_the_top_ports() {
 
 /// Docker 28.5 with DOCKER_FIREWALL_BACKEND=nftables: both sides and the
 /// mismatch are shown, and the IPv6 INPUT drop with the ports' warnings.
+/// A legacy IPv6 FORWARD drop blocks routing though nf_tables has no such
+/// chain: status names it, and whose it is, instead of "nothing blocks".
+#[test]
+fn status_names_a_legacy_ipv6_forward_drop_and_who_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut status = status();
+    status.ipv6_forward_policy = Ipv6ForwardPolicy::NoChain;
+    status.ipv6_forward_drops = vec![Ipv6ForwardDrop::new(
+        Ip6Firewall::IptablesLegacy,
+        DropSetter::BeforeStart,
+        true,
+    )];
+    let out = guardctl_against(&socket, ResponseBody::Status(Box::new(status)), &["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(
+            "the iptables-legacy IPv6 FORWARD policy is drop, set by somebody before the guard \
+             started (who is not known): routed IPv6 traffic is blocked. The guard leaves it alone"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("nothing blocks"), "{shown}");
+}
+
 #[test]
 fn status_shows_what_docker_says_and_what_the_kernel_holds() {
     use portguard_core::hostfw::{
@@ -675,6 +702,7 @@ fn enforcing_status() -> Status {
         restores: 2,
         last_restore_ms: Some(3.4),
         ipv6_policy_restores: 0,
+        ipv6_forward_drops: Vec::new(),
         blocked_packets: 17,
         ended_connections: 1,
         config: ConfigStatus {
@@ -748,6 +776,15 @@ fn troubled_status() -> Status {
         restores: 0,
         last_restore_ms: None,
         ipv6_policy_restores: 1,
+        ipv6_forward_drops: vec![Ipv6ForwardDrop::new(
+            Ip6Firewall::Nftables,
+            DropSetter::Process {
+                process: "ip6tables-resto".into(),
+                pid: 4242,
+                parent: Some("ufw-init".into()),
+            },
+            true,
+        )],
         blocked_packets: 1,
         ended_connections: 0,
         config: ConfigStatus {

@@ -175,8 +175,10 @@ string_enum!(Protection { "auto" => Protection::Auto, "owned-persistent" => Prot
 /// `[ipv6]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ipv6Config {
-    /// Set the `ip6 filter FORWARD` policy back to accept whenever Docker
-    /// (or anybody) sets it to drop (default `true`).
+    /// Set the `ip6 filter FORWARD` policy back to accept when Docker sets
+    /// it to drop (default `true`). A drop anybody else set (ufw's routed
+    /// policy, firewalld, an administrator), or one already in place when
+    /// the daemon starts, is left alone; `guardctl status` says who set it.
     ///
     /// ```
     /// let config = portguard_config::Config::from_toml_str(

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::docker_api::{DockerApiReport, DockerApiScan};
 use crate::hostfw::FirewallStatus;
+use crate::ip6_forward::Ipv6ForwardDrop;
 use crate::snapshot::{L4Proto, UntrustedClaim};
 use crate::verdict::{Explanation, PortReport};
 
@@ -338,6 +339,12 @@ pub struct Status {
     pub last_restore_ms: Option<f64>,
     /// Times the IPv6 FORWARD policy was set back to accept.
     pub ipv6_policy_restores: u64,
+    /// Each IPv6 FORWARD policy of drop in force (nf_tables, legacy
+    /// x_tables): who set it, whether the guard leaves it alone (it is not
+    /// Docker's), and then what routed IPv6 to a published port needs.
+    /// Absent when no drop is in force (and from older daemons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_forward_drops: Vec<Ipv6ForwardDrop>,
     /// New connections counted by the drop (or, in audit mode, count) rules.
     pub blocked_packets: u64,
     /// Live connections ended because the allowlist stopped admitting them.

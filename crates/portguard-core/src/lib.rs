@@ -6,6 +6,7 @@ pub mod control;
 pub mod docker_api;
 pub mod hostfw;
 pub mod intervals;
+pub mod ip6_forward;
 pub mod plan;
 pub mod render;
 pub mod ruleset;

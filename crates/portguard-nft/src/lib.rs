@@ -5,11 +5,13 @@
 //!   makes the kernel hold exactly the desired ruleset, in one
 //!   transaction (P9), and proves it by reading the table back and
 //!   comparing it element for element ([`compare`]);
-//! * [`Ip6Policy`]: undoes Docker's IPv6 FORWARD drop (P6), with a bounded
+//! * [`Ip6Policy`]: undoes Docker's IPv6 FORWARD drop (P6), and only
+//!   Docker's (the monitor names who set a drop), with a bounded
 //!   iptables-legacy fallback;
 //! * [`Conntrack`]: ends connections the allowlist no longer admits (P10);
 //! * [`Monitor`]: every ruleset change, with the process behind it; it
-//!   recreates a deleted copy of the guard's table at once ([`Recreation`]);
+//!   recreates a deleted copy of the guard's table at once ([`Recreation`])
+//!   and names who set the IPv6 FORWARD policy to drop;
 //! * [`Nflog`]: blocked attempts as the judge chains report them.
 //!
 //! [`probe_ownership`] finds the strongest table protection the kernel
@@ -30,14 +32,16 @@ mod recreate;
 mod socket;
 mod table;
 mod wire;
+mod witness;
 
 pub use compare::Difference;
 pub use conntrack::{Conntrack, Flow, SweepStats};
 pub use error::NftError;
 pub use inventory::netfilter_inventory;
-pub use ip6::{ForwardPolicy, Ip6Backend, Ip6Policy, PolicyRestore};
+pub use ip6::{DropWitness, ForwardPolicy, ForwardPolicySet, Ip6Policy, Look, PolicyRestore};
 pub use monitor::{Change, Monitor, MonitorEvent};
 pub use nflog::{Attempt, Nflog, Reports};
+pub use portguard_core::ip6_forward::{DropSetter, Ip6Firewall};
 pub use readback::TableState;
 pub use recreate::{Found, Recreated, Recreation};
 pub use table::{

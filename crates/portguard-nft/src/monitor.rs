@@ -1,5 +1,9 @@
 //! Change notifications from nf_tables: every committed transaction ends
 //! with NEWGEN, which names the process (pid and name) that made it.
+//! [`Assembler`] puts the notifications of each transaction together (the
+//! tables it touched, what it did to the IPv6 FORWARD policy); the
+//! [`Monitor`] follows them for the daemon, and a read of the guard's
+//! table follows them while it dumps (see `witness`).
 
 use std::collections::BTreeSet;
 
@@ -10,12 +14,13 @@ use netlink_sys::Socket;
 use portguard_core::ruleset::TABLE_NAME;
 
 use crate::error::NftError;
+use crate::ip6::{FILTER, FORWARD, ForwardPolicy, ForwardPolicySet, NF_DROP, identify};
 use crate::recreate::{Found, Recreated, Recreation};
 use crate::socket::{NfSocket, is_own_thread, raw_messages};
 use crate::table::STANDBY_TABLE;
 
 /// One committed transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Change {
     pub genid: u32,
     /// Thread id of the process that committed it.
@@ -37,14 +42,23 @@ pub struct Change {
     /// Copies of the guard's table the monitor recreated at once, before
     /// reporting this change (see [`Monitor::recreating`]).
     pub recreated: Vec<Recreated>,
+    /// What the transaction did to the policy of `ip6 filter FORWARD`, if
+    /// it set it (or deleted the chain); a drop comes with its setter,
+    /// named by the monitor the moment it heard it.
+    pub ip6_forward: Option<ForwardPolicySet>,
 }
 
 impl Change {
     /// Whether the change may concern our table.
     pub fn may_touch_our_table(&self) -> bool {
+        self.may_touch_table(TABLE_NAME) || self.may_touch_table(STANDBY_TABLE)
+    }
+
+    /// Whether the change may concern table `inet NAME`: it named it, or
+    /// a notification of it could not be read, or it named no table.
+    pub fn may_touch_table(&self, name: &str) -> bool {
         self.undecodable > 0
-            || self.tables.contains(&format!("inet {TABLE_NAME}"))
-            || self.tables.contains(&format!("inet {STANDBY_TABLE}"))
+            || self.tables.contains(&format!("inet {name}"))
             || self.tables.is_empty()
     }
 
@@ -68,8 +82,7 @@ pub enum MonitorEvent {
 /// Follows nf_tables changes in the network namespace it was opened in.
 pub struct Monitor {
     socket: Socket,
-    /// What the transaction being received has touched so far.
-    building: Change,
+    assembler: Assembler,
     pending: std::collections::VecDeque<MonitorEvent>,
     /// Recreates deleted copies of the guard's table (with its own socket).
     recreation: Option<(Recreation, NfSocket)>,
@@ -92,12 +105,19 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// Message types (`NFT_MSG_*`, the low byte).
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_DESTROYTABLE: u16 = 26;
+const NFT_MSG_DESTROYCHAIN: u16 = 27;
 /// Every nf_tables object notification (table, chain, rule, set, element
 /// list, object, flowtable) names its table in attribute 1
 /// (`NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, ...).
 const NFTA_OBJECT_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_POLICY: u16 = 5;
+/// `NFPROTO_IPV6`.
+const FAMILY_IP6: u8 = 10;
 const NFTA_GEN_ID: u16 = 1;
 const NFTA_GEN_PROC_PID: u16 = 2;
 const NFTA_GEN_PROC_NAME: u16 = 3;
@@ -113,13 +133,22 @@ enum TableEvent {
     Neither,
 }
 
+/// What a chain notification says of the chain: its name, and its
+/// policy (base chains; the kernel sends the policy in force).
+#[derive(Debug, PartialEq, Eq)]
+struct ChainEvent {
+    name: String,
+    policy: Option<u32>,
+    deleted: bool,
+}
+
 /// One notification, read only as far as the monitor needs: its type,
 /// family, and the table it names (NEWGEN: the generation and the
-/// process). Rules, sets and elements are never decoded: a restore of the
-/// guard's table sends hundreds of notifications, and decoding them all
-/// (as `netlink-packet-netfilter` does) kept this thread busy for 11 ms
-/// per restore in a debug build, while the next deletion waited in the
-/// socket behind them.
+/// process; a chain: its name and policy). Rules, sets and elements are
+/// never decoded: a restore of the guard's table sends hundreds of
+/// notifications, and decoding them all (as `netlink-packet-netfilter`
+/// does) kept this thread busy for 11 ms per restore in a debug build,
+/// while the next deletion waited in the socket behind them.
 #[derive(Debug, PartialEq, Eq)]
 enum Notification {
     /// An object of `table` changed, or the table itself.
@@ -127,6 +156,8 @@ enum Notification {
         family: u8,
         table: String,
         whole: TableEvent,
+        /// For a chain notification.
+        chain: Option<ChainEvent>,
     },
     /// The end of a transaction.
     NewGen {
@@ -165,35 +196,124 @@ fn notification(kind: u16, body: &[u8]) -> Option<Notification> {
             })
         }
         message => {
+            let is_chain = matches!(
+                message,
+                NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN | NFT_MSG_DESTROYCHAIN
+            );
+            let whole = match message {
+                NFT_MSG_NEWTABLE => TableEvent::Created,
+                NFT_MSG_DELTABLE | NFT_MSG_DESTROYTABLE => TableEvent::Deleted,
+                _ => TableEvent::Neither,
+            };
+            let (mut table, mut name, mut policy) = (None, String::new(), None);
             for nla in attributes {
                 let nla = nla.ok()?;
-                if nla.kind() == NFTA_OBJECT_TABLE {
-                    return Some(Notification::Object {
-                        family,
-                        table: parse_string(nla.value()).ok()?,
-                        whole: match message {
-                            NFT_MSG_NEWTABLE => TableEvent::Created,
-                            NFT_MSG_DELTABLE | NFT_MSG_DESTROYTABLE => TableEvent::Deleted,
-                            _ => TableEvent::Neither,
-                        },
-                    });
+                match nla.kind() {
+                    NFTA_OBJECT_TABLE => table = Some(parse_string(nla.value()).ok()?),
+                    NFTA_CHAIN_NAME if is_chain => name = parse_string(nla.value()).ok()?,
+                    NFTA_CHAIN_POLICY if is_chain => policy = Some(parse_u32_be(nla.value()).ok()?),
+                    _ => {}
+                }
+                // Only a chain's name and policy are read past the table.
+                if table.is_some() && !is_chain {
+                    break;
                 }
             }
-            Some(Notification::Other)
+            let Some(table) = table else {
+                return Some(Notification::Other);
+            };
+            Some(Notification::Object {
+                family,
+                table,
+                whole,
+                chain: is_chain.then_some(ChainEvent {
+                    name,
+                    policy,
+                    deleted: message != NFT_MSG_NEWCHAIN,
+                }),
+            })
         }
     }
 }
 
-fn empty_change() -> Change {
-    Change {
-        genid: 0,
-        pid: 0,
-        process: String::new(),
-        ours: false,
-        tables: BTreeSet::new(),
-        deleted: BTreeSet::new(),
-        undecodable: 0,
-        recreated: Vec::new(),
+/// Puts the notifications of each committed transaction together.
+#[derive(Debug, Default)]
+pub(crate) struct Assembler {
+    /// What the transaction being received has touched so far.
+    building: Change,
+    /// The policy it left on `ip6 filter FORWARD`, if it set it.
+    ip6_forward: Option<ForwardPolicy>,
+}
+
+impl Assembler {
+    /// The transactions the notifications in `data` (one datagram)
+    /// complete, in order. Their `ours` and `recreated` are left to the
+    /// caller; a drop of the IPv6 FORWARD policy comes without its setter.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Vec<Change> {
+        let mut done = Vec::new();
+        let Ok(messages) = raw_messages(data) else {
+            self.building.undecodable += 1;
+            return done;
+        };
+        for raw in messages {
+            match notification(raw.kind, &raw.body) {
+                None => self.building.undecodable += 1,
+                Some(Notification::Other) => {}
+                Some(Notification::Object {
+                    family,
+                    table,
+                    whole,
+                    chain,
+                }) => self.object(family, table, whole, chain),
+                Some(Notification::NewGen {
+                    genid,
+                    pid,
+                    process,
+                }) => {
+                    let mut change = std::mem::take(&mut self.building);
+                    change.genid = genid;
+                    change.pid = pid;
+                    change.process = process;
+                    change.ip6_forward = self.ip6_forward.take().map(|policy| ForwardPolicySet {
+                        policy,
+                        setter: None,
+                    });
+                    done.push(change);
+                }
+            }
+        }
+        done
+    }
+
+    /// Forgets a transaction half received (notifications were lost).
+    pub(crate) fn reset(&mut self) {
+        *self = Assembler::default();
+    }
+
+    fn object(&mut self, family: u8, table: String, whole: TableEvent, chain: Option<ChainEvent>) {
+        let is_ip6_filter = family == FAMILY_IP6 && table == FILTER;
+        let table = format!("{} {table}", family_name(family));
+        match whole {
+            TableEvent::Deleted => {
+                if is_ip6_filter {
+                    self.ip6_forward = Some(ForwardPolicy::NoChain);
+                }
+                self.building.deleted.insert(table.clone());
+            }
+            TableEvent::Created => {
+                self.building.deleted.remove(&table);
+            }
+            TableEvent::Neither => {}
+        }
+        if let Some(chain) = chain.filter(|c| is_ip6_filter && c.name == FORWARD) {
+            self.ip6_forward = match (chain.deleted, chain.policy) {
+                (true, _) => Some(ForwardPolicy::NoChain),
+                (false, Some(NF_DROP)) => Some(ForwardPolicy::Drop),
+                (false, Some(_)) => Some(ForwardPolicy::Accept),
+                (false, None) => self.ip6_forward,
+            };
+        }
+        self.building.tables.insert(table);
     }
 }
 
@@ -211,7 +331,7 @@ impl Monitor {
     fn open_with(receive_buffer: Option<usize>) -> Result<Monitor, NftError> {
         Ok(Monitor {
             socket: NfSocket::open_monitor(receive_buffer)?,
-            building: empty_change(),
+            assembler: Assembler::default(),
             pending: Default::default(),
             recreation: None,
         })
@@ -235,7 +355,7 @@ impl Monitor {
             let data = match self.socket.recv_from_full() {
                 Ok((data, _)) => data,
                 Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
-                    self.building = empty_change();
+                    self.assembler.reset();
                     let recreated = self.recreate_missing(Instant::now());
                     return Ok(MonitorEvent::Overflow { recreated });
                 }
@@ -247,47 +367,23 @@ impl Monitor {
                 }
             };
             let heard = Instant::now();
-            let Ok(messages) = raw_messages(&data) else {
-                self.building.undecodable += 1;
-                continue;
-            };
-            for raw in messages {
-                match notification(raw.kind, &raw.body) {
-                    None => self.building.undecodable += 1,
-                    Some(Notification::Other) => {}
-                    Some(Notification::Object {
-                        family,
-                        table,
-                        whole,
-                    }) => {
-                        let table = format!("{} {table}", family_name(family));
-                        match whole {
-                            TableEvent::Deleted => {
-                                self.building.deleted.insert(table.clone());
-                            }
-                            TableEvent::Created => {
-                                self.building.deleted.remove(&table);
-                            }
-                            TableEvent::Neither => {}
-                        }
-                        self.building.tables.insert(table);
-                    }
-                    Some(Notification::NewGen {
-                        genid,
-                        pid,
-                        process,
-                    }) => {
-                        let mut change = std::mem::replace(&mut self.building, empty_change());
-                        change.genid = genid;
-                        change.pid = pid;
-                        change.process = process;
-                        change.ours = pid != 0 && is_own_thread(pid);
-                        if !change.ours {
-                            self.recreate(&mut change, heard);
-                        }
-                        self.pending.push_back(MonitorEvent::Change(change));
-                    }
+            for mut change in self.assembler.feed(&data) {
+                change.ours = change.pid != 0 && is_own_thread(change.pid);
+                if change.ours {
+                    self.pending.push_back(MonitorEvent::Change(change));
+                    continue;
                 }
+                // Named first: the committer (an `ip6tables` that
+                // dockerd started) exits right after its commit.
+                if let Some(set) = change
+                    .ip6_forward
+                    .as_mut()
+                    .filter(|set| set.policy == ForwardPolicy::Drop)
+                {
+                    set.setter = Some(identify(change.pid, &change.process));
+                }
+                self.recreate(&mut change, heard);
+                self.pending.push_back(MonitorEvent::Change(change));
             }
         }
     }
@@ -341,21 +437,27 @@ mod tests {
         items
             .into_iter()
             .map(|item| {
-                let message = netlink_packet_netfilter::NetfilterMessage::new(
-                    netlink_packet_netfilter::NetfilterHeader::new(item.family, 0, 0),
-                    item.message,
-                );
-                let mut msg = netlink_packet_core::NetlinkMessage::new(
-                    Default::default(),
-                    netlink_packet_core::NetlinkPayload::InnerMessage(message),
-                );
-                msg.finalize();
-                let mut buf = vec![0; msg.buffer_len()];
-                msg.serialize(&mut buf);
+                let buf = wire(item);
                 let kind = u16::from_ne_bytes([buf[4], buf[5]]);
                 (kind, buf[16..].to_vec())
             })
             .collect()
+    }
+
+    /// One message as netlink puts it on the wire, header included.
+    fn wire(item: crate::socket::BatchItem) -> Vec<u8> {
+        let message = netlink_packet_netfilter::NetfilterMessage::new(
+            netlink_packet_netfilter::NetfilterHeader::new(item.family, 0, 0),
+            item.message,
+        );
+        let mut msg = netlink_packet_core::NetlinkMessage::new(
+            Default::default(),
+            netlink_packet_core::NetlinkPayload::InnerMessage(message),
+        );
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        buf
     }
 
     #[test]
@@ -373,6 +475,7 @@ mod tests {
                 family,
                 table,
                 whole,
+                ..
             }) = notification(*kind, body)
             else {
                 panic!("type {kind:#x} not read as an object of the table");
@@ -397,8 +500,89 @@ mod tests {
                 family: 1,
                 table: "portguard_standby".into(),
                 whole: TableEvent::Deleted,
+                chain: None,
             })
         );
+    }
+
+    /// Messages as one datagram, the way notifications arrive, each
+    /// transaction closed by a NEWGEN naming `pid` and `process`.
+    fn datagram(transactions: Vec<(Vec<crate::socket::BatchItem>, u32, &str)>) -> Vec<u8> {
+        use netlink_packet_netfilter::nftables::{GenAttribute, GenMessage, NfTablesMessage};
+        let mut out = Vec::new();
+        for (items, pid, process) in transactions {
+            let newgen = crate::socket::BatchItem {
+                family: netlink_packet_netfilter::NetfilterProtoFamily::Unspec,
+                flags: 0,
+                message: NfTablesMessage::NewGen(GenMessage {
+                    attributes: vec![
+                        GenAttribute::Id(7),
+                        GenAttribute::ProcPid(pid),
+                        GenAttribute::ProcName(process.into()),
+                    ],
+                }),
+                what: String::new(),
+            };
+            for item in items.into_iter().chain([newgen]) {
+                out.extend(wire(item));
+                // Messages are 4-byte aligned.
+                out.resize(out.len().next_multiple_of(4), 0);
+            }
+        }
+        out
+    }
+
+    /// `ip6 filter FORWARD` with `policy` (`None`: the chain deleted).
+    fn forward_chain(policy: Option<u32>) -> crate::socket::BatchItem {
+        use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage, NfTablesMessage};
+        let mut attributes = vec![
+            ChainAttribute::Table("filter".into()),
+            ChainAttribute::Name("FORWARD".into()),
+        ];
+        attributes.extend(policy.map(ChainAttribute::Policy));
+        let message = ChainMessage { attributes };
+        crate::socket::BatchItem {
+            family: netlink_packet_netfilter::NetfilterProtoFamily::IPv6,
+            flags: 0,
+            message: match policy {
+                Some(_) => NfTablesMessage::NewChain(message),
+                None => NfTablesMessage::DeleteChain(message),
+            },
+            what: String::new(),
+        }
+    }
+
+    #[test]
+    fn transactions_say_what_they_did_to_the_ip6_forward_policy_and_nothing_else_does() {
+        let mut assembler = Assembler::default();
+        let other = crate::encode::delete_table("portguard_standby", 0);
+        let changes = assembler.feed(&datagram(vec![
+            (vec![forward_chain(Some(NF_DROP))], 40, "ip6tables"),
+            (other, 41, "nft"),
+            (vec![forward_chain(Some(1))], 42, "ip6tables"),
+            (
+                vec![forward_chain(Some(NF_DROP)), forward_chain(None)],
+                43,
+                "nft",
+            ),
+        ]));
+        let policies: Vec<_> = changes
+            .iter()
+            .map(|c| (c.pid, c.ip6_forward.as_ref().map(|s| s.policy)))
+            .collect();
+        assert_eq!(
+            policies,
+            vec![
+                (40, Some(ForwardPolicy::Drop)),
+                (41, None),
+                (42, Some(ForwardPolicy::Accept)),
+                (43, Some(ForwardPolicy::NoChain)),
+            ]
+        );
+        assert!(changes[0].tables.contains("ip6 filter"));
+        assert_eq!(changes[0].process, "ip6tables");
+        assert!(changes[1].may_touch_table("portguard_standby"));
+        assert!(!changes[0].may_touch_table("portguard_standby"));
     }
 
     #[test]

@@ -402,17 +402,57 @@ fn raw_elements(payload: &[u8]) -> Option<Vec<Attrs>> {
 
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
+/// What a dump walks, which decides what an interrupted one
+/// (`NLM_F_DUMP_INTR`: somebody committed between two of its parts) is
+/// worth. The kernel resumes a dump by position in what it walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Every chain of every table of the family (the kernel does not
+    /// filter chain dumps by table): a commit to another table can shift
+    /// the positions, so an interrupted dump may have skipped or repeated
+    /// one of ours. Dumped again.
+    Family,
+    /// Only our table's rules, our table's sets, or one set's elements:
+    /// commits elsewhere shift nothing, and a commit to our table is
+    /// caught by the caller's witness (`crate::witness`). Kept.
+    OurTable,
+}
+
+/// Tries of a dump of [`Walk::Family`] before the read is given up (one
+/// part, the usual size of a chain dump, is never interrupted).
+const FAMILY_DUMP_TRIES: usize = 3;
+
+/// Dumps `request` (inet family), the replies as raw messages.
+fn dump(
+    sock: &mut NfSocket,
+    request: NfTablesMessage,
+    walk: Walk,
+) -> Result<Vec<Vec<u8>>, NftError> {
+    let inet = NetfilterProtoFamily::Inet;
+    if walk == Walk::Family {
+        for _ in 1..FAMILY_DUMP_TRIES {
+            match sock.dump_nft(inet, request.clone()) {
+                Err(NftError::Interrupted) => continue,
+                other => return other,
+            }
+        }
+        return sock.dump_nft(inet, request);
+    }
+    Ok(sock.dump_nft_even_interrupted(inet, request)?.0)
+}
+
 /// Dumps `request` (inet family) and keeps what `ours` makes of each
 /// decoded reply; replies the library cannot decode are counted in
 /// `undecodable` (foreign objects in our table, by definition).
 fn dump_ours<T>(
     sock: &mut NfSocket,
     request: NfTablesMessage,
+    walk: Walk,
     ours: impl Fn(NfTablesMessage) -> Option<T>,
     undecodable: &mut usize,
 ) -> Result<Vec<T>, NftError> {
     let mut out = Vec::new();
-    for raw in sock.dump_nft(NetfilterProtoFamily::Inet, request)? {
+    for raw in dump(sock, request, walk)? {
         match decode_nft(&raw) {
             Some(message) => out.extend(ours(message)),
             None => *undecodable += 1,
@@ -422,8 +462,8 @@ fn dump_ours<T>(
 }
 
 /// Dumps table `inet NAME`. `Ok(None)` when it does not exist. The dumps
-/// are several requests: the caller checks the generation around them
-/// (see [`crate::table::GuardTable`]).
+/// are several requests: the caller makes sure nobody changed the table
+/// between the first and the last (see [`crate::table::GuardTable`]).
 pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<TableState>, NftError> {
     let inet = NetfilterProtoFamily::Inet;
     let Some(NfTablesMessage::NewTable(table)) = sock.request(
@@ -452,6 +492,7 @@ pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<Table
         NfTablesMessage::GetChain(ChainMessage {
             attributes: vec![ChainAttribute::Table(name.into())],
         }),
+        Walk::Family,
         |message| match message {
             NfTablesMessage::NewChain(chain)
                 if chain
@@ -465,11 +506,12 @@ pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<Table
         },
         &mut state.undecodable,
     )?;
-    for raw in sock.dump_nft(
-        inet,
+    for raw in dump(
+        sock,
         NfTablesMessage::GetRule(RuleMessage {
             attributes: vec![RuleAttribute::Table(name.into())],
         }),
+        Walk::OurTable,
     )? {
         let Some((table, chain, exprs)) = raw_rule(payload(&raw)) else {
             state.undecodable += 1;
@@ -488,6 +530,7 @@ pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<Table
         NfTablesMessage::GetSet(SetMessage {
             attributes: vec![SetAttribute::Table(name.into())],
         }),
+        Walk::OurTable,
         |message| match message {
             NfTablesMessage::NewSet(set)
                 if set
@@ -502,14 +545,15 @@ pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<Table
         &mut state.undecodable,
     )?;
     for set in &mut state.sets {
-        for raw in sock.dump_nft(
-            inet,
+        for raw in dump(
+            sock,
             NfTablesMessage::GetSetElement(SetElementMessage {
                 attributes: vec![
                     SetElementList::Table(name.into()),
                     SetElementList::Set(set.name.clone()),
                 ],
             }),
+            Walk::OurTable,
         )? {
             match raw_elements(payload(&raw)) {
                 Some(elements) => set.elements.extend(elements),

@@ -21,6 +21,8 @@ use crate::error::NftError;
 
 /// `NFNL_SUBSYS_NFTABLES`: batches address the nftables subsystem.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// The multicast group of nf_tables change notifications.
+pub(crate) const NFNLGRP_NFTABLES: u32 = 7;
 /// Room for large batches (10,000 allow entries are a few MiB).
 const SEND_BUFFER: usize = 32 << 20;
 const RECV_BUFFER: usize = 8 << 20;
@@ -60,7 +62,6 @@ impl NfSocket {
     /// A socket that receives every nf_tables change notification
     /// (`NFNLGRP_NFTABLES`), blocking without a timeout.
     pub(crate) fn open_monitor(receive_buffer: Option<usize>) -> Result<Socket, NftError> {
-        const NFNLGRP_NFTABLES: u32 = 7;
         let socket = bound_socket()?;
         if let Some(bytes) = receive_buffer {
             let _ = setsockopt(&socket, sockopt::RcvBufForce, &bytes);
@@ -226,6 +227,19 @@ impl NfSocket {
     /// replies as raw netlink messages. Fails with `Interrupted` when the
     /// ruleset changed while the kernel was dumping.
     pub(crate) fn dump(&mut self, message: NetfilterMessage) -> Result<Vec<Vec<u8>>, NftError> {
+        match self.dump_even_interrupted(message)? {
+            (_, true) => Err(NftError::Interrupted),
+            (replies, false) => Ok(replies),
+        }
+    }
+
+    /// A dump request: the replies, and whether the dump was interrupted
+    /// (`NLM_F_DUMP_INTR`: somebody committed while the kernel dumped, so
+    /// where what it walks moved, a reply may be missing or repeated).
+    pub(crate) fn dump_even_interrupted(
+        &mut self,
+        message: NetfilterMessage,
+    ) -> Result<(Vec<Vec<u8>>, bool), NftError> {
         let mut answers = self.transact(vec![Outgoing {
             message,
             flags: 0,
@@ -238,10 +252,7 @@ impl NfSocket {
                 errno,
             });
         }
-        if answer.interrupted {
-            return Err(NftError::Interrupted);
-        }
-        Ok(answer.replies)
+        Ok((answer.replies, answer.interrupted))
     }
 
     /// A dump of nf_tables objects of `family`.
@@ -250,10 +261,16 @@ impl NfSocket {
         family: NetfilterProtoFamily,
         message: NfTablesMessage,
     ) -> Result<Vec<Vec<u8>>, NftError> {
-        self.dump(NetfilterMessage::new(
-            NetfilterHeader::new(family, 0, 0),
-            message,
-        ))
+        self.dump(nft_message(family, message))
+    }
+
+    /// [`NfSocket::dump_nft`] that keeps what an interrupted dump returned.
+    pub(crate) fn dump_nft_even_interrupted(
+        &mut self,
+        family: NetfilterProtoFamily,
+        message: NfTablesMessage,
+    ) -> Result<(Vec<Vec<u8>>, bool), NftError> {
+        self.dump_even_interrupted(nft_message(family, message))
     }
 
     /// Sends `messages`, each acknowledged, in one write and returns the
@@ -306,6 +323,10 @@ impl NfSocket {
         }
         Ok(answer.replies.iter().rev().find_map(|raw| decode_nft(raw)))
     }
+}
+
+fn nft_message(family: NetfilterProtoFamily, message: NfTablesMessage) -> NetfilterMessage {
+    NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message)
 }
 
 /// How a request is answered.

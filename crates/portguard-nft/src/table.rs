@@ -14,6 +14,7 @@ use crate::error::NftError;
 use crate::readback::{self, TableState};
 use crate::recreate::Recreation;
 use crate::socket::NfSocket;
+use crate::witness::ReadWitness;
 
 /// Name of the standby copy, in the tiers that keep one.
 pub const STANDBY_TABLE: &str = "portguard_standby";
@@ -106,6 +107,8 @@ pub struct GuardTable {
     /// Where the ruleset this table is reconciled to is kept ready for the
     /// monitor to recreate this table from, should somebody delete it.
     recreation: Option<Recreation>,
+    /// Tells whether anybody changed the table while it was read.
+    witness: ReadWitness,
 }
 
 impl GuardTable {
@@ -117,6 +120,7 @@ impl GuardTable {
             verified: None,
             last_stats: ApplyStats::default(),
             recreation: None,
+            witness: ReadWitness::open()?,
         })
     }
 
@@ -360,12 +364,17 @@ impl GuardTable {
         genid(&mut self.sock)
     }
 
-    /// The table read within one generation: a read that overlapped a
-    /// commit (the generation moved, or a dump was interrupted) is
-    /// repeated, so the state returned is one the kernel really held.
+    /// The table as the kernel held it at the generation returned: a read
+    /// during which a transaction touched this table is repeated, so the
+    /// state returned is one the kernel really held, element for element.
+    /// Commits to other tables during the read do not matter (see
+    /// [`ReadWitness`]): on a busy host they never stop.
     fn read_consistent(&mut self) -> Result<(u32, Option<TableState>), NftError> {
         for _ in 0..CONSISTENT_READ_TRIES {
-            let before = self.genid()?;
+            // Listening before the first generation is taken: every
+            // transaction after it is heard.
+            let mut witness = self.witness.listen()?;
+            let before = genid(&mut self.sock)?;
             let state = match readback::read_table(&mut self.sock, &self.spec.name) {
                 Err(NftError::Interrupted) => continue,
                 // The table (or one of its sets) was deleted between two of
@@ -377,8 +386,9 @@ impl GuardTable {
                 Err(e) if e.errno() == Some(ENOENT) => continue,
                 other => other?,
             };
-            if self.genid()? == before {
-                return Ok((before, state));
+            let after = genid(&mut self.sock)?;
+            if after == before || witness.untouched(&self.spec.name, before, after) {
+                return Ok((after, state));
             }
         }
         Err(NftError::Protocol(format!(

@@ -12,8 +12,8 @@ use std::time::Duration;
 use portguard_config::Config;
 use portguard_core::{Ruleset, Snapshot, plan};
 use portguard_nft::{
-    Conntrack, ForwardPolicy, GuardTable, Ip6Backend, Ip6Policy, MonitorEvent, Ownership,
-    TableOutcome, TableSpec,
+    Change, Conntrack, DropSetter, ForwardPolicy, ForwardPolicySet, GuardTable, Ip6Firewall,
+    Ip6Policy, Look, MonitorEvent, Ownership, TableOutcome, TableSpec,
 };
 use portguard_testkit::{NetNs, addr, lab, link, tcp_probe, tcp_probe_here, tcp_server, udp_probe};
 
@@ -298,8 +298,9 @@ fn monitor_names_the_process_behind_each_change() {
     assert!(c.pid > 0);
 }
 
-#[test]
-fn p6_ipv6_forward_policy_drop_is_restored_and_traffic_flows_again() {
+/// A router `r` between `a` (fd00:a::2) and `b` (fd00:b::2, serving TCP
+/// 7000), forwarding IPv6.
+fn ipv6_router() -> (NetNs, NetNs, NetNs, SocketAddr) {
     let a = NetNs::new("v6a");
     let r = NetNs::new("v6r");
     let b = NetNs::new("v6b");
@@ -313,47 +314,149 @@ fn p6_ipv6_forward_policy_drop_is_restored_and_traffic_flows_again() {
     b.sh("ip -6 route add default via fd00:b::1");
     r.sh("sysctl -qw net.ipv6.conf.all.forwarding=1");
     tcp_server(&b, 7000, "v6\n");
-    let target = sa("[fd00:b::2]:7000");
+    (a, r, b, sa("[fd00:b::2]:7000"))
+}
+
+/// Runs `ip6tables ARGS` in `ns` as a child of a process named `parent`
+/// (a link to sh by that name: the name is all the guard reads of a
+/// process), the way dockerd or ufw run it.
+fn ip6tables_from(ns: &NetNs, parent: &str, args: &str) {
+    let dir = tempfile_dir();
+    let link = dir.join(parent);
+    std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
+    // `; :` keeps sh from exec'ing ip6tables in its own place.
+    ns.sh(&format!("{} -c 'ip6tables {args}; :'", link.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pg-traffic-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A monitor in `ns`, followed on a thread of its own: the next change
+/// that set the IPv6 FORWARD policy.
+fn policy_changes(ns: &NetNs) -> impl FnMut() -> ForwardPolicySet {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut monitor = ns.enter(|| portguard_nft::Monitor::open().unwrap());
+    std::thread::spawn(move || {
+        while let Ok(event) = monitor.next_event() {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    move || loop {
+        match rx.recv_timeout(Duration::from_secs(5)).expect("a change") {
+            MonitorEvent::Change(Change {
+                ip6_forward: Some(set),
+                ..
+            }) => break set,
+            _ => continue,
+        }
+    }
+}
+
+const AGAIN: Look = Look::Again {
+    docker_connected: true,
+};
+
+#[test]
+fn p6_the_ipv6_forward_drop_docker_sets_is_undone_and_routing_works_again() {
+    let (a, r, _b, target) = ipv6_router();
     assert!(
         tcp_probe(&a, target, PROBE),
         "routing works before Docker's drop"
     );
-
-    let mut nft = r.enter(|| Ip6Policy::open().unwrap());
-    assert_eq!(nft.forward_policy().unwrap(), ForwardPolicy::NoChain);
-    r.sh("ip6tables -P FORWARD DROP");
-    assert_eq!(nft.forward_policy().unwrap(), ForwardPolicy::Drop);
+    let mut heard = policy_changes(&r);
+    let mut ip6 = r.enter(|| Ip6Policy::open().unwrap());
+    assert_eq!(ip6.forward_policy().unwrap(), ForwardPolicy::NoChain);
+    ip6tables_from(&r, "dockerd", "-P FORWARD DROP");
+    assert_eq!(ip6.forward_policy().unwrap(), ForwardPolicy::Drop);
     assert!(
         !tcp_probe(&a, target, PROBE),
         "the drop policy breaks routing"
     );
 
-    let restored = nft.restore().unwrap();
-    assert_eq!(restored.len(), 1);
-    assert_eq!(restored[0].backend, Ip6Backend::Nftables);
-    assert_eq!(nft.forward_policy().unwrap(), ForwardPolicy::Accept);
+    let set = heard();
+    assert_eq!(set.policy, ForwardPolicy::Drop);
+    let setter = set.setter.clone().unwrap();
+    assert!(
+        matches!(&setter, DropSetter::Docker { process, .. } if process == "ip6tables"),
+        "{setter:?}"
+    );
+    ip6.hear(std::slice::from_ref(&set), false);
+    let restored = ip6.look(AGAIN, true).unwrap();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert_eq!(restored[0].backend, Ip6Firewall::Nftables);
+    assert_eq!(restored[0].set_by, setter);
+    assert_eq!(ip6.forward_policy().unwrap(), ForwardPolicy::Accept);
     assert!(r.sh("ip6tables -S FORWARD").contains("-P FORWARD ACCEPT"));
     assert!(tcp_probe(&a, target, PROBE), "routing works again");
     assert!(
-        nft.restore().unwrap().is_empty(),
+        ip6.look(AGAIN, true).unwrap().is_empty(),
         "nothing to do the second time"
     );
 }
 
 #[test]
-fn legacy_ip6tables_forward_drop_is_restored_through_ip6tables_legacy() {
+fn p6_an_ipv6_forward_drop_ufw_or_an_administrator_sets_is_left_and_routing_stays_closed() {
+    let (a, r, _b, target) = ipv6_router();
+    let mut heard = policy_changes(&r);
+    let mut ip6 = r.enter(|| Ip6Policy::open().unwrap());
+    for (parent, ufw) in [("ufw-init", true), ("bash", false)] {
+        ip6tables_from(&r, parent, "-P FORWARD DROP");
+        let set = heard();
+        assert_eq!(set.policy, ForwardPolicy::Drop);
+        let setter = set.setter.clone().unwrap();
+        assert!(!setter.is_docker(), "{setter:?}");
+        assert_eq!(setter.is_ufw(), ufw, "{setter:?}");
+        ip6.hear(std::slice::from_ref(&set), false);
+        for look in [AGAIN, Look::DockerBack, Look::Start] {
+            assert_eq!(ip6.look(look, true).unwrap(), vec![], "{look:?}");
+        }
+        assert_eq!(ip6.drops().unwrap(), vec![(Ip6Firewall::Nftables, setter)]);
+        assert!(
+            !tcp_probe(&a, target, PROBE),
+            "{parent}'s drop stays: routed IPv6 is refused"
+        );
+        r.sh("ip6tables -P FORWARD ACCEPT");
+        assert_eq!(heard().policy, ForwardPolicy::Accept);
+    }
+}
+
+#[test]
+fn a_legacy_ipv6_forward_drop_is_undone_only_when_it_appeared_while_docker_was_away() {
     let ns = NetNs::new("legacy");
-    let mut nft = ns.enter(|| Ip6Policy::open().unwrap());
+    let mut ip6 = ns.enter(|| Ip6Policy::open().unwrap());
+    let policy = || ns.sh("ip6tables-legacy -S FORWARD");
+    // Found at start: whose it is is not known.
     ns.sh("ip6tables-legacy -P FORWARD DROP");
     // Called from a thread outside the namespace: the handle's namespace counts.
-    let restored = nft.restore().unwrap();
+    assert_eq!(ip6.look(Look::Start, true).unwrap(), vec![]);
+    assert_eq!(ip6.look(Look::DockerBack, true).unwrap(), vec![]);
+    assert!(policy().contains("-P FORWARD DROP"));
+
+    // Set while Docker was away (dockerd starting): Docker's when it is back.
+    ns.sh("ip6tables-legacy -P FORWARD ACCEPT");
+    assert_eq!(ip6.look(AGAIN, true).unwrap(), vec![]);
+    ns.sh("ip6tables-legacy -P FORWARD DROP");
+    let away = Look::Again {
+        docker_connected: false,
+    };
+    assert_eq!(ip6.look(away, true).unwrap(), vec![]);
+    let restored = ip6.look(Look::DockerBack, true).unwrap();
     assert_eq!(restored.len(), 1, "{restored:?}");
-    assert_eq!(restored[0].backend, Ip6Backend::Legacy);
-    assert!(
-        ns.sh("ip6tables-legacy -S FORWARD")
-            .contains("-P FORWARD ACCEPT")
-    );
-    assert!(nft.restore().unwrap().is_empty());
+    assert_eq!(restored[0].backend, Ip6Firewall::IptablesLegacy);
+    assert_eq!(restored[0].set_by, DropSetter::DockerStart);
+    assert!(policy().contains("-P FORWARD ACCEPT"));
+    assert!(ip6.look(Look::DockerBack, true).unwrap().is_empty());
 }
 
 #[test]

@@ -6,8 +6,9 @@ use portguard_config::Protection;
 use portguard_core::control::ProtectionTier;
 use portguard_core::{Judged, L4Proto, Ruleset};
 use portguard_nft::{
-    Conntrack, Flow, ForwardPolicy, GuardTable, Ip6Policy, NftError, Ownership, PolicyRestore,
-    Recreation, STANDBY_TABLE, SweepStats, TableOutcome, TableSpec,
+    Conntrack, DropSetter, Flow, ForwardPolicy, ForwardPolicySet, GuardTable, Ip6Firewall,
+    Ip6Policy, Look, NftError, Ownership, PolicyRestore, Recreation, STANDBY_TABLE, SweepStats,
+    TableOutcome, TableSpec,
 };
 
 /// What the reconcile loop asks of the kernel.
@@ -23,7 +24,22 @@ pub trait Backend {
     /// the tier, by table name (`None`: that table does not exist).
     fn blocked_per_port(&mut self) -> Result<Vec<TableCounters>, NftError>;
     fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError>;
-    fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError>;
+    /// What the monitor heard of the IPv6 FORWARD policy, in order (each
+    /// drop with its setter), and whether notifications were lost. A
+    /// backend without a monitor (a fake) hears nothing.
+    fn ip6_heard(&mut self, _heard: &[ForwardPolicySet], _lost: bool) {}
+    /// Looks at the IPv6 FORWARD policies on `look` and, if `restore`,
+    /// sets back to accept each drop that is Docker's (see
+    /// [`portguard_nft::DropWitness`]); what it set back.
+    fn restore_ip6_forward_policy(
+        &mut self,
+        look: Look,
+        restore: bool,
+    ) -> Result<Vec<PolicyRestore>, NftError>;
+    /// Each IPv6 FORWARD drop in force, and who set it.
+    fn ip6_forward_drops(&mut self) -> Result<Vec<(Ip6Firewall, DropSetter)>, NftError> {
+        Ok(Vec::new())
+    }
     /// Ends tracked connections carrying `mark` that `keep` refuses.
     fn end_connections(
         &mut self,
@@ -175,8 +191,20 @@ impl Backend for Kernel {
         self.ip6.forward_policy()
     }
 
-    fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {
-        self.ip6.restore()
+    fn ip6_heard(&mut self, heard: &[ForwardPolicySet], lost: bool) {
+        self.ip6.hear(heard, lost);
+    }
+
+    fn restore_ip6_forward_policy(
+        &mut self,
+        look: Look,
+        restore: bool,
+    ) -> Result<Vec<PolicyRestore>, NftError> {
+        self.ip6.look(look, restore)
+    }
+
+    fn ip6_forward_drops(&mut self) -> Result<Vec<(Ip6Firewall, DropSetter)>, NftError> {
+        self.ip6.drops()
     }
 
     fn end_connections(

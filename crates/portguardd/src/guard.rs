@@ -12,14 +12,16 @@ use portguard_core::control::{
     ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome, rfc3339,
 };
 use portguard_core::hostfw::{DockerFirewall, NetfilterInventory};
+use portguard_core::ip6_forward::Ipv6ForwardDrop;
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::{DockerApiListener, Judged, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
-use portguard_nft::{Found, Recreated, TableOutcome};
+use portguard_nft::{ForwardPolicy, Found, Look, Recreated, TableOutcome};
 
 use crate::backend::Backend;
 use crate::logging::event;
 use crate::metrics::Histogram;
+use crate::triggers::Ip6Check;
 use crate::{judged_state, lastgood, notify};
 
 /// What one reconcile did: the type `status` reports as
@@ -316,18 +318,71 @@ impl<B: Backend> Guard<B> {
         }
     }
 
-    pub fn restore_ip6_policy(&mut self, why: &str) {
-        if !self.config.ipv6.restore_forward_policy {
-            return;
+    /// Looks at the IPv6 FORWARD policy and sets Docker's drop back to
+    /// accept (P6), never anybody else's: ufw's routed policy, firewalld's,
+    /// an administrator's, or one whose setter is not known stays, and is
+    /// logged once, when it is first seen. Who set a drop is what the
+    /// monitor heard (see [`Ip6Check`] and [`portguard_nft::DropWitness`]).
+    pub fn restore_ip6_policy(&mut self, check: &Ip6Check) {
+        let look = match check {
+            Ip6Check::Start => Look::Start,
+            Ip6Check::DockerConnected => Look::DockerBack,
+            Ip6Check::PeriodicVerify | Ip6Check::DockerGone | Ip6Check::Netfilter { .. } => {
+                Look::Again {
+                    docker_connected: self.docker.connected,
+                }
+            }
+        };
+        let mut first_seen = matches!(check, Ip6Check::Start | Ip6Check::DockerConnected);
+        if let Ip6Check::Netfilter { heard, lost, .. } = check {
+            self.backend.ip6_heard(heard, *lost);
+            first_seen = heard.iter().any(|s| s.policy == ForwardPolicy::Drop);
         }
-        match self.backend.restore_ip6_forward_policy() {
+        let why = check.why();
+        let undo = self.config.ipv6.restore_forward_policy;
+        match self.backend.restore_ip6_forward_policy(look, undo) {
             Ok(restored) => {
                 for r in restored {
                     self.ip6_restores += 1;
-                    tracing::warn!(portguard_event = event::IPV6_POLICY_RESTORE, why, backend = ?r.backend, "IPv6 FORWARD policy was drop; set it back to accept");
+                    tracing::warn!(
+                        portguard_event = event::IPV6_POLICY_RESTORE,
+                        why,
+                        backend = %r.backend,
+                        set_by = %r.set_by,
+                        "the {} IPv6 FORWARD policy was drop, set by {}; set it back to accept",
+                        r.backend,
+                        r.set_by
+                    );
                 }
             }
             Err(e) => tracing::error!("could not restore the IPv6 FORWARD policy: {e}"),
+        }
+        if !first_seen {
+            return;
+        }
+        let drops = self.backend.ip6_forward_drops().unwrap_or_else(|e| {
+            tracing::error!("could not read the IPv6 FORWARD policy: {e}");
+            Vec::new()
+        });
+        for (backend, set_by) in drops {
+            let drop = Ipv6ForwardDrop::new(backend, set_by, undo);
+            if let (true, Some(needs)) = (drop.left_alone, &drop.needs) {
+                let because = if drop.set_by.is_docker() {
+                    "[ipv6] restore_forward_policy = false"
+                } else {
+                    "only Docker's drop is set back to accept"
+                };
+                tracing::warn!(
+                    portguard_event = event::IPV6_POLICY_LEFT,
+                    why,
+                    backend = %drop.backend,
+                    set_by = %drop.set_by,
+                    "the {} IPv6 FORWARD policy is drop, set by {}: left alone ({because}), \
+                     routed IPv6 stays blocked. Routed IPv6 to a published port: {needs}",
+                    drop.backend,
+                    drop.set_by
+                );
+            }
         }
     }
 
@@ -462,7 +517,7 @@ impl<B: Backend> Guard<B> {
             }
         }
         if connected {
-            self.restore_ip6_policy("Docker (re)connected");
+            self.restore_ip6_policy(&Ip6Check::DockerConnected);
         }
     }
 
@@ -566,17 +621,34 @@ mod tests {
     use super::*;
     use portguard_core::control::ProtectionTier;
     use portguard_nft::{
-        Difference, Flow, ForwardPolicy, NftError, PolicyRestore, SweepStats, TableOutcome,
+        Difference, DropSetter, DropWitness, Flow, ForwardPolicySet, Ip6Firewall, NftError,
+        PolicyRestore, SweepStats, TableOutcome,
     };
 
     /// A kernel in memory: what each table holds, and tampering.
-    #[derive(Default)]
     struct FakeKernel {
         tables: Vec<Option<Ruleset>>,
         fail_next: Option<String>,
         /// Tampering that happens right after the next commit: the race.
         tamper_after_commit: Option<Ruleset>,
         commits: usize,
+        /// nf_tables' IPv6 FORWARD policy, and who set it, decided by the
+        /// real (pure) witness.
+        ip6_policy: ForwardPolicy,
+        ip6_witness: DropWitness,
+    }
+
+    impl Default for FakeKernel {
+        fn default() -> Self {
+            FakeKernel {
+                tables: Vec::new(),
+                fail_next: None,
+                tamper_after_commit: None,
+                commits: 0,
+                ip6_policy: ForwardPolicy::Accept,
+                ip6_witness: DropWitness::default(),
+            }
+        }
     }
 
     impl Backend for FakeKernel {
@@ -621,11 +693,32 @@ mod tests {
         }
 
         fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
-            Ok(ForwardPolicy::Accept)
+            Ok(self.ip6_policy)
         }
 
-        fn restore_ip6_forward_policy(&mut self) -> Result<Vec<PolicyRestore>, NftError> {
-            Ok(Vec::new())
+        fn ip6_heard(&mut self, heard: &[ForwardPolicySet], lost: bool) {
+            self.ip6_witness.hear(heard, lost);
+        }
+
+        fn restore_ip6_forward_policy(
+            &mut self,
+            look: Look,
+            restore: bool,
+        ) -> Result<Vec<PolicyRestore>, NftError> {
+            let set_by = self.ip6_witness.drops(self.ip6_policy);
+            if !(self.ip6_witness.nftables_found(self.ip6_policy, look) && restore) {
+                return Ok(Vec::new());
+            }
+            self.ip6_policy = ForwardPolicy::Accept;
+            self.ip6_witness.restored(Ip6Firewall::Nftables);
+            Ok(set_by
+                .into_iter()
+                .map(|(backend, set_by)| PolicyRestore { backend, set_by })
+                .collect())
+        }
+
+        fn ip6_forward_drops(&mut self) -> Result<Vec<(Ip6Firewall, DropSetter)>, NftError> {
+            Ok(self.ip6_witness.drops(self.ip6_policy))
         }
 
         fn end_connections(
@@ -948,6 +1041,81 @@ mod tests {
         assert_eq!(api_ports(&guard), found);
         guard.on_docker_api(Vec::new());
         assert_eq!(api_ports(&guard), registered);
+    }
+
+    /// What the monitor hands the loop when somebody sets the drop.
+    fn drop_heard(guard: &mut Guard<FakeKernel>, setter: DropSetter) -> Ip6Check {
+        guard.backend.ip6_policy = ForwardPolicy::Drop;
+        Ip6Check::Netfilter {
+            why: "netfilter change by ip6tables (pid 9)".into(),
+            heard: vec![ForwardPolicySet {
+                policy: ForwardPolicy::Drop,
+                setter: Some(setter),
+            }],
+            lost: false,
+        }
+    }
+
+    fn docker() -> DropSetter {
+        DropSetter::Docker {
+            process: "ip6tables".into(),
+            pid: 9,
+        }
+    }
+
+    #[test]
+    fn p6_docker_s_ipv6_forward_drop_is_undone_and_counted() {
+        let (mut undoing, _dir) = guard("");
+        let check = drop_heard(&mut undoing, docker());
+        undoing.restore_ip6_policy(&check);
+        assert_eq!(undoing.backend.ip6_policy, ForwardPolicy::Accept);
+        assert_eq!(undoing.ip6_restores, 1);
+        // Not with `[ipv6] restore_forward_policy = false`: status says
+        // it is Docker's and left.
+        let (mut keeping, _dir) = guard("[ipv6]\nrestore_forward_policy = false\n");
+        let check = drop_heard(&mut keeping, docker());
+        keeping.restore_ip6_policy(&check);
+        assert_eq!(keeping.backend.ip6_policy, ForwardPolicy::Drop);
+        let status = crate::status::status(&mut keeping);
+        assert_eq!(status.ipv6_forward_drops.len(), 1);
+        assert!(status.ipv6_forward_drops[0].left_alone);
+        assert!(status.ipv6_forward_drops[0].set_by.is_docker());
+    }
+
+    /// The drop of issue 18: ufw's routed policy (`DEFAULT_FORWARD_POLICY`
+    /// drop) was set to accept at start, on every change and verify.
+    #[test]
+    fn ufw_s_ipv6_forward_drop_is_left_on_every_occasion_and_status_says_whose_it_is() {
+        let ufw = DropSetter::Process {
+            process: "ip6tables-resto".into(),
+            pid: 9,
+            parent: Some("ufw-init".into()),
+        };
+        let (mut guard, _dir) = guard("");
+        // Already drop when the guard starts: whose is not known.
+        guard.backend.ip6_policy = ForwardPolicy::Drop;
+        guard.restore_ip6_policy(&Ip6Check::Start);
+        let status = crate::status::status(&mut guard);
+        assert_eq!(status.ipv6_forward_drops.len(), 1);
+        assert_eq!(status.ipv6_forward_drops[0].set_by, DropSetter::BeforeStart);
+        // `ufw reload` sets it again, heard this time.
+        let check = drop_heard(&mut guard, ufw.clone());
+        for check in [
+            check,
+            Ip6Check::PeriodicVerify,
+            Ip6Check::DockerConnected,
+            Ip6Check::Start,
+        ] {
+            guard.restore_ip6_policy(&check);
+            assert_eq!(guard.backend.ip6_policy, ForwardPolicy::Drop, "{check:?}");
+        }
+        assert_eq!(guard.ip6_restores, 0);
+        let status = crate::status::status(&mut guard);
+        let drop = &status.ipv6_forward_drops[0];
+        assert_eq!(drop.set_by, ufw);
+        assert!(drop.left_alone);
+        assert!(drop.needs.as_deref().unwrap().contains("ufw route allow"));
+        assert_eq!(status.ipv6_forward_policy.to_string(), "drop");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub mod event {
     pub const RESTORE: &str = "restore";
     /// Docker had set the IPv6 FORWARD policy to drop; set back to accept.
     pub const IPV6_POLICY_RESTORE: &str = "ipv6_policy_restore";
+    /// Somebody other than Docker set the IPv6 FORWARD policy to drop (or
+    /// who is not known): left alone.
+    pub const IPV6_POLICY_LEFT: &str = "ipv6_policy_left";
     /// A configuration was put in force.
     pub const RELOAD: &str = "reload";
     /// A configuration was refused (the last good one stays in force).

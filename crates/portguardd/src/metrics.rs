@@ -999,6 +999,8 @@ mod tests {
         }
         fn restore_ip6_forward_policy(
             &mut self,
+            _: portguard_nft::Look,
+            _: bool,
         ) -> Result<Vec<portguard_nft::PolicyRestore>, portguard_nft::NftError> {
             Ok(Vec::new())
         }

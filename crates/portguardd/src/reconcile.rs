@@ -124,7 +124,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         anyhow::bail!("could not install the guard's table: {e}");
     }
     guard.keep_last_good();
-    guard.restore_ip6_policy("start");
+    guard.restore_ip6_policy(&crate::triggers::Ip6Check::Start);
     tracing::info!(
         portguard_event = event::START,
         protection = %tier,
@@ -293,7 +293,7 @@ fn event_loop<B: Backend>(
         }
         if last_verify.elapsed() >= VERIFY_INTERVAL {
             guard.reconcile("periodic verify", Instant::now());
-            guard.restore_ip6_policy("periodic verify");
+            guard.restore_ip6_policy(&crate::triggers::Ip6Check::PeriodicVerify);
             last_verify = Instant::now();
         }
         guard.notify_status();

@@ -10,6 +10,7 @@ use portguard_core::L4Proto;
 use portguard_core::control::{ConfigStatus, Ipv6ForwardPolicy, RulesetStatus, Status, rfc3339};
 use portguard_core::docker_api::docker_api_reports;
 use portguard_core::hostfw::{FirewallStatus, assess};
+use portguard_core::ip6_forward::Ipv6ForwardDrop;
 use portguard_core::verdict::{
     Explanation, PortReport, explain, port_reports, warn_ipv6_input, warn_ipv6_input_explained,
 };
@@ -25,6 +26,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         Ok(ForwardPolicy::NoChain) => Ipv6ForwardPolicy::NoChain,
         Err(e) => Ipv6ForwardPolicy::Unreadable(e.to_string()),
     };
+    let ipv6_forward_drops = ipv6_forward_drops(guard);
     let firewall = host_firewall(guard);
     let published = warned_port_reports(guard, firewall.as_ref());
     // One read of the table serves both answers.
@@ -43,6 +45,7 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         restores: guard.restores,
         last_restore_ms: guard.last_restore_ms,
         ipv6_policy_restores: guard.ip6_restores,
+        ipv6_forward_drops,
         blocked_packets: blocked.unwrap_or(0),
         ended_connections: guard.ended_connections,
         // Filled in by the loop, which holds the blocked-attempts summary.
@@ -61,6 +64,20 @@ pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
         untrusted_claims: guard.snapshot.untrusted_claims.clone(),
         docker_api_scan: crate::docker_api::last_scan(),
     }
+}
+
+/// Each IPv6 FORWARD drop in force: who set it, and whether the guard
+/// leaves it alone (anybody's but Docker's). An unreadable policy is
+/// already said in `ipv6_forward_policy`.
+fn ipv6_forward_drops<B: Backend>(guard: &mut Guard<B>) -> Vec<Ipv6ForwardDrop> {
+    let undo = guard.config.ipv6.restore_forward_policy;
+    guard
+        .backend
+        .ip6_forward_drops()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(backend, set_by)| Ipv6ForwardDrop::new(backend, set_by, undo))
+        .collect()
 }
 
 /// What Docker says of its firewall against what the kernel held at the

@@ -16,7 +16,7 @@ use portguard_core::DockerApiListener;
 use portguard_core::control::{RequestBody, Response};
 use portguard_core::hostfw::NetfilterInventory;
 use portguard_docker::DockerUpdate;
-use portguard_nft::{Change, Monitor, MonitorEvent, Recreated, Recreation};
+use portguard_nft::{Change, ForwardPolicySet, Monitor, MonitorEvent, Recreated, Recreation};
 
 /// Where a control request's answer goes (the control socket's task).
 pub type ReplyTo = tokio::sync::oneshot::Sender<Response>;
@@ -218,13 +218,75 @@ impl Poke {
     }
 }
 
+/// Why the loop looks at the IPv6 FORWARD policy (see
+/// [`crate::guard::Guard::restore_ip6_policy`]): who set a drop decides
+/// whether it is undone, and only the monitor can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ip6Check {
+    /// The daemon starts: a drop found now was set before it.
+    Start,
+    /// Docker (re)connected: on iptables-legacy, which sends no
+    /// notifications, the only sign of a dockerd start.
+    DockerConnected,
+    /// Docker went away: the policies are looked at as Docker left them,
+    /// before the loop hears that it left (the loop looks at the IPv6
+    /// policy before it takes Docker's updates), so that a legacy drop
+    /// already there is not taken for the one a new dockerd sets.
+    DockerGone,
+    PeriodicVerify,
+    /// nf_tables changed `ip6 filter`, or notifications were lost.
+    Netfilter {
+        why: String,
+        /// What the changes did to the policy, in order, each drop with
+        /// its setter.
+        heard: Vec<ForwardPolicySet>,
+        /// Notifications were lost: a drop may have been set unheard.
+        lost: bool,
+    },
+}
+
+impl Ip6Check {
+    /// For the log.
+    pub fn why(&self) -> &str {
+        match self {
+            Ip6Check::Start => "start",
+            Ip6Check::DockerConnected => "Docker (re)connected",
+            Ip6Check::DockerGone => "Docker went away",
+            Ip6Check::PeriodicVerify => "periodic verify",
+            Ip6Check::Netfilter { why, .. } => why,
+        }
+    }
+
+    /// Adds to a pending check what one more change heard.
+    fn heard(check: &mut Option<Ip6Check>, why: String, set: Option<ForwardPolicySet>, lost: bool) {
+        match check {
+            Some(Ip6Check::Netfilter {
+                why: last,
+                heard,
+                lost: was_lost,
+            }) => {
+                *last = why;
+                heard.extend(set);
+                *was_lost |= lost;
+            }
+            _ => {
+                *check = Some(Ip6Check::Netfilter {
+                    why,
+                    heard: set.into_iter().collect(),
+                    lost,
+                })
+            }
+        }
+    }
+}
+
 /// What a burst of triggers asks for, merged.
 #[derive(Default)]
 pub struct Pending {
     pub check_table: Option<(String, Instant)>,
     /// Copies the monitor already recreated (each one a restore).
     pub recreated: Vec<Recreated>,
-    pub check_ip6: Option<String>,
+    pub check_ip6: Option<Ip6Check>,
     pub docker: Vec<DockerUpdate>,
     /// Somebody else changed netfilter (dockerd starting writes its rules
     /// right after it opened its `-H` listeners): worth a Docker API look.
@@ -255,16 +317,21 @@ impl Pending {
                     self.check_table = Some((why.clone(), at));
                 }
                 if change.may_touch_ip6_filter() {
-                    self.check_ip6 = Some(why);
+                    Ip6Check::heard(&mut self.check_ip6, why, change.ip6_forward, false);
                 }
             }
             Trigger::Overflow(mut recreated) => {
                 self.recreated.append(&mut recreated);
                 self.check_table
                     .get_or_insert(("monitor overflow".into(), Instant::now()));
-                self.check_ip6 = Some("monitor overflow".into());
+                Ip6Check::heard(&mut self.check_ip6, "monitor overflow".into(), None, true);
             }
-            Trigger::Docker(update) => self.docker.push(update),
+            Trigger::Docker(update) => {
+                if matches!(update, DockerUpdate::Disconnected { .. }) {
+                    self.check_ip6.get_or_insert(Ip6Check::DockerGone);
+                }
+                self.docker.push(update)
+            }
             Trigger::DockerApi(listeners) => self.docker_api = Some(listeners),
             Trigger::Inventory(inventory) => self.inventory = Some(inventory),
             Trigger::Control(RequestBody::Reload, reply) => {
@@ -332,5 +399,54 @@ mod pending_tests {
         pending.add(Trigger::Overflow(vec![copy.clone()]));
         assert_eq!(pending.recreated, vec![copy]);
         assert!(pending.check_table.is_some());
+    }
+
+    /// Docker going away is a look at the IPv6 policy, taken before the
+    /// loop learns of it: a legacy drop already there then is not the one
+    /// a new dockerd sets.
+    #[test]
+    fn docker_going_away_asks_for_a_look_at_the_ip6_policy() {
+        let mut pending = Pending::default();
+        pending.add(Trigger::Docker(DockerUpdate::Disconnected {
+            error: "gone".into(),
+        }));
+        assert_eq!(pending.check_ip6, Some(Ip6Check::DockerGone));
+        assert_eq!(pending.docker.len(), 1);
+    }
+
+    /// Every policy change of a burst reaches the IPv6 check, in order,
+    /// and a lost notification among them is not forgotten.
+    #[test]
+    fn a_burst_keeps_every_ip6_policy_change_in_order_and_any_loss() {
+        use portguard_nft::{DropSetter, ForwardPolicy};
+        let change = |pid, policy: Option<ForwardPolicy>| Change {
+            pid,
+            process: "ip6tables".into(),
+            tables: ["ip6 filter".to_string()].into(),
+            ip6_forward: policy.map(|policy| ForwardPolicySet {
+                policy,
+                setter: Some(DropSetter::Unheard),
+            }),
+            ..Change::default()
+        };
+        let mut pending = Pending::default();
+        let now = Instant::now();
+        pending.add(Trigger::Netfilter(
+            change(1, Some(ForwardPolicy::Drop)),
+            now,
+        ));
+        pending.add(Trigger::Netfilter(change(2, None), now));
+        pending.add(Trigger::Overflow(Vec::new()));
+        pending.add(Trigger::Netfilter(
+            change(3, Some(ForwardPolicy::Accept)),
+            now,
+        ));
+        let Some(Ip6Check::Netfilter { why, heard, lost }) = pending.check_ip6 else {
+            panic!("no IPv6 check: {:?}", pending.check_ip6);
+        };
+        let policies: Vec<_> = heard.iter().map(|s| s.policy).collect();
+        assert_eq!(policies, vec![ForwardPolicy::Drop, ForwardPolicy::Accept]);
+        assert!(lost);
+        assert_eq!(why, "netfilter change by ip6tables (pid 3)");
     }
 }

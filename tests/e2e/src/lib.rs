@@ -185,3 +185,25 @@ impl Default for Env {
         Env::new()
     }
 }
+
+/// dockerd flags for an IPv6 default bridge with Docker's ip6tables rules.
+/// With IPv6 forwarding off in its namespace, such a dockerd turns it on
+/// and sets the `ip6 filter FORWARD` policy to drop, itself (through an
+/// `ip6tables` it starts): the drop P6 is about. Docker 20.10 and 26 need
+/// `--experimental --ip6tables`; 27 and later have ip6tables on. `None` on
+/// Docker 29's nftables backend, which sets no such policy.
+pub fn ipv6_bridge_args() -> Option<Vec<String>> {
+    let engine = portguard_testkit::engine();
+    if engine.nftables_backend() {
+        return None;
+    }
+    let mut args = vec!["--ipv6", "--fixed-cidr-v6", "fd00:d0c::/64"];
+    if engine.major < 27 {
+        args.extend(["--experimental", "--ip6tables"]);
+    }
+    Some(args.into_iter().map(String::from).collect())
+}
+
+/// Turns IPv6 forwarding off in `ns`, so that the next dockerd started
+/// with [`ipv6_bridge_args`] turns it on and sets its drop.
+pub const IPV6_FORWARDING_OFF: &str = "sysctl -qw net.ipv6.conf.all.forwarding=0";

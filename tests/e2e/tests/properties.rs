@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use portguard_e2e::{Env, sa, tcp_probe, tcp_server, until};
+use portguard_e2e::{
+    DockerdOptions, Env, IPV6_FORWARDING_OFF, docker_lab, ipv6_bridge_args, sa, tcp_probe,
+    tcp_server, until,
+};
 
 #[test]
 fn p0_without_the_guard_a_published_port_bypasses_an_input_policy_of_drop() {
@@ -346,28 +349,118 @@ fn p5_protection_is_installed_before_docker_and_outlives_the_daemon() {
     drop(dockerd);
 }
 
+/// The guarded host Docker sets its IPv6 FORWARD drop on: dockerd with an
+/// IPv6 bridge, IPv6 forwarding off when it starts (it turns it on, and
+/// sets the drop). Docker's first start set it before the guard ran, so
+/// it is put back to accept and forwarding off again, as on a host where
+/// the guard starts before Docker. `None` on Docker 29 (nftables backend),
+/// which sets no such policy.
+fn docker_sets_ipv6_drop_on_restart() -> Option<Env> {
+    let Some(args) = ipv6_bridge_args() else {
+        eprintln!("Docker 29's nftables backend sets no IPv6 FORWARD policy: nothing to undo");
+        return None;
+    };
+    let lab = docker_lab();
+    lab.host.sh(IPV6_FORWARDING_OFF);
+    let options = DockerdOptions {
+        args,
+        ..Default::default()
+    };
+    let mut env = Env::with_dockerd(lab, options);
+    assert!(
+        env.lab
+            .host
+            .sh("ip6tables -S FORWARD")
+            .contains("-P FORWARD DROP"),
+        "Docker sets its IPv6 FORWARD drop"
+    );
+    env.lab.host.sh(&format!(
+        "ip6tables -P FORWARD ACCEPT && {IPV6_FORWARDING_OFF}"
+    ));
+    env.start_guard("");
+    Some(env)
+}
+
 #[test]
-fn p6_ipv6_forward_policy_is_restored_without_opening_containers() {
-    let env = Env::guarded("");
-    env.web("db", &["8081:80"], "");
+fn p6_docker_s_ipv6_forward_drop_is_set_back_to_accept_without_opening_containers() {
+    let Some(mut env) = docker_sets_ipv6_drop_on_restart() else {
+        return;
+    };
     tcp_server(&env.lab.wan2, 7001, "v6 routed\n");
-    assert!(
-        env.open_from_wan("[fd00:76::2]:7001"),
-        "IPv6 routing through the host"
-    );
-    env.lab.host.sh("ip6tables -P FORWARD DROP");
+    // dockerd restarts (an upgrade, a reboot): it turns IPv6 forwarding on
+    // and sets its drop again, by an ip6tables it starts.
+    env.dockerd.restart();
     until(
-        "IPv6 FORWARD policy restored",
-        Duration::from_secs(5),
-        || env.status()["ipv6_forward_policy"] == "accept",
+        "Docker's IPv6 FORWARD drop set back to accept",
+        Duration::from_secs(15),
+        || {
+            let status = env.status();
+            status["ipv6_forward_policy"] == "accept"
+                && status["ipv6_policy_restores"].as_u64() >= Some(1)
+        },
     );
+    let log = env.daemon().log();
+    assert!(log.contains("set by Docker ("), "{log}");
+    env.web("db", &["8081:80"], "");
     assert!(
         env.open_from_wan("[fd00:76::2]:7001"),
-        "IPv6 routing works again"
+        "IPv6 routing through the host works again"
     );
     assert!(
         !env.open_from_wan("[fd00:77::1]:8081"),
         "P1 still holds for IPv6"
+    );
+}
+
+/// How often the monitor names Docker as the setter of its drop (the
+/// `ip6tables` dockerd starts commits and exits; it is read from `/proc`
+/// before dockerd reaps it). Not a pass/fail test: prints the count.
+/// `PG_DOCKER_STARTS` starts (default 20).
+#[test]
+#[ignore = "measurement: cargo test -p portguard-e2e --test properties -- --ignored --nocapture"]
+fn measure_how_often_docker_is_named_as_the_setter_of_its_ipv6_drop() {
+    let Some(mut env) = docker_sets_ipv6_drop_on_restart() else {
+        return;
+    };
+    let starts: u64 = std::env::var("PG_DOCKER_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut outcomes = std::collections::BTreeMap::<String, u64>::new();
+    for i in 0..starts {
+        let before = env.status()["ipv6_policy_restores"].as_u64().unwrap();
+        env.dockerd.restart();
+        let mut outcome = String::new();
+        until("the guard decided", Duration::from_secs(20), || {
+            let status = env.status();
+            if status["ipv6_policy_restores"].as_u64() > Some(before) {
+                // The last restore's words say whether it was named.
+                let log = env.daemon().log();
+                let last = log
+                    .lines()
+                    .rfind(|l| l.contains("set it back to accept"))
+                    .unwrap_or_default();
+                outcome = if last.contains("set by Docker (") {
+                    "named Docker: undone at once".into()
+                } else {
+                    "committer gone, came while Docker was away: undone when it was back".into()
+                };
+            } else if status["docker"]["connected"] == true
+                && let Some(drop) = status["ipv6_forward_drops"].get(0)
+            {
+                outcome = format!("left: {}", drop["set_by"]["kind"]);
+            }
+            !outcome.is_empty()
+        });
+        eprintln!("start {}: {outcome}", i + 1);
+        *outcomes.entry(outcome).or_default() += 1;
+        env.lab.host.sh(&format!(
+            "ip6tables -P FORWARD ACCEPT && {IPV6_FORWARDING_OFF}"
+        ));
+    }
+    eprintln!(
+        "Docker {} ({starts} starts): {outcomes:?}",
+        env.dockerd.version()
     );
 }
 

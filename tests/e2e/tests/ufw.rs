@@ -10,8 +10,9 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use portguard_e2e::{DockerLab, Env, NetNs, docker_lab, tcp_server};
+use portguard_e2e::{DockerLab, Env, NetNs, docker_lab, tcp_server, until};
 
 /// ufw confined to one network namespace and a private copy of its state.
 struct Ufw {
@@ -220,5 +221,58 @@ fn ufw_ipv6_to_an_allowlisted_port_is_dropped_by_ufw_and_ports_explain_say_so() 
     assert!(
         !env.open_from_wan("[fd00:77::1]:27017"),
         "unlisted stays closed over IPv6"
+    );
+}
+
+/// ufw's routed policy: `DEFAULT_FORWARD_POLICY="DROP"` (the package
+/// default) sets the IPv6 FORWARD policy to drop, which is the
+/// administrator's and not Docker's. Issue 18: the guard set it to accept
+/// at start and after every change, so routed IPv6 to a service on
+/// another network of the host (here a plain listener in `wan2`, not a
+/// container) went from closed to open. It stays closed with the guard
+/// running and after `ufw reload`, and status says whose drop it is.
+#[test]
+fn ufw_routed_ipv6_drop_stays_with_the_guard_running_and_after_ufw_reload() {
+    let (lab, ufw) = ufw_host();
+    tcp_server(&lab.wan2, 7001, "routed\n");
+    let mut env = Env::on(lab);
+    let routed = |env: &Env| env.open_from_wan("[fd00:76::2]:7001");
+    assert!(!routed(&env), "ufw's routed policy drops it");
+    env.start_guard("");
+    assert!(
+        !routed(&env),
+        "with the guard running: ufw's routed IPv6 drop was set to accept"
+    );
+    let status = env.status();
+    assert_eq!(status["ipv6_forward_policy"], "drop", "{status:#}");
+    let drop = &status["ipv6_forward_drops"][0];
+    assert_eq!(drop["set_by"]["kind"], "before-start", "{status:#}");
+    assert_eq!(drop["left_alone"], true, "{status:#}");
+
+    ufw.run("reload");
+    // The reload sets the policy again, heard this time: named (ufw-init's
+    // ip6tables-restore), or gone before it could be (left all the same).
+    let mut status = serde_json::Value::Null;
+    until(
+        "status names who set the drop after ufw reload",
+        Duration::from_secs(10),
+        || {
+            status = env.status();
+            status["ipv6_forward_drops"][0]["set_by"]["kind"] != "before-start"
+        },
+    );
+    let drop = &status["ipv6_forward_drops"][0];
+    eprintln!("after ufw reload, set by: {}", drop["set_by"]);
+    assert_eq!(drop["left_alone"], true, "{status:#}");
+    match drop["set_by"]["kind"].as_str() {
+        Some("process") => assert_eq!(drop["set_by"]["parent"], "ufw-init", "{status:#}"),
+        kind => assert_eq!(kind, Some("gone"), "{status:#}"),
+    }
+    assert!(!routed(&env), "after ufw reload");
+    assert_eq!(env.status()["ipv6_policy_restores"], 0);
+    let text = String::from_utf8_lossy(&env.daemon().guardctl(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("leaves it alone") && text.contains("ufw route allow"),
+        "{text}"
     );
 }
