@@ -94,6 +94,30 @@ pub fn build_debs(dir: &Path, versions: &[&str]) {
     }
 }
 
+/// The version the workspace builds.
+pub const BASE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The rebuilt package an upgrade goes to (dpkg sorts `+` after the end).
+pub fn upgrade_version() -> String {
+    format!("{BASE_VERSION}+rebuild1")
+}
+
+/// The package and a higher rebuild (for upgrades), built once per test
+/// process beside the test binaries; returns their directory.
+pub fn base_and_upgrade_debs() -> &'static Path {
+    static DEBS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DEBS.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .unwrap()
+            .join(format!("portguard-test-debs-{}", std::process::id()));
+        build_debs(&dir, &[BASE_VERSION, &upgrade_version()]);
+        dir
+    })
+}
+
 /// The path inside a container of the package [`build_debs`] built for
 /// `version`.
 pub fn deb_in_container(version: &str) -> String {

@@ -16,13 +16,14 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use portguard_e2e::{BUSYBOX_IMAGE, NetNs, PROBE, sa, tcp_probe, until};
 use portguard_testkit::Prober;
-use portguard_testkit::booted::{Booted, build_debs, deb_in_container, rootfs};
+use portguard_testkit::booted::{
+    BASE_VERSION, Booted, base_and_upgrade_debs, deb_in_container, rootfs, upgrade_version,
+};
 use serde_json::Value;
 
 /// Bump when the package list changes, so a stale tarball is not reused.
@@ -32,21 +33,9 @@ const ROOTFS_PACKAGES: &str = "systemd,systemd-sysv,dbus,iproute2,iptables,docke
 /// runc needs to start a container inside.
 const NSPAWN_FOR_DOCKER: [&str; 2] = ["--system-call-filter=@keyring", "--system-call-filter=bpf"];
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The rebuilt package an upgrade goes to (dpkg sorts `+` after the end).
-fn upgrade_version() -> String {
-    format!("{VERSION}+rebuild1")
-}
-
-/// The package and a higher rebuild, built once per test process.
+/// Both packages (the current version and a higher rebuild).
 fn debs() -> &'static Path {
-    static DEBS: OnceLock<PathBuf> = OnceLock::new();
-    DEBS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-test-debs");
-        build_debs(&dir, &[VERSION, &upgrade_version()]);
-        dir
-    })
+    base_and_upgrade_debs()
 }
 
 /// A booted Debian 12 with Docker running, joined to an outside host:
@@ -83,7 +72,7 @@ impl Production {
         let started = Instant::now();
         self.c.sh(&format!(
             "apt-get install -y -q {} 2>&1",
-            deb_in_container(VERSION)
+            deb_in_container(BASE_VERSION)
         ));
         eprintln!("apt-get install: {:.1}s", started.elapsed().as_secs_f64());
         assert_eq!(
@@ -457,7 +446,7 @@ fn p5_a_package_upgrade_lets_no_connection_through_also_with_docker_hung() {
     };
     knock("upgrade", &|| install(&upgrade_version()));
     p.c.sh("systemctl kill --kill-who=main -s STOP docker.service");
-    knock("downgrade, dockerd frozen", &|| install(VERSION));
+    knock("downgrade, dockerd frozen", &|| install(BASE_VERSION));
     p.c.sh("systemctl kill --kill-who=main -s CONT docker.service");
     assert_eq!(
         p.c.sh("systemctl is-active portguard.service").trim(),

@@ -13,12 +13,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use portguard_testkit::booted::{Booted, build_debs, deb_in_container, rootfs};
+use portguard_testkit::booted::{
+    BASE_VERSION, Booted, base_and_upgrade_debs, deb_in_container, rootfs, upgrade_version,
+};
 
 /// Bump when the package list changes, so a stale tarball is not reused.
 const ROOTFS: &str = "bookworm-systemd-v2.tar";
@@ -26,21 +27,9 @@ const ROOTFS: &str = "bookworm-systemd-v2.tar";
 /// tables); the package itself does not depend on it.
 const ROOTFS_PACKAGES: &str = "systemd,systemd-sysv,dbus,iproute2,man-db,bash-completion,iptables";
 
-const BASE_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The rebuilt package an upgrade goes to (dpkg sorts `+` after the end).
-fn upgrade_version() -> String {
-    format!("{BASE_VERSION}+rebuild1")
-}
-
-/// Both packages (the current version and a higher rebuild), built once
-/// per test process; returns their directory.
+/// Both packages (the current version and a higher rebuild).
 fn debs() -> &'static Path {
-    static DEBS: OnceLock<PathBuf> = OnceLock::new();
-    DEBS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd-test-debs");
-        build_debs(&dir, &[BASE_VERSION, &upgrade_version()]);
-        dir
-    })
+    base_and_upgrade_debs()
 }
 
 /// A booted Debian 12 with both packages in `/debs`.
