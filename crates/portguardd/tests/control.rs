@@ -142,9 +142,9 @@ fn bad_requests_get_an_error_reply_and_a_client_beyond_the_cap_is_told_busy() {
         answer["error"].as_str().unwrap().contains("longer than"),
         "{answer}"
     );
-    // guardctl refuses port 0 itself, with its own message.
+    // guardctl refuses port 0 itself, as a usage error (exit 2).
     let out = daemon.guardctl(&["explain", "0"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
 
     // 32 idle clients hold every slot; the 33rd is answered "busy" at once.
     let idle: Vec<UnixStream> = (0..32)

@@ -198,7 +198,7 @@ fn ufw_ipv6_to_an_allowlisted_port_is_dropped_by_ufw_and_ports_explain_say_so() 
     );
     let text = String::from_utf8_lossy(&env.daemon().guardctl(&["ports"]).stdout).into_owned();
     assert!(
-        text.contains("warning: ") && text.contains("ufw allow 8080/tcp"),
+        text.contains("[1] warning, [::]:8080/tcp: ") && text.contains("ufw allow 8080/tcp"),
         "{text}"
     );
     // Nothing unlisted gets a warning, and no warning without ufw's drop.
