@@ -87,6 +87,41 @@ fn check(path: &std::path::Path) -> Result<(Config, usize), portguard_config::Co
     Ok((config, files))
 }
 
+/// The allow entries of `config` that would open nothing on this host
+/// now: judged against what the running daemon reports Docker publishes
+/// (nothing when no daemon answers; a misspelt container name would
+/// otherwise pass `check` without a word).
+fn unmatched_by_the_running_daemon(
+    socket: &std::path::Path,
+    config: &Config,
+) -> Vec<portguard_core::unmatched::Unmatched> {
+    let Ok(ResponseBody::Status(status)) = client::ask(socket, RequestBody::Status) else {
+        return Vec::new();
+    };
+    let published = status
+        .published
+        .iter()
+        .map(|report| portguard_core::PublishedPort {
+            host_ip: report.host_ip.parse().ok(),
+            host_port: report.host_port,
+            proto: report.proto,
+            container: portguard_core::ContainerRef {
+                id: String::new(),
+                name: report.container.clone(),
+                compose: report.compose.clone(),
+                service: report.service.clone(),
+            },
+            container_port: report.container_port,
+            host_network: report.verdict == portguard_core::verdict::Verdict::HostNetwork,
+        })
+        .collect();
+    let snapshot = Snapshot {
+        published,
+        ..Snapshot::default()
+    };
+    portguard_core::unmatched::unmatched_entries(config, &snapshot, status.docker.engine.is_some())
+}
+
 fn print_json<T: serde::Serialize>(out: &mut impl Write, value: &T) -> anyhow::Result<()> {
     writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
@@ -205,6 +240,9 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                     loaded.allow.len(),
                     if loaded.allow.len() == 1 { "y" } else { "ies" }
                 )?;
+                for unmatched in unmatched_by_the_running_daemon(socket, &loaded) {
+                    eprintln!("guardctl: warning: {}", printable(&unmatched.to_string()));
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

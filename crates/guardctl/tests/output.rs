@@ -921,3 +921,37 @@ fn status_json_is_the_same_on_the_wire_golden() {
         );
     }
 }
+
+/// Issue 22: a misspelt container name passed `check` without a word.
+/// With a daemon running, `check` judges the file's entries against what
+/// the daemon reports Docker publishes, and names the nearest container.
+#[test]
+fn check_names_the_entries_that_open_nothing_on_this_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = dir.path().join("portguard.toml");
+    std::fs::write(
+        &config,
+        "[[allow]]\ncontainer = \"mongp\"\n[[allow]]\ncontainer = \"web\"\n",
+    )
+    .unwrap();
+    let mut status = enforcing_status();
+    status.published = vec![
+        plain_port(8080, "web", Verdict::Allowed, None),
+        plain_port(27017, "mongo", Verdict::Blocked, None),
+    ];
+    let out = guardctl_served(
+        &socket,
+        move |_| ResponseBody::Status(Box::new(status.clone())),
+        &["check", "--config", config.to_str().unwrap()],
+        Stdio::piped(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("container mongp at ") && stderr.contains("did you mean \"mongo\"?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("container web"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 file, 2 allow entries)"));
+}
