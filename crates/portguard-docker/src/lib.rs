@@ -184,8 +184,9 @@ async fn session(
     *connected = true;
     tracing::info!(
         engine = %portguard_core::control::printable(&engine),
-        containers = snapshot.published.len(),
-        "connected to Docker"
+        published_ports = snapshot.published.len(),
+        "connected to Docker: {} published port bindings",
+        snapshot.published.len()
     );
     if !report(DockerUpdate::Connected {
         snapshot,

@@ -180,6 +180,16 @@ impl Connection for CappedStream {
 /// `error` with its causes, `a: b: c`: bollard's own message for a failed
 /// body read ("error reading a body from connection") hides why.
 pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    // An I/O error under the client's layers says what happened in words
+    // an administrator knows ("Error in the hyper legacy client: client
+    // error (Connect)" says nothing).
+    let mut layer = Some(error);
+    while let Some(e) = layer {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return io_words(io);
+        }
+        layer = e.source();
+    }
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -191,4 +201,54 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// An I/O error on Docker's socket, in plain words.
+fn io_words(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::NotFound => {
+            "Docker's socket does not exist (dockerd is not running, or [docker] socket names another path)".into()
+        }
+        io::ErrorKind::ConnectionRefused => {
+            "nobody listens on Docker's socket (dockerd is stopped or still starting)".into()
+        }
+        io::ErrorKind::PermissionDenied => "permission denied on Docker's socket".into(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+            format!("dockerd closed the connection ({error})")
+        }
+        _ => format!("cannot talk to Docker: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod plain_words {
+    use super::*;
+
+    /// An error of the client's layers, over an I/O error.
+    #[derive(Debug)]
+    struct Layer(io::Error);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Error in the hyper legacy client: client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn socket_errors_read_as_sentences() {
+        let said = |kind| describe(&Layer(io::Error::from(kind)));
+        assert!(said(io::ErrorKind::NotFound).starts_with("Docker's socket does not exist"));
+        assert!(said(io::ErrorKind::ConnectionRefused).starts_with("nobody listens"));
+        assert_eq!(
+            said(io::ErrorKind::PermissionDenied),
+            "permission denied on Docker's socket"
+        );
+        assert!(!said(io::ErrorKind::NotFound).contains("hyper"));
+    }
 }
