@@ -8,6 +8,7 @@ mod blocked;
 mod cli;
 mod client;
 mod explain;
+mod offline;
 mod output;
 mod status_text;
 
@@ -36,7 +37,13 @@ fn main() -> ExitCode {
             // Errors carry text from the daemon and from Docker.
             output::say(&format!("guardctl: {}", printable(&format!("{e:#}"))));
             match e.downcast_ref::<client::Unreachable>() {
-                Some(client::Unreachable::NotRunning(_)) => ExitCode::from(EXIT_NOT_RUNNING),
+                Some(client::Unreachable::NotRunning(_)) => {
+                    // The table outlives the daemon: say what still filters.
+                    if let Some(note) = offline::kernel_note() {
+                        output::say(&format!("guardctl: {note}."));
+                    }
+                    ExitCode::from(EXIT_NOT_RUNNING)
+                }
                 Some(client::Unreachable::PermissionDenied(_)) => {
                     ExitCode::from(EXIT_PERMISSION_DENIED)
                 }

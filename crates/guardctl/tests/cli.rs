@@ -226,3 +226,77 @@ fn check_lists_every_mistake_at_once() {
         )
     );
 }
+
+/// A network namespace of the test's own, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("pgctl-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// `sh -c SCRIPT` in the namespace, with guardctl as `$GUARDCTL`.
+    fn sh(&self, script: &str) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "sh", "-c", script])
+            .env("GUARDCTL", env!("CARGO_BIN_EXE_guardctl"))
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Issue 22: with the daemon down, `status` said only "portguardd is not
+/// running" (exit 3) although the kernel table still filters.
+#[test]
+fn status_with_the_daemon_down_says_what_the_kernel_still_enforces() {
+    let ns = Netns::new();
+    let down = r#""$GUARDCTL" --socket /nonexistent/control.sock status"#;
+    let out = ns.sh(down);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the kernel holds no guard table"),
+        "{stderr}"
+    );
+    // The table a stopped daemon left: one port allowed to any source.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portguard.toml");
+    std::fs::write(&config, "[[allow]]\nport = 8080\n").unwrap();
+    let planned = dir.path().join("plan.nft");
+    let load = format!(
+        r#""$GUARDCTL" plan --config {} > {planned} && nft -f {planned}"#,
+        config.display(),
+        planned = planned.display()
+    );
+    let loaded = ns.sh(&load);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let out = ns.sh(down);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("portguardd is not running") || stderr.contains("not running"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the kernel still holds the guard's table (inet portguard)")
+            && stderr.contains("1 TCP and 0 UDP ports allowed to any source")
+            && stderr.contains("portguardd --remove-rules"),
+        "{stderr}"
+    );
+}
