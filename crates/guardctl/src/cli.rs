@@ -116,8 +116,12 @@ pub enum Command {
     /// every published port with its verdict.
     Status {
         /// Machine-readable output (documented in /usr/share/doc/portguard/guardctl.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "brief")]
         json: bool,
+        /// One line: the mode, and how many published ports are closed,
+        /// allowed and local-only (what the package prints on install).
+        #[arg(long)]
+        brief: bool,
     },
     /// Every published port: host address, host port, protocol, container,
     /// container port and verdict (allowed by which entry, blocked,

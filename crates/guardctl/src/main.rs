@@ -138,12 +138,14 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let socket = cli.socket.as_path();
     let style = client::Style::stdout();
     match cli.command {
-        Command::Status { json } => {
+        Command::Status { json, brief } => {
             let ResponseBody::Status(status) = client::ask(socket, RequestBody::Status)? else {
                 anyhow::bail!("unexpected answer to status");
             };
             if json {
                 print_json(out, &status)?;
+            } else if brief {
+                writeln!(out, "{}", status_text::brief(&status))?;
             } else {
                 write!(
                     out,

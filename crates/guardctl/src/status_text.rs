@@ -76,6 +76,48 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// `guardctl status --brief`: the mode and what happens to the
+/// published ports, in one line (the package prints it on install).
+pub fn brief(status: &Status) -> String {
+    use portguard_core::verdict::Verdict;
+    let count = |verdict: Verdict| {
+        status
+            .published
+            .iter()
+            .filter(|p| p.verdict == verdict)
+            .count() as u64
+    };
+    let mut parts = vec![match status.mode {
+        Mode::Enforce => format!(
+            "enforcing: {} closed to the outside",
+            plural(count(Verdict::Blocked), "published port", "published ports")
+        ),
+        Mode::Audit => format!(
+            "audit mode, nothing is dropped: {} open that enforce mode would close",
+            plural(
+                count(Verdict::OpenInAudit),
+                "published port",
+                "published ports"
+            )
+        ),
+    }];
+    parts.push(format!("{} allowed", count(Verdict::Allowed)));
+    let local = count(Verdict::LocalOnly);
+    if local > 0 {
+        parts.push(format!("{local} local-only"));
+    }
+    let host = count(Verdict::HostNetwork);
+    if host > 0 {
+        parts.push(format!("{host} on the host network (not coverable)"));
+    }
+    let docker = if status.docker.connected {
+        "`guardctl ports` lists them"
+    } else {
+        "Docker is not connected yet: every port it publishes is closed unless listed; `guardctl ports` lists them"
+    };
+    format!("portguard: {} ({docker}).", parts.join(", "))
+}
+
 /// Everything `guardctl status` prints above the table of ports.
 pub fn render_status(status: &Status, style: &Style) -> String {
     let mut lines = Lines::default();

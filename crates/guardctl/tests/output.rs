@@ -955,3 +955,50 @@ fn check_names_the_entries_that_open_nothing_on_this_host() {
     assert!(!stderr.contains("container web"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 file, 2 allow entries)"));
 }
+
+/// Issue 22: the install was silent about closing every published port;
+/// the package prints `guardctl status --brief`.
+#[test]
+fn status_brief_is_one_line_with_the_mode_and_what_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut status = enforcing_status();
+    status.published = vec![
+        plain_port(8080, "web", Verdict::Allowed, None),
+        plain_port(27017, "mongo", Verdict::Blocked, None),
+        plain_port(6379, "redis", Verdict::Blocked, None),
+        plain_port(9000, "cache", Verdict::LocalOnly, None),
+    ];
+    let served = status.clone();
+    let out = guardctl_served(
+        &socket,
+        move |_| ResponseBody::Status(Box::new(served.clone())),
+        &["status", "--brief"],
+        Stdio::piped(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "portguard: enforcing: 2 published ports closed to the outside, 1 allowed, \
+         1 local-only (`guardctl ports` lists them).\n"
+    );
+    status.mode = Mode::Audit;
+    for port in &mut status.published {
+        if port.verdict == Verdict::Blocked {
+            port.verdict = Verdict::OpenInAudit;
+        }
+    }
+    status.docker.connected = false;
+    let out = guardctl_served(
+        &socket,
+        move |_| ResponseBody::Status(Box::new(status.clone())),
+        &["status", "--brief"],
+        Stdio::piped(),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(
+            "portguard: audit mode, nothing is dropped: 2 published ports open that enforce mode would close"
+        ) && text.contains("Docker is not connected yet"),
+        "{text}"
+    );
+}

@@ -178,8 +178,15 @@ fn installed_package_guards_reloads_upgrades_without_a_gap_and_removes_cleanly()
     let mut c = container("life");
 
     let started = Instant::now();
-    install(&c, BASE_VERSION);
+    let installed = install(&c, BASE_VERSION);
     eprintln!("apt-get install: {:.1}s", started.elapsed().as_secs_f64());
+    // The install says what it did (issue 22): the mode, what is closed.
+    // No Docker in this container: it says so.
+    assert!(
+        installed.contains("portguard: enforcing: 0 published ports closed to the outside")
+            && installed.contains("Docker is not connected yet"),
+        "{installed}"
+    );
     assert_eq!(
         c.sh("systemctl is-active portguard.service").trim(),
         "active"
