@@ -70,12 +70,44 @@ pub enum DropSetter {
     /// or a committer that had exited before `/proc` could tell. Undone,
     /// once, right then.
     DockerStart,
+    /// It was drop when the guard started, beside Docker's chains in `ip6
+    /// filter` and no other firewall's (ufw's, firewalld's): dockerd sets
+    /// it when it starts, and a guard installed on a running Docker host
+    /// finds it so. Undone.
+    DockerChains,
+}
+
+/// Who set a drop found when the guard started, judged by the chains the
+/// kernel holds: Docker's when `ip6 filter` has Docker's chains and no
+/// other firewall manager's chains are anywhere; not known otherwise.
+pub fn found_at_start(chains: &[crate::hostfw::NftChain]) -> DropSetter {
+    use crate::hostfw::NfFamily;
+    let ip6_filter =
+        |c: &&crate::hostfw::NftChain| c.family == NfFamily::Ip6 && c.table == "filter";
+    let docker = chains
+        .iter()
+        .filter(ip6_filter)
+        .any(|c| matches!(c.name.as_str(), "DOCKER" | "DOCKER-USER" | "DOCKER-FORWARD"));
+    let another = chains.iter().any(|c| {
+        c.name.starts_with("ufw6-")
+            || c.name.starts_with("ufw-")
+            || c.table == "firewalld"
+            || c.name.starts_with("FWD_")
+    });
+    if docker && !another {
+        DropSetter::DockerChains
+    } else {
+        DropSetter::BeforeStart
+    }
 }
 
 impl DropSetter {
     /// Whether the drop is Docker's, which the guard sets back to accept.
     pub fn is_docker(&self) -> bool {
-        matches!(self, DropSetter::Docker { .. } | DropSetter::DockerStart)
+        matches!(
+            self,
+            DropSetter::Docker { .. } | DropSetter::DockerStart | DropSetter::DockerChains
+        )
     }
 
     /// Whether ufw set it: ufw's `ufw-init` script sets the policy with
@@ -124,6 +156,9 @@ impl fmt::Display for DropSetter {
             }
             DropSetter::DockerStart => f.write_str(
                 "Docker while it started (it came while Docker was away, with nobody to name)",
+            ),
+            DropSetter::DockerChains => f.write_str(
+                "Docker before the guard started (found beside Docker's chains and no other firewall's)",
             ),
         }
     }
@@ -397,5 +432,47 @@ mod tests {
         assert_eq!(json["left_alone"], true);
         let back: Ipv6ForwardDrop = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, drop);
+    }
+}
+
+#[cfg(test)]
+mod found_at_start_tests {
+    use super::*;
+    use crate::hostfw::{NfFamily, NftChain};
+
+    fn chain(family: NfFamily, table: &str, name: &str) -> NftChain {
+        NftChain {
+            family,
+            table: table.into(),
+            name: name.into(),
+            hook: None,
+            policy_drop: false,
+        }
+    }
+
+    /// A guard installed on a running Docker host (ip6tables on) finds
+    /// Docker's drop: it is undone (P6). Beside ufw's or firewalld's
+    /// chains, or with no Docker chain, nobody can tell: left alone.
+    #[test]
+    fn a_drop_found_beside_dockers_chains_alone_is_dockers() {
+        let docker = chain(NfFamily::Ip6, "filter", "DOCKER-USER");
+        assert_eq!(found_at_start(&[docker.clone()]), DropSetter::DockerChains);
+        assert!(found_at_start(&[docker.clone()]).is_docker());
+        for other in [
+            chain(NfFamily::Ip6, "filter", "ufw6-before-forward"),
+            chain(NfFamily::Ip, "filter", "ufw-user-input"),
+            chain(NfFamily::Inet, "firewalld", "filter_FORWARD"),
+        ] {
+            assert_eq!(
+                found_at_start(&[docker.clone(), other]),
+                DropSetter::BeforeStart
+            );
+        }
+        assert_eq!(found_at_start(&[]), DropSetter::BeforeStart);
+        assert_eq!(
+            found_at_start(&[chain(NfFamily::Ip, "filter", "DOCKER-USER")]),
+            DropSetter::BeforeStart,
+            "Docker's IPv4 chains say nothing of ip6 filter"
+        );
     }
 }

@@ -312,6 +312,14 @@ impl Ip6Policy {
     pub fn look(&mut self, look: Look, restore: bool) -> Result<Vec<PolicyRestore>, NftError> {
         let mut restored = Vec::new();
         let policy = self.forward_policy()?;
+        if look == Look::Start && policy == ForwardPolicy::Drop && self.witness.nftables.is_none() {
+            // Nobody to name: the chains beside it say whether it is
+            // Docker's (a guard installed on a running Docker host).
+            let chains = crate::inventory::netfilter_inventory()
+                .map(|inventory| inventory.chains)
+                .unwrap_or_default();
+            self.witness.nftables = Some(portguard_core::ip6_forward::found_at_start(&chains));
+        }
         if self.witness.nftables_found(policy, look) && restore {
             let set_by = self.witness.nftables.clone();
             self.sock.send_batch(vec![BatchItem {
