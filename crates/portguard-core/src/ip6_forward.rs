@@ -456,8 +456,11 @@ mod found_at_start_tests {
     #[test]
     fn a_drop_found_beside_dockers_chains_alone_is_dockers() {
         let docker = chain(NfFamily::Ip6, "filter", "DOCKER-USER");
-        assert_eq!(found_at_start(&[docker.clone()]), DropSetter::DockerChains);
-        assert!(found_at_start(&[docker.clone()]).is_docker());
+        assert_eq!(
+            found_at_start(std::slice::from_ref(&docker)),
+            DropSetter::DockerChains
+        );
+        assert!(found_at_start(std::slice::from_ref(&docker)).is_docker());
         for other in [
             chain(NfFamily::Ip6, "filter", "ufw6-before-forward"),
             chain(NfFamily::Ip, "filter", "ufw-user-input"),
