@@ -398,10 +398,9 @@ pub fn ipv6_input_warning(drop: &InputDrop, port: u16, proto: L4Proto) -> String
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chain(family: NfFamily, table: &str, name: &str) -> NftChain {
+impl NftChain {
+    /// A chain without a hook, for tests.
+    pub(crate) fn regular(family: NfFamily, table: &str, name: &str) -> NftChain {
         NftChain {
             family,
             table: table.into(),
@@ -409,6 +408,15 @@ mod tests {
             hook: None,
             policy_drop: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(family: NfFamily, table: &str, name: &str) -> NftChain {
+        NftChain::regular(family, table, name)
     }
 
     fn base(family: NfFamily, table: &str, name: &str, hook: HookKind, drop: bool) -> NftChain {

@@ -441,13 +441,7 @@ mod found_at_start_tests {
     use crate::hostfw::{NfFamily, NftChain};
 
     fn chain(family: NfFamily, table: &str, name: &str) -> NftChain {
-        NftChain {
-            family,
-            table: table.into(),
-            name: name.into(),
-            hook: None,
-            policy_drop: false,
-        }
+        NftChain::regular(family, table, name)
     }
 
     /// A guard installed on a running Docker host (ip6tables on) finds
