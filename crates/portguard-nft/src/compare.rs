@@ -5,99 +5,16 @@
 //! for rule, flag for flag. Used after every apply and by every verify:
 //! nothing counts as applied unless this finds no difference.
 
-use std::fmt;
-
 use netlink_packet_core::{Emitable, NLA_HEADER_SIZE};
 use netlink_packet_netfilter::nftables::RuleAttribute;
 use portguard_core::Ruleset;
 
-use crate::encode;
-use crate::readback::{self, Attrs, TableState};
-use crate::table::TableSpec;
+use crate::messages;
+use crate::model::{Attrs, TableSpec, TableState, canonical};
+use crate::readback;
 use crate::wire::WireElements;
 
-/// One way in which the kernel's table differs from the desired one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Difference {
-    /// The table does not exist.
-    TableMissing,
-    /// Ownership flags differ: somebody else's table, or one a previous
-    /// daemon left in another tier.
-    TableFlags {
-        want: u32,
-        have: u32,
-    },
-    ChainMissing(String),
-    /// A chain the guard does not have.
-    ChainForeign(String),
-    /// A base chain's hook, priority, type or policy.
-    ChainBase(String),
-    /// The rules of a chain differ (first differing position given).
-    Rules {
-        chain: String,
-        want: usize,
-        have: usize,
-        first: usize,
-    },
-    SetMissing(String),
-    SetForeign(String),
-    /// A set's flags, key or data type.
-    SetDefinition(String),
-    /// Elements missing from a set, and elements nobody asked for.
-    Elements {
-        set: String,
-        missing: Vec<Attrs>,
-        foreign: Vec<Attrs>,
-    },
-    /// Messages in our table the guard could not decode: foreign by
-    /// definition.
-    Undecodable(usize),
-}
-
-impl Difference {
-    /// Whether [`encode::repair_table`] can put this right without
-    /// recreating anything (base chains stay hooked).
-    pub fn in_place(&self) -> bool {
-        matches!(self, Difference::Rules { .. } | Difference::Elements { .. })
-    }
-}
-
-impl fmt::Display for Difference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Difference::TableMissing => write!(f, "table missing"),
-            Difference::TableFlags { want, have } => {
-                write!(f, "table flags {have:#x}, expected {want:#x}")
-            }
-            Difference::ChainMissing(c) => write!(f, "chain {c} missing"),
-            Difference::ChainForeign(c) => write!(f, "foreign chain {c}"),
-            Difference::ChainBase(c) => write!(f, "chain {c}'s hook, type or policy changed"),
-            Difference::Rules {
-                chain,
-                want,
-                have,
-                first,
-            } => write!(
-                f,
-                "chain {chain} has {have} rules, expected {want}, first difference at rule {first}"
-            ),
-            Difference::SetMissing(s) => write!(f, "set {s} missing"),
-            Difference::SetForeign(s) => write!(f, "foreign set {s}"),
-            Difference::SetDefinition(s) => write!(f, "set {s} was redefined"),
-            Difference::Elements {
-                set,
-                missing,
-                foreign,
-            } => write!(
-                f,
-                "set {set}: {} element(s) missing, {} foreign",
-                missing.len(),
-                foreign.len()
-            ),
-            Difference::Undecodable(n) => write!(f, "{n} undecodable object(s) in the table"),
-        }
-    }
-}
+pub use crate::model::Difference;
 
 /// `ruleset` as table `spec` would hold it, in read-back form.
 pub(crate) fn expected_state(spec: &TableSpec, ruleset: &Ruleset) -> TableState {
@@ -106,12 +23,12 @@ pub(crate) fn expected_state(spec: &TableSpec, ruleset: &Ruleset) -> TableState 
         .chains
         .iter()
         .map(|chain| {
-            let mut state = readback::chain_state(&encode::chain_msg(name, chain));
+            let mut state = readback::chain_state(&messages::chain_msg(name, chain));
             state.rules = chain
                 .rules
                 .iter()
                 .map(|rule| {
-                    let message = encode::rule_msg(name, &chain.name, rule);
+                    let message = messages::rule_msg(name, &chain.name, rule);
                     let exprs = message.attributes.iter().find_map(|a| match a {
                         RuleAttribute::Expressions(list) => {
                             let mut bytes = vec![0; list.as_slice().buffer_len()];
@@ -131,13 +48,13 @@ pub(crate) fn expected_state(spec: &TableSpec, ruleset: &Ruleset) -> TableState 
         .iter()
         .enumerate()
         .map(|(id, set)| {
-            let mut state = readback::set_state(&encode::set_msg(name, set, id as u32 + 1));
+            let mut state = readback::set_state(&messages::set_msg(name, set, id as u32 + 1));
             state.elements = WireElements::of(set)
                 .iter()
                 .map(|element| {
                     // Skip the list element's own header: the dump gives
                     // each element's attributes.
-                    readback::canonical(element.get(NLA_HEADER_SIZE..).unwrap_or_default())
+                    canonical(element.get(NLA_HEADER_SIZE..).unwrap_or_default())
                         .unwrap_or_default()
                 })
                 .collect();
@@ -263,7 +180,7 @@ mod tests {
         vec![(1, vec![key])]
     }
 
-    fn table_with(set: crate::readback::SetState) -> TableState {
+    fn table_with(set: crate::model::SetState) -> TableState {
         TableState {
             flags: 0,
             chains: Vec::new(),
@@ -274,8 +191,8 @@ mod tests {
 
     #[test]
     fn elements_of_a_counting_set_are_counts_not_differences() {
-        use crate::readback::SetState;
-        const NFTA_SET_FLAGS: u16 = 3;
+        use crate::kernel_constants::NFTA_SET_FLAGS;
+        use crate::model::SetState;
         let set = |flags: u32, counts: bool, elements: Vec<Attrs>| SetState {
             name: "s".into(),
             definition: vec![(NFTA_SET_FLAGS, flags.to_be_bytes().to_vec())],

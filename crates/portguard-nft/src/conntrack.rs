@@ -12,15 +12,8 @@ use netlink_packet_netfilter::conntrack::{
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
 use crate::error::NftError;
+use crate::kernel_constants::{CTA_MARK_MASK, CTA_ZONE, ENOENT};
 use crate::socket::{Expect, NfSocket, Outgoing, decode_conntrack};
-
-// netlink-packet-netfilter 0.4.0 has no typed attribute for these two
-// (include/uapi/linux/netfilter/nfnetlink_conntrack.h), so they travel as
-// raw attributes: CTA_MARK_MASK in the dump filter, CTA_ZONE copied from
-// an entry into its delete request.
-const CTA_ZONE: u16 = 18;
-const CTA_MARK_MASK: u16 = 21;
-const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 
 /// A tracked connection, by its original direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,3 +1,5 @@
+use crate::kernel_constants::{EBUSY, EEXIST, EINVAL, ENOBUFS, ENOENT, EOPNOTSUPP, EPERM};
+
 /// What went wrong talking to the kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -40,13 +42,13 @@ impl NftError {
 /// A human sentence for the errors nf_tables actually returns.
 fn describe_errno(errno: i32) -> String {
     let hint = match errno {
-        1 => "operation not permitted: portguardd needs CAP_NET_ADMIN (run as root)",
-        2 => "no such table, chain or set",
-        16 => "object is in use (another rule refers to it)",
-        17 => "object exists, or set elements overlap",
-        22 => "invalid argument: the kernel does not understand this expression or value",
-        95 => "not supported by this kernel (missing nf_tables module?)",
-        105 => "no buffer space: the batch is too large for the socket",
+        EPERM => "operation not permitted: portguardd needs CAP_NET_ADMIN (run as root)",
+        ENOENT => "no such table, chain or set",
+        EBUSY => "object is in use (another rule refers to it)",
+        EEXIST => "object exists, or set elements overlap",
+        EINVAL => "invalid argument: the kernel does not understand this expression or value",
+        EOPNOTSUPP => "not supported by this kernel (missing nf_tables module?)",
+        ENOBUFS => "no buffer space: the batch is too large for the socket",
         _ => "",
     };
     let system = nix::errno::Errno::from_raw(errno).desc();

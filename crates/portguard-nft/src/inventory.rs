@@ -14,13 +14,15 @@ use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Hook, HookNumber, NfTablesMessage,
 };
 use portguard_core::hostfw::{HookKind, NetfilterInventory, NfFamily, NftChain};
+use portguard_core::ruleset::TABLE_NAME;
 
 use crate::error::NftError;
+use crate::kernel_constants::{NF_DROP, NLMSG_HDRLEN};
+use crate::model::STANDBY_TABLE;
 use crate::socket::{NfSocket, decode_nft};
 
 /// Offset of `nfgenmsg.nfgen_family` in a raw reply (after `nlmsghdr`).
-const FAMILY_OFFSET: usize = 16;
-const NF_DROP: u32 = 0;
+const FAMILY_OFFSET: usize = NLMSG_HDRLEN;
 
 /// Reads the calling thread's network namespace.
 pub fn netfilter_inventory() -> Result<NetfilterInventory, NftError> {
@@ -41,7 +43,7 @@ pub fn netfilter_inventory() -> Result<NetfilterInventory, NftError> {
                     _ => None,
                 }
             })
-            .filter(|c| c.table != "portguard" && c.table != crate::STANDBY_TABLE),
+            .filter(|c| c.table != TABLE_NAME && c.table != STANDBY_TABLE),
     );
     Ok(NetfilterInventory {
         chains,

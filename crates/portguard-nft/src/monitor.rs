@@ -14,10 +14,17 @@ use netlink_sys::Socket;
 use portguard_core::ruleset::TABLE_NAME;
 
 use crate::error::NftError;
-use crate::ip6::{FILTER, FORWARD, ForwardPolicy, ForwardPolicySet, NF_DROP, identify};
+use crate::ip6_forward::{FILTER, FORWARD, ForwardPolicy, ForwardPolicySet, identify};
+use crate::kernel_constants::{
+    ENOBUFS, NF_DROP, NFNL_SUBSYS_NFTABLES, NFPROTO_ARP, NFPROTO_BRIDGE, NFPROTO_INET,
+    NFPROTO_IPV4, NFPROTO_IPV6, NFPROTO_NETDEV, NFT_MSG_DELCHAIN, NFT_MSG_DELTABLE,
+    NFT_MSG_DESTROYCHAIN, NFT_MSG_DESTROYTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWGEN, NFT_MSG_NEWTABLE,
+    NFTA_CHAIN_NAME, NFTA_CHAIN_POLICY, NFTA_GEN_ID, NFTA_GEN_PROC_NAME, NFTA_GEN_PROC_PID,
+    NFTA_OBJECT_TABLE,
+};
+use crate::model::STANDBY_TABLE;
 use crate::recreate::{Found, Recreated, Recreation};
 use crate::socket::{NfSocket, is_own_thread, raw_messages};
-use crate::table::STANDBY_TABLE;
 
 /// One committed transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,37 +97,15 @@ pub struct Monitor {
 
 fn family_name(family: u8) -> &'static str {
     match family {
-        1 => "inet",
-        2 => "ip",
-        3 => "arp",
-        5 => "netdev",
-        7 => "bridge",
-        10 => "ip6",
+        NFPROTO_INET => "inet",
+        NFPROTO_IPV4 => "ip",
+        NFPROTO_ARP => "arp",
+        NFPROTO_NETDEV => "netdev",
+        NFPROTO_BRIDGE => "bridge",
+        NFPROTO_IPV6 => "ip6",
         _ => "unknown",
     }
 }
-
-/// `NFNL_SUBSYS_NFTABLES`, the high byte of an nf_tables message's type.
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-/// Message types (`NFT_MSG_*`, the low byte).
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_DESTROYTABLE: u16 = 26;
-const NFT_MSG_DESTROYCHAIN: u16 = 27;
-/// Every nf_tables object notification (table, chain, rule, set, element
-/// list, object, flowtable) names its table in attribute 1
-/// (`NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, ...).
-const NFTA_OBJECT_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_POLICY: u16 = 5;
-/// `NFPROTO_IPV6`.
-const FAMILY_IP6: u8 = 10;
-const NFTA_GEN_ID: u16 = 1;
-const NFTA_GEN_PROC_PID: u16 = 2;
-const NFTA_GEN_PROC_NAME: u16 = 3;
 
 /// What a notification did to a table as a whole.
 #[derive(Debug, PartialEq, Eq)]
@@ -291,7 +276,7 @@ impl Assembler {
     }
 
     fn object(&mut self, family: u8, table: String, whole: TableEvent, chain: Option<ChainEvent>) {
-        let is_ip6_filter = family == FAMILY_IP6 && table == FILTER;
+        let is_ip6_filter = family == NFPROTO_IPV6 && table == FILTER;
         let table = format!("{} {table}", family_name(family));
         match whole {
             TableEvent::Deleted => {
@@ -354,7 +339,7 @@ impl Monitor {
             }
             let data = match self.socket.recv_from_full() {
                 Ok((data, _)) => data,
-                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
                     self.assembler.reset();
                     let recreated = self.recreate_missing(Instant::now());
                     return Ok(MonitorEvent::Overflow { recreated });
@@ -429,7 +414,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::table::{Ownership, TableSpec};
+    use crate::kernel_constants::NF_ACCEPT;
+    use crate::model::{Ownership, TableSpec};
 
     /// The batch the guard sends to create its table, as the monitor
     /// would receive it: each message serialized alone.
@@ -465,10 +451,10 @@ mod tests {
         let config = portguard_core::Snapshot::default();
         let ruleset = portguard_core::plan(&Default::default(), &config);
         let spec = TableSpec {
-            name: "portguard_standby".into(),
+            name: STANDBY_TABLE.into(),
             ownership: Ownership::Unowned,
         };
-        let creation = serialized(crate::encode::create_table(&spec, &ruleset));
+        let creation = serialized(crate::batch::create_table(&spec, &ruleset));
         assert!(creation.len() > 20, "a whole table: {}", creation.len());
         for (i, (kind, body)) in creation.iter().enumerate() {
             let Some(Notification::Object {
@@ -482,7 +468,7 @@ mod tests {
             };
             assert_eq!(
                 (family_name(family), table.as_str()),
-                ("inet", "portguard_standby")
+                ("inet", STANDBY_TABLE)
             );
             let expected = if i == 0 {
                 TableEvent::Created
@@ -492,13 +478,13 @@ mod tests {
             assert_eq!(whole, expected, "type {kind:#x}");
         }
         // The batch's last message deletes (an adoption may precede it).
-        let deletion = serialized(crate::encode::delete_table("portguard_standby", 0));
+        let deletion = serialized(crate::batch::delete_table(STANDBY_TABLE, 0));
         let (kind, body) = deletion.last().unwrap();
         assert_eq!(
             notification(*kind, body),
             Some(Notification::Object {
                 family: 1,
-                table: "portguard_standby".into(),
+                table: STANDBY_TABLE.into(),
                 whole: TableEvent::Deleted,
                 chain: None,
             })
@@ -555,11 +541,11 @@ mod tests {
     #[test]
     fn transactions_say_what_they_did_to_the_ip6_forward_policy_and_nothing_else_does() {
         let mut assembler = Assembler::default();
-        let other = crate::encode::delete_table("portguard_standby", 0);
+        let other = crate::batch::delete_table(STANDBY_TABLE, 0);
         let changes = assembler.feed(&datagram(vec![
             (vec![forward_chain(Some(NF_DROP))], 40, "ip6tables"),
             (other, 41, "nft"),
-            (vec![forward_chain(Some(1))], 42, "ip6tables"),
+            (vec![forward_chain(Some(NF_ACCEPT))], 42, "ip6tables"),
             (
                 vec![forward_chain(Some(NF_DROP)), forward_chain(None)],
                 43,
@@ -581,8 +567,8 @@ mod tests {
         );
         assert!(changes[0].tables.contains("ip6 filter"));
         assert_eq!(changes[0].process, "ip6tables");
-        assert!(changes[1].may_touch_table("portguard_standby"));
-        assert!(!changes[0].may_touch_table("portguard_standby"));
+        assert!(changes[1].may_touch_table(STANDBY_TABLE));
+        assert!(!changes[0].may_touch_table(STANDBY_TABLE));
     }
 
     #[test]
@@ -590,8 +576,8 @@ mod tests {
         // nf_tables type NEWRULE, family inet, an attribute longer than
         // the message.
         let body = [1, 0, 0, 0, 200, 0, 1, 0, b'x', 0, 0, 0];
-        assert_eq!(notification((10 << 8) | 6, &body), None);
-        assert_eq!(notification((10 << 8) | 6, &[]), None);
+        assert_eq!(notification((NFNL_SUBSYS_NFTABLES << 8) | 6, &body), None);
+        assert_eq!(notification((NFNL_SUBSYS_NFTABLES << 8) | 6, &[]), None);
         // Another subsystem's message is not nf_tables' business.
         assert_eq!(notification(1 << 8, &body), Some(Notification::Other));
     }

@@ -33,12 +33,9 @@ use portguard_core::plan::{LOG_PREFIX_AUDIT, LOG_PREFIX_BLOCKED, NFLOG_SNAPLEN};
 
 use crate::conntrack::{Conntrack, flow_of};
 use crate::error::NftError;
+use crate::kernel_constants::{ENOBUFS, EOPNOTSUPP, NFULA_CT};
 use crate::socket::{NfSocket, split_messages};
 
-/// `NFULA_CT` (nfnetlink_log.h): the packet's conntrack entry, as
-/// ctnetlink attributes. netlink-packet-netfilter 0.4.0 has no type for it.
-const NFULA_CT: u16 = 18;
-const EOPNOTSUPP: i32 = nix::errno::Errno::EOPNOTSUPP as i32;
 /// Reports the kernel gathers into one datagram before sending, and how
 /// long it waits for them: one read per burst instead of one per packet.
 const QUEUE_THRESHOLD: u32 = 64;
@@ -140,7 +137,7 @@ impl Nflog {
         let data = match self.sock.receive() {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Reports::default()),
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+            Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
                 return Ok(Reports {
                     overflowed: true,
                     ..Reports::default()

@@ -1,180 +1,30 @@
 //! Reading one of our tables back from the kernel, in a canonical form that
-//! [`crate::compare`] checks against the desired ruleset (which
-//! [`crate::compare::expected_state`] puts in the same form by walking our
-//! own encoded messages with the same functions). Only our table is dumped,
+//! the comparison (`compare`) checks against the desired ruleset (which
+//! `compare::expected_state` puts in the same form by walking our own
+//! encoded messages with the same functions). Only our table is dumped,
 //! so rules other programs write elsewhere never reach the parser; a
 //! message in our table that cannot be decoded counts as a difference,
 //! never as a failure.
 
-use crate::error::NftError;
-use crate::socket::{NfSocket, decode_nft, payload};
-use netlink_packet_core::{Emitable, Nla, NlasIterator};
+use netlink_packet_core::{Emitable, NLA_TYPE_MASK, Nla, NlasIterator};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Hook, NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute,
     SetDescription, SetElementList, SetElementMessage, SetMessage, TableAttribute,
 };
 
-const NFTA_COUNTER_PACKETS: u16 = 2;
-
-/// Netlink attributes in canonical form: sorted by type, with the
-/// NESTED and BYTEORDER flag bits masked off, values as bytes. Two
-/// encodings of the same object compare equal whatever order or flag bits
-/// the kernel dumps them with.
-pub type Attrs = Vec<(u16, Vec<u8>)>;
-
-/// One expression: its name and its attributes (a counter's values left
-/// out, they change with traffic).
-#[derive(Debug, Clone)]
-pub struct ExprState {
-    pub name: String,
-    pub attrs: Attrs,
-    /// Packets counted, for `counter` expressions.
-    pub packets: Option<u64>,
-}
-
-impl PartialEq for ExprState {
-    /// Counter values are not part of what a rule is.
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.attrs == other.attrs
-    }
-}
-
-impl Eq for ExprState {}
-
-/// A base chain's hook (number and priority), type and policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseState {
-    pub hook: Attrs,
-    pub kind: Option<String>,
-    pub policy: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainState {
-    pub name: String,
-    pub base: Option<BaseState>,
-    pub rules: Vec<Vec<ExprState>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetState {
-    pub name: String,
-    /// Flags, key type and length, data type and length.
-    pub definition: Attrs,
-    /// Each element's attributes (key, key end, flags), sorted.
-    pub elements: Vec<Attrs>,
-    /// Set on the wanted state only, from the ruleset's
-    /// [`SetKey::elements_are_counts`](portguard_core::SetKey::elements_are_counts):
-    /// the packet path fills the set, so its elements are not compared.
-    /// Never taken from what the kernel says (a `dynamic` flag there must
-    /// not make a guard set's elements unverified).
-    pub elements_are_counts: bool,
-}
-
-impl SetState {
-    /// The elements of a counting set: `(port, packets)` for each element
-    /// whose key is a port and that carries a counter.
-    pub fn port_counters(&self) -> Vec<(u16, u64)> {
-        const NFTA_SET_ELEM_KEY: u16 = 1;
-        const NFTA_SET_ELEM_EXPR: u16 = 7;
-        const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
-        const NFTA_DATA_VALUE: u16 = 1;
-        let mut out = Vec::new();
-        for element in &self.elements {
-            let mut port = None;
-            let mut packets = None;
-            for (kind, value) in element {
-                match *kind {
-                    NFTA_SET_ELEM_KEY => {
-                        port = NlasIterator::new(value.as_slice())
-                            .filter_map(Result::ok)
-                            .find(|a| a.kind() & NLA_TYPE_MASK == NFTA_DATA_VALUE)
-                            .and_then(|a| <[u8; 2]>::try_from(a.value()).ok())
-                            .map(u16::from_be_bytes);
-                    }
-                    NFTA_SET_ELEM_EXPR => packets = expr_counter_packets(value),
-                    NFTA_SET_ELEM_EXPRESSIONS => {
-                        packets = NlasIterator::new(value.as_slice())
-                            .filter_map(Result::ok)
-                            .find_map(|e| expr_counter_packets(e.value()));
-                    }
-                    _ => {}
-                }
-            }
-            if let (Some(port), Some(packets)) = (port, packets) {
-                out.push((port, packets));
-            }
-        }
-        out
-    }
-}
-
-/// The packets of one expression (name and data) if it is a counter.
-fn expr_counter_packets(expr: &[u8]) -> Option<u64> {
-    const NFTA_EXPR_NAME: u16 = 1;
-    const NFTA_EXPR_DATA: u16 = 2;
-    let mut is_counter = false;
-    let mut packets = None;
-    for attr in NlasIterator::new(expr).filter_map(Result::ok) {
-        match attr.kind() & NLA_TYPE_MASK {
-            NFTA_EXPR_NAME => is_counter = c_string(attr.value()) == "counter",
-            NFTA_EXPR_DATA => packets = counter_packets(attr.value()),
-            _ => {}
-        }
-    }
-    packets.filter(|_| is_counter)
-}
-
-/// One of our tables as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableState {
-    /// `NFT_TABLE_F_*`: dormant, owner, persist.
-    pub flags: u32,
-    pub chains: Vec<ChainState>,
-    pub sets: Vec<SetState>,
-    /// Messages in our table that could not be decoded.
-    pub undecodable: usize,
-}
-
-impl TableState {
-    /// Packets counted by the judge chains' counters: attempts blocked
-    /// (or, in audit mode, that would have been).
-    pub fn blocked_packets(&self) -> u64 {
-        use portguard_core::plan::names;
-        self.counted_packets(names::PUBLISHED_FORWARD)
-            + self.counted_packets(names::PUBLISHED_INPUT)
-            + self.counted_packets(names::DOCKER_API_INPUT)
-    }
-
-    /// Blocked new connections per protocol and original destination
-    /// port, from the kernel's per-element counters (`blocked_*` sets).
-    pub fn blocked_per_port(&self) -> Vec<(portguard_core::L4Proto, u16, u64)> {
-        use portguard_core::plan::names;
-        let mut out = Vec::new();
-        for proto in portguard_core::L4Proto::ALL {
-            let name = names::blocked(proto);
-            for set in self.sets.iter().filter(|s| s.name == name) {
-                out.extend(
-                    set.port_counters()
-                        .into_iter()
-                        .map(|(port, packets)| (proto, port, packets)),
-                );
-            }
-        }
-        out
-    }
-
-    /// Packets counted by the counters in `chain`.
-    pub fn counted_packets(&self, chain: &str) -> u64 {
-        self.chains
-            .iter()
-            .filter(|c| c.name == chain)
-            .flat_map(|c| c.rules.iter().flatten())
-            .filter_map(|e| e.packets)
-            .sum()
-    }
-}
+use crate::error::NftError;
+use crate::kernel_constants::{
+    NFTA_BITWISE_OP, NFTA_DYNSET_EXPR, NFTA_DYNSET_FLAGS, NFTA_DYNSET_TIMEOUT, NFTA_EXPR_DATA,
+    NFTA_EXPR_NAME, NFTA_IMMEDIATE_DATA, NFTA_LOOKUP_FLAGS, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS,
+    NFTA_RULE_TABLE, NFTA_SET_ELEM_LIST_ELEMENTS,
+};
+use crate::messages::table_msg;
+use crate::model::{
+    Attrs, BaseState, ChainState, ExprState, SetState, TableState, c_string, canonical,
+    counter_packets,
+};
+use crate::socket::{NfSocket, decode_nft, payload};
 
 /// Attributes as they go on the wire.
 fn emit_nlas<T: Nla>(items: &[T]) -> Vec<u8> {
@@ -187,9 +37,6 @@ fn emit_nlas<T: Nla>(items: &[T]) -> Vec<u8> {
 /// Walked by hand (see [`raw_elements`]): decoding rules through the
 /// library costs milliseconds per dump.
 fn raw_rule(payload: &[u8]) -> Option<(String, String, Vec<ExprState>)> {
-    const NFTA_RULE_TABLE: u16 = 1;
-    const NFTA_RULE_CHAIN: u16 = 2;
-    const NFTA_RULE_EXPRESSIONS: u16 = 4;
     let (mut table, mut chain) = (String::new(), String::new());
     let mut exprs = Vec::new();
     for nla in NlasIterator::new(payload) {
@@ -206,8 +53,6 @@ fn raw_rule(payload: &[u8]) -> Option<(String, String, Vec<ExprState>)> {
 
 /// The expressions of a rule (the value of NFTA_RULE_EXPRESSIONS).
 pub(crate) fn raw_expressions(list: &[u8]) -> Option<Vec<ExprState>> {
-    const NFTA_EXPR_NAME: u16 = 1;
-    const NFTA_EXPR_DATA: u16 = 2;
     let mut exprs = Vec::new();
     for element in NlasIterator::new(list) {
         let element = element.ok()?;
@@ -242,9 +87,6 @@ pub(crate) fn raw_expressions(list: &[u8]) -> Option<Vec<ExprState>> {
 /// * `immediate`'s data holds one nft_data attribute (value or verdict),
 ///   whose NESTED flag the kernel does not set.
 fn kernel_defaults(expr: &mut ExprState) {
-    const NFTA_BITWISE_OP: u16 = 6;
-    const NFTA_LOOKUP_FLAGS: u16 = 5;
-    const NFTA_IMMEDIATE_DATA: u16 = 2;
     let default = |attrs: &mut Attrs, kind: u16| {
         if !attrs.iter().any(|(k, _)| *k == kind) {
             attrs.push((kind, 0u32.to_be_bytes().to_vec()));
@@ -272,10 +114,6 @@ fn kernel_defaults(expr: &mut ExprState) {
 /// refused), and with its template expression's current data (a counter's
 /// values): the expression is compared by its name alone.
 fn dynset_defaults(attrs: &mut Attrs) {
-    const NFTA_DYNSET_TIMEOUT: u16 = 6;
-    const NFTA_DYNSET_EXPR: u16 = 7;
-    const NFTA_DYNSET_FLAGS: u16 = 9;
-    const NFTA_EXPR_NAME: u16 = 1;
     if !attrs.iter().any(|(k, _)| *k == NFTA_DYNSET_TIMEOUT) {
         attrs.push((NFTA_DYNSET_TIMEOUT, 0u64.to_be_bytes().to_vec()));
     }
@@ -293,32 +131,6 @@ fn dynset_defaults(attrs: &mut Attrs) {
         }
     }
     attrs.sort();
-}
-
-/// `bytes` (a sequence of attributes) in canonical form, see [`Attrs`].
-pub(crate) fn canonical(bytes: &[u8]) -> Option<Attrs> {
-    let mut attrs = Vec::new();
-    for nla in NlasIterator::new(bytes) {
-        let nla = nla.ok()?;
-        attrs.push((nla.kind() & NLA_TYPE_MASK, nla.value().to_vec()));
-    }
-    attrs.sort();
-    Some(attrs)
-}
-
-fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-fn counter_packets(data: &[u8]) -> Option<u64> {
-    NlasIterator::new(data)
-        .filter_map(Result::ok)
-        .find_map(|a| {
-            (a.kind() & NLA_TYPE_MASK == NFTA_COUNTER_PACKETS)
-                .then(|| a.value().try_into().ok().map(u64::from_be_bytes))
-                .flatten()
-        })
 }
 
 pub(crate) fn chain_state(chain: &ChainMessage) -> ChainState {
@@ -386,7 +198,6 @@ pub(crate) fn set_state(set: &SetMessage) -> SetState {
 /// Walked by hand: the library's decoder formats the whole buffer into
 /// every error context it builds, which makes large dumps quadratic.
 fn raw_elements(payload: &[u8]) -> Option<Vec<Attrs>> {
-    const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
     let mut out = Vec::new();
     for nla in NlasIterator::new(payload) {
         let nla = nla.ok()?;
@@ -399,8 +210,6 @@ fn raw_elements(payload: &[u8]) -> Option<Vec<Attrs>> {
     }
     Some(out)
 }
-
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// What a dump walks, which decides what an interrupted one
 /// (`NLM_F_DUMP_INTR`: somebody committed between two of its parts) is
@@ -463,13 +272,11 @@ fn dump_ours<T>(
 
 /// Dumps table `inet NAME`. `Ok(None)` when it does not exist. The dumps
 /// are several requests: the caller makes sure nobody changed the table
-/// between the first and the last (see [`crate::table::GuardTable`]).
+/// between the first and the last (see `GuardTable`, in `table`).
 pub(crate) fn read_table(sock: &mut NfSocket, name: &str) -> Result<Option<TableState>, NftError> {
     let inet = NetfilterProtoFamily::Inet;
-    let Some(NfTablesMessage::NewTable(table)) = sock.request(
-        inet,
-        NfTablesMessage::GetTable(crate::encode::table_msg(name, 0)),
-    )?
+    let Some(NfTablesMessage::NewTable(table)) =
+        sock.request(inet, NfTablesMessage::GetTable(table_msg(name, 0)))?
     else {
         return Ok(None);
     };

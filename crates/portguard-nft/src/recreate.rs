@@ -22,13 +22,11 @@ use std::time::{Duration, Instant};
 
 use portguard_core::Ruleset;
 
-use crate::encode;
+use crate::batch;
 use crate::error::NftError;
+use crate::kernel_constants::{EEXIST, ENOENT};
+use crate::model::{Ownership, TableSpec};
 use crate::socket::NfSocket;
-use crate::table::{Ownership, TableSpec};
-
-const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
-const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 
 /// The ruleset the loop last reconciled each unowned table to (proved, or
 /// being installed), shared between the tables' handles (which keep it
@@ -104,12 +102,12 @@ impl Recreation {
             ownership: Ownership::Unowned,
         };
         if found == Found::Changed {
-            match sock.send_batch(encode::replace_table(&spec, Some(0), &ruleset)) {
+            match sock.send_batch(batch::replace_table(&spec, Some(0), &ruleset)) {
                 Err(NftError::Kernel { errno: ENOENT, .. }) => {}
                 other => return other.map(|()| true),
             }
         }
-        match sock.send_batch(encode::create_table(&spec, &ruleset)) {
+        match sock.send_batch(batch::create_table(&spec, &ruleset)) {
             Ok(()) => Ok(true),
             Err(NftError::Kernel { errno: EEXIST, .. }) => Ok(false),
             Err(e) => Err(e),

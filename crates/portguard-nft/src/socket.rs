@@ -15,14 +15,11 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
-
 use crate::error::NftError;
+use crate::kernel_constants::{
+    ENOENT, NFGENMSG_LEN, NFNL_SUBSYS_NFTABLES, NFNLGRP_NFTABLES, NLM_F_DUMP_INTR, NLMSG_HDRLEN,
+};
 
-/// `NFNL_SUBSYS_NFTABLES`: batches address the nftables subsystem.
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-/// The multicast group of nf_tables change notifications.
-pub(crate) const NFNLGRP_NFTABLES: u32 = 7;
 /// Room for large batches (10,000 allow entries are a few MiB).
 const SEND_BUFFER: usize = 32 << 20;
 const RECV_BUFFER: usize = 8 << 20;
@@ -366,11 +363,6 @@ pub(crate) struct RawMessage {
     pub body: Vec<u8>,
     range: std::ops::Range<usize>,
 }
-
-const NLMSG_HDRLEN: usize = 16;
-/// The nfgenmsg header after the netlink header.
-const NFGENMSG_LEN: usize = 4;
-const NLM_F_DUMP_INTR: u16 = 0x10;
 
 /// The messages of one datagram, by their headers only.
 pub(crate) fn raw_messages(data: &[u8]) -> Result<Vec<RawMessage>, NftError> {

@@ -8,16 +8,18 @@ use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{GenAttribute, GenMessage, NfTablesMessage};
 use portguard_core::Ruleset;
 
-use crate::compare::{Difference, compare, expected_state};
-use crate::encode::{self, FLAG_OWNER, FLAG_PERSIST};
+use crate::batch;
+use crate::compare::{compare, expected_state};
 use crate::error::NftError;
-use crate::readback::{self, TableState};
+use crate::kernel_constants::{
+    EINVAL, ENOENT, EOPNOTSUPP, EPERM, NFT_TABLE_F_OWNER, NFT_TABLE_F_PERSIST,
+};
+use crate::messages::table_msg;
+use crate::model::{Difference, Ownership, TableSpec, TableState};
+use crate::readback;
 use crate::recreate::Recreation;
 use crate::socket::NfSocket;
 use crate::witness::ReadWitness;
-
-/// Name of the standby copy, in the tiers that keep one.
-pub const STANDBY_TABLE: &str = "portguard_standby";
 
 /// Reads of a table that keep meeting concurrent changes give up after
 /// this many tries; the caller reconciles again on the next trigger.
@@ -25,39 +27,6 @@ const CONSISTENT_READ_TRIES: usize = 8;
 /// Apply, then verify, this many times before calling it a failure (each
 /// round can only fail because somebody changed the table in between).
 const APPLY_ROUNDS: usize = 3;
-
-const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
-
-/// Who may change a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
-    /// Anybody with CAP_NET_ADMIN; restored when changed.
-    Unowned,
-    /// Only the socket that created it, and it goes with that socket
-    /// (Linux 5.12+).
-    Owned,
-    /// Owned, and stays when the owner exits, orphaned until adopted
-    /// (Linux 6.9+).
-    OwnedPersistent,
-}
-
-impl Ownership {
-    /// `NFT_TABLE_F_*` flags the table carries.
-    pub fn flags(self) -> u32 {
-        match self {
-            Ownership::Unowned => 0,
-            Ownership::Owned => FLAG_OWNER,
-            Ownership::OwnedPersistent => FLAG_OWNER | FLAG_PERSIST,
-        }
-    }
-}
-
-/// Which table, and how it is held.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSpec {
-    pub name: String,
-    pub ownership: Ownership,
-}
 
 /// What [`GuardTable::reconcile`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,13 +161,13 @@ impl GuardTable {
             let started = Instant::now();
             let in_place = have.is_some() && differences.iter().all(Difference::in_place);
             let replace = || match &have {
-                Some(have) => encode::replace_table(&self.spec, Some(have.flags), desired),
+                Some(have) => batch::replace_table(&self.spec, Some(have.flags), desired),
                 // Create only: a copy somebody put back since the read (the
                 // monitor, say) must not get a second set of rules.
-                None => encode::create_table(&self.spec, desired),
+                None => batch::create_table(&self.spec, desired),
             };
             let mut batch = if in_place {
-                encode::repair_table(&self.spec, desired, &differences)
+                batch::repair_table(&self.spec, desired, &differences)
             } else {
                 replace()
             };
@@ -278,7 +247,7 @@ impl GuardTable {
         if !differences.iter().all(Difference::in_place) {
             return Ok(None);
         }
-        let batch = encode::repair_table(&self.spec, desired, &differences);
+        let batch = batch::repair_table(&self.spec, desired, &differences);
         let messages = batch.len() + 2;
         let started = Instant::now();
         if self.sock.send_batch(batch).is_err() {
@@ -315,7 +284,7 @@ impl GuardTable {
             .sock
             .request(
                 NetfilterProtoFamily::Inet,
-                NfTablesMessage::GetTable(encode::table_msg(&self.spec.name, 0)),
+                NfTablesMessage::GetTable(table_msg(&self.spec.name, 0)),
             )?
             .is_some())
     }
@@ -341,15 +310,15 @@ impl GuardTable {
         // An orphaned persistent table is adopted by the creation that
         // precedes the deletion; a table owned by a running daemon is not
         // ours to delete.
-        let flags = if state.flags & FLAG_PERSIST != 0 {
-            FLAG_OWNER | FLAG_PERSIST
+        let flags = if state.flags & NFT_TABLE_F_PERSIST != 0 {
+            NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST
         } else {
             state.flags
         };
         self.sock
-            .send_batch(encode::delete_table(&self.spec.name, flags))
+            .send_batch(batch::delete_table(&self.spec.name, flags))
             .map_err(|e| match e.errno() {
-                Some(1) => NftError::Command(format!(
+                Some(EPERM) => NftError::Command(format!(
                     "table inet {} is owned by a running portguardd; stop it first",
                     self.spec.name
                 )),
@@ -399,12 +368,14 @@ impl GuardTable {
 
     fn explain_refusal(&self, e: NftError, have: Option<&TableState>) -> NftError {
         match (e.errno(), have) {
-            (Some(1), Some(state)) if state.flags & FLAG_OWNER != 0 => NftError::Command(format!(
-                "table inet {} is owned by another process (another portguardd?); the guard \
-                 cannot change it",
-                self.spec.name
-            )),
-            (Some(95), _) if self.spec.ownership != Ownership::Unowned => {
+            (Some(EPERM), Some(state)) if state.flags & NFT_TABLE_F_OWNER != 0 => {
+                NftError::Command(format!(
+                    "table inet {} is owned by another process (another portguardd?); the \
+                     guard cannot change it",
+                    self.spec.name
+                ))
+            }
+            (Some(EOPNOTSUPP), _) if self.spec.ownership != Ownership::Unowned => {
                 NftError::Command(format!(
                     "this kernel cannot create table inet {} {:?}: choose a weaker \
                      [guard] protection",
@@ -441,10 +412,13 @@ pub fn probe_ownership() -> Result<Ownership, NftError> {
     let mut sock = NfSocket::open()?;
     for ownership in [Ownership::OwnedPersistent, Ownership::Owned] {
         let name = format!("portguard_probe_{}", std::process::id());
-        match sock.send_batch(encode::probe_table_flags(&name, ownership.flags())) {
+        match sock.send_batch(batch::probe_table_flags(&name, ownership.flags())) {
             Ok(()) => return Ok(ownership),
-            // EOPNOTSUPP (95) or EINVAL: the kernel does not know the flag.
-            Err(NftError::Kernel { errno: 95 | 22, .. }) => continue,
+            // The kernel does not know the flag.
+            Err(NftError::Kernel {
+                errno: EOPNOTSUPP | EINVAL,
+                ..
+            }) => continue,
             Err(e) => return Err(e),
         }
     }
@@ -467,7 +441,7 @@ pub fn probe_nflog() -> Result<bool, NftError> {
         group: NFLOG_GROUP,
         snaplen: NFLOG_SNAPLEN,
     }]);
-    match sock.send_batch(encode::probe_rule(&name, &rule)) {
+    match sock.send_batch(batch::probe_rule(&name, &rule)) {
         Ok(()) => Ok(true),
         Err(NftError::Kernel { .. }) => Ok(false),
         Err(e) => Err(e),

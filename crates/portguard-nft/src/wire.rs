@@ -15,14 +15,11 @@ use netlink_packet_core::{NLA_ALIGNTO, NLA_F_NESTED, NLA_HEADER_SIZE, NlaBuffer}
 use netlink_packet_netfilter::nftables::SetElementFlags;
 use portguard_core::ruleset::{Element, Set, SetKey};
 
-use crate::encode::ifname_bytes;
-use crate::readback::Attrs;
-
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_FLAGS: u16 = 3;
-const NFTA_SET_ELEM_KEY_END: u16 = 10;
-const NFTA_DATA_VALUE: u16 = 1;
+use crate::expressions::ifname_bytes;
+use crate::kernel_constants::{
+    NFTA_DATA_VALUE, NFTA_LIST_ELEM, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_KEY_END,
+};
+use crate::model::Attrs;
 
 /// Elements of one set as the kernel receives them.
 #[derive(Debug, Default)]
@@ -230,7 +227,7 @@ fn concat(addr: &[u8], port: u16) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use netlink_packet_core::{DefaultNla, Emitable};
     use netlink_packet_netfilter::nftables::{DataAttribute, ListAttribute, SetElementAttribute};
     use portguard_config::PortRange;
@@ -238,7 +235,7 @@ mod tests {
     use super::*;
 
     /// `set`'s elements as the library's typed attributes.
-    fn typed_elements(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
+    pub(crate) fn typed_elements(set: &Set) -> Vec<ListAttribute<SetElementAttribute>> {
         let mut elements = Vec::new();
         for_each_element(set, |key, flags, key_end| {
             let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(key.to_vec()))];
@@ -264,7 +261,7 @@ mod tests {
         bytes
     }
 
-    fn set(key: SetKey, elements: Vec<Element>) -> Set {
+    pub(crate) fn set(key: SetKey, elements: Vec<Element>) -> Set {
         Set {
             name: "s".into(),
             key,
@@ -272,11 +269,11 @@ mod tests {
         }
     }
 
-    fn ports(a: u16, b: u16) -> PortRange {
+    pub(crate) fn ports(a: u16, b: u16) -> PortRange {
         PortRange::new(a, b).unwrap()
     }
 
-    fn every_kind_of_set() -> Vec<Set> {
+    pub(crate) fn every_kind_of_set() -> Vec<Set> {
         let v6_net = (0xfd00_u128 << 112, (0xfd00_u128 << 112) | 0xffff);
         let v4 = |key, addrs, ports| set(key, vec![Element::Ipv4Port { addrs, ports }]);
         let v6 = |key, addrs, ports| set(key, vec![Element::Ipv6Port { addrs, ports }]);
@@ -352,139 +349,12 @@ mod tests {
         let wire = WireElements::of(&set);
         let dumped = |wire: &WireElements| -> Vec<Attrs> {
             wire.iter()
-                .map(|e| crate::readback::canonical(&e[NLA_HEADER_SIZE..]).unwrap())
+                .map(|e| crate::model::canonical(&e[NLA_HEADER_SIZE..]).unwrap())
                 .collect()
         };
         let again = WireElements::from_dumped(&dumped(&wire));
         assert_eq!(again.iter().count(), wire.iter().count());
         assert_eq!(dumped(&again), dumped(&wire));
-    }
-
-    use netlink_packet_core::Nla;
-    use netlink_packet_netfilter::nftables::{NfTablesMessage, SetElementList};
-    use portguard_core::Ruleset;
-
-    use crate::table::{Ownership, TableSpec};
-
-    fn spec() -> TableSpec {
-        TableSpec {
-            name: "portguard".into(),
-            ownership: Ownership::Unowned,
-        }
-    }
-
-    /// Every element list a batch carries, as (attribute length field,
-    /// real value length + header).
-    fn element_lists(items: &[crate::socket::BatchItem]) -> Vec<(usize, usize)> {
-        items
-            .iter()
-            .filter_map(|item| match &item.message {
-                NfTablesMessage::NewSetElement(m) | NfTablesMessage::DeleteSetElement(m) => Some(m),
-                _ => None,
-            })
-            .flat_map(|m| m.attributes.iter())
-            .filter(|a| matches!(a, SetElementList::Other(_) | SetElementList::Elements(_)))
-            .map(|a| {
-                // What `Nla::emit` writes in the length field (emitting the
-                // value itself is what panics when it does not fit).
-                let field = (a.value_len() as u16).wrapping_add(NLA_HEADER_SIZE as u16);
-                (usize::from(field), a.value_len() + NLA_HEADER_SIZE)
-            })
-            .collect()
-    }
-
-    /// One NEWSETELEM message's attributes through the library's types.
-    fn typed_message(set: &Set, first: usize, n: usize) -> Vec<u8> {
-        let chunk: Vec<_> = typed_elements(set)
-            .into_iter()
-            .skip(first)
-            .take(n)
-            .collect();
-        let attrs = vec![
-            SetElementList::Table("portguard".into()),
-            SetElementList::Set(set.name.clone()),
-            SetElementList::Elements(chunk),
-        ];
-        let mut bytes = vec![0; attrs.as_slice().buffer_len()];
-        attrs.as_slice().emit(&mut bytes);
-        bytes
-    }
-
-    #[test]
-    fn install_messages_are_the_typed_messages_byte_for_byte_at_chunk_boundaries() {
-        let mut sets = every_kind_of_set();
-        for (i, count) in [0u16, 512, 513].into_iter().enumerate() {
-            let mut s = set(SetKey::Port, vec![]);
-            s.name = format!("p{i}");
-            if count > 0 {
-                s.elements = vec![Element::Port(ports(1000, 1000 + count - 1))];
-            }
-            sets.push(s);
-        }
-        for (i, s) in sets.iter_mut().enumerate() {
-            s.name = format!("s{i}");
-        }
-        let ruleset = Ruleset {
-            sets: sets.clone(),
-            chains: vec![],
-        };
-        let items = crate::encode::replace_table(&spec(), None, &ruleset);
-        for s in &sets {
-            let messages: Vec<Vec<u8>> = items
-                .iter()
-                .filter_map(|item| match &item.message {
-                    NfTablesMessage::NewSetElement(m)
-                        if m.attributes
-                            .iter()
-                            .any(|a| *a == SetElementList::Set(s.name.clone())) =>
-                    {
-                        let mut b = vec![0; m.attributes.as_slice().buffer_len()];
-                        m.attributes.as_slice().emit(&mut b);
-                        Some(b)
-                    }
-                    _ => None,
-                })
-                .collect();
-            let count = WireElements::of(s).iter().count();
-            assert_eq!(messages.len(), count.div_ceil(512), "{}: messages", s.name);
-            for (k, message) in messages.iter().enumerate() {
-                assert_eq!(
-                    *message,
-                    typed_message(s, k * 512, 512),
-                    "{} part {k}",
-                    s.name
-                );
-            }
-        }
-    }
-
-    /// The widest element the planner makes (IPv6 . port interval: 60
-    /// bytes), 512 to a message: 30,724 bytes, far from the limit.
-    #[test]
-    fn planned_element_lists_fit_an_attribute_length() {
-        let v6_net = (0xfd00_u128 << 112, (0xfd00_u128 << 112) | 0xffff);
-        let s = set(
-            SetKey::Ipv6PortInterval,
-            (0..600u16)
-                .map(|i| Element::Ipv6Port {
-                    addrs: (
-                        v6_net.0 + u128::from(i) * 0x10000,
-                        v6_net.1 + u128::from(i) * 0x10000,
-                    ),
-                    ports: ports(i + 1, i + 1),
-                })
-                .collect(),
-        );
-        let ruleset = Ruleset {
-            sets: vec![s],
-            chains: vec![],
-        };
-        let lists = element_lists(&crate::encode::replace_table(&spec(), None, &ruleset));
-        assert_eq!(lists.len(), 2);
-        for (field, real) in lists {
-            assert_eq!(field, real);
-            assert!(real <= 30_724, "{real}");
-        }
     }
 
     /// From the dump's attributes (kind masked, as `canonical` keeps
@@ -520,42 +390,5 @@ mod tests {
         let mut bytes = vec![0; old.as_slice().buffer_len()];
         old.as_slice().emit(&mut bytes);
         assert_eq!(WireElements::from_dumped(&dumped).bytes, bytes);
-    }
-
-    /// 600 foreign port elements with a 128-character comment each, as
-    /// the dump gives them (key, userdata): 512 of them in one message
-    /// would be 77,824 bytes in an attribute whose length has 16 bits, and
-    /// the netlink library panics serializing it (the daemon with it).
-    /// Every element list must be able to say its own length.
-    #[test]
-    fn repairs_of_many_long_foreign_elements_fit_an_attribute_length() {
-        let mut userdata = vec![1u8, 129];
-        userdata.extend(std::iter::repeat_n(b'c', 128));
-        userdata.push(0);
-        let foreign: Vec<Attrs> = (0..600u16)
-            .map(|i| {
-                let port = (20000 + i).to_be_bytes();
-                vec![
-                    (1, vec![6, 0, 1, 0, port[0], port[1], 0, 0]),
-                    (6, userdata.clone()),
-                ]
-            })
-            .collect();
-        let differences = [crate::compare::Difference::Elements {
-            set: "allow_tcp".into(),
-            missing: vec![],
-            foreign,
-        }];
-        let ruleset = Ruleset {
-            sets: vec![],
-            chains: vec![],
-        };
-        let items = crate::encode::repair_table(&spec(), &ruleset, &differences);
-        for (field, real) in element_lists(&items) {
-            assert_eq!(
-                field, real,
-                "element list of {real} bytes, length field says {field}"
-            );
-        }
     }
 }

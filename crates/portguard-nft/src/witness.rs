@@ -21,8 +21,9 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::error::NftError;
+use crate::kernel_constants::NFNLGRP_NFTABLES;
 use crate::monitor::Assembler;
-use crate::socket::{NFNLGRP_NFTABLES, NfSocket};
+use crate::socket::NfSocket;
 
 /// Room for the notifications of a read's span. A flood (a restore of a
 /// copy of the guard's table by the monitor) overflows it, which counts as

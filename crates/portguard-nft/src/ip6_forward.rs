@@ -18,6 +18,7 @@ use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage, NfTablesM
 use portguard_core::ip6_forward::{DropSetter, Ip6Firewall, ProcessStat, classify, parse_stat};
 
 use crate::error::NftError;
+use crate::kernel_constants::{NF_ACCEPT, NF_DROP};
 use crate::socket::{BatchItem, NfSocket};
 
 /// `ip6tables-legacy` waits at most this long for the xtables lock (`-w`),
@@ -26,8 +27,6 @@ use crate::socket::{BatchItem, NfSocket};
 const LEGACY_LOCK_WAIT: &str = "1";
 const LEGACY_DEADLINE: Duration = Duration::from_secs(3);
 
-pub(crate) const NF_DROP: u32 = 0;
-const NF_ACCEPT: u32 = 1;
 pub(crate) const FILTER: &str = "filter";
 pub(crate) const FORWARD: &str = "FORWARD";
 

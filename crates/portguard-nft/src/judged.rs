@@ -4,17 +4,14 @@
 //! [`portguard_core::Judged`]). Whatever cannot be read as such an
 //! element is skipped: this only ever adds to what is judged.
 
-use netlink_packet_core::NlasIterator;
+use netlink_packet_core::{NLA_TYPE_MASK, NlasIterator};
 use portguard_core::plan::names;
 use portguard_core::{Judged, L4Proto};
 
-use crate::readback::{SetState, TableState};
-
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_FLAGS: u16 = 3;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+use crate::kernel_constants::{
+    NFT_SET_ELEM_INTERVAL_END, NFTA_DATA_VALUE, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY,
+};
+use crate::model::{SetState, TableState};
 
 impl SetState {
     /// Each element's key as bytes (interval end markers left out).
@@ -91,8 +88,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use crate::compare::expected_state;
-    use crate::table::{Ownership, TableSpec};
+    use crate::model::{Ownership, TableSpec};
     use portguard_config::Config;
+    use portguard_core::ruleset::TABLE_NAME;
     use portguard_core::{Snapshot, plan};
 
     /// The elements read back are the ones the planner put in: the
@@ -115,7 +113,7 @@ mod tests {
         .unwrap();
         let config = Config::from_toml_str("[[allow]]\nport = \"8000-8100\"\n").unwrap();
         let spec = TableSpec {
-            name: "portguard".into(),
+            name: TABLE_NAME.into(),
             ownership: Ownership::Unowned,
         };
         let judged = expected_state(&spec, &plan(&config, &snapshot)).judged();
