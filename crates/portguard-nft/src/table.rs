@@ -318,10 +318,9 @@ impl GuardTable {
         self.sock
             .send_batch(batch::delete_table(&self.spec.name, flags))
             .map_err(|e| match e.errno() {
-                Some(EPERM) => NftError::Command(format!(
-                    "table inet {} is owned by a running portguardd; stop it first",
-                    self.spec.name
-                )),
+                Some(EPERM) => NftError::OwnedByRunningDaemon {
+                    table: self.spec.name.clone(),
+                },
                 _ => e,
             })?;
         Ok(true)
@@ -369,18 +368,15 @@ impl GuardTable {
     fn explain_refusal(&self, e: NftError, have: Option<&TableState>) -> NftError {
         match (e.errno(), have) {
             (Some(EPERM), Some(state)) if state.flags & NFT_TABLE_F_OWNER != 0 => {
-                NftError::Command(format!(
-                    "table inet {} is owned by another process (another portguardd?); the \
-                     guard cannot change it",
-                    self.spec.name
-                ))
+                NftError::OwnedByAnother {
+                    table: self.spec.name.clone(),
+                }
             }
             (Some(EOPNOTSUPP), _) if self.spec.ownership != Ownership::Unowned => {
-                NftError::Command(format!(
-                    "this kernel cannot create table inet {} {:?}: choose a weaker \
-                     [guard] protection",
-                    self.spec.name, self.spec.ownership
-                ))
+                NftError::OwnershipUnsupported {
+                    table: self.spec.name.clone(),
+                    ownership: self.spec.ownership,
+                }
             }
             _ => e,
         }

@@ -313,7 +313,12 @@ fn an_owned_persistent_table_refuses_everybody_else_outlives_its_owner_and_is_ad
     );
     // While it is held, `portguardd --remove-rules` is refused plainly ...
     let mut other = table_in(&ns, "portguard", Ownership::OwnedPersistent);
-    let err = other.remove().unwrap_err().to_string();
+    let err = other.remove().unwrap_err();
+    assert!(
+        matches!(&err, portguard_nft::NftError::OwnedByRunningDaemon { table } if table == "portguard"),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("owned by a running portguardd"), "{err}");
     // ... once the daemon stopped (the package's prerm), it removes it.
     drop(next);
