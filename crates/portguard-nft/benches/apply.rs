@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use portguard_config::Config;
+use portguard_core::ruleset::TABLE_NAME;
 use portguard_core::{Ruleset, Snapshot, plan};
 use portguard_nft::{GuardTable, Ownership, TableOutcome, TableSpec};
 use portguard_testkit::NetNs;
@@ -31,7 +32,7 @@ fn main() {
     let ns = NetNs::new("bench");
     let mut table = ns.enter(|| {
         GuardTable::open(TableSpec {
-            name: "portguard".into(),
+            name: TABLE_NAME.into(),
             ownership: Ownership::Unowned,
         })
         .unwrap()

@@ -25,11 +25,12 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::{Scratch, allow_toml, load, median_p99, ms};
+use portguard_core::ruleset::TABLE_NAME;
 use portguard_nft::{Monitor, MonitorEvent};
 use portguard_testkit::daemon::{Daemon, wait_notify, write_config};
 use portguard_testkit::{NetNs, Prober, lab, tcp_probe};
 
-const PRIMARY: &str = "portguard";
+const PRIMARY: &str = TABLE_NAME;
 const STANDBY: &str = "portguard_standby";
 const WEB: &str = "10.99.0.1:8080";
 const DB: &str = "10.99.0.1:8081";

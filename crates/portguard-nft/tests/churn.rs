@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use portguard_config::Config;
+use portguard_core::ruleset::TABLE_NAME;
 use portguard_core::{Ruleset, Snapshot, plan};
 use portguard_nft::{GuardTable, Ownership, TableSpec};
 use portguard_testkit::NetNs;
@@ -40,7 +41,7 @@ fn allow_entries(n: usize, last: u16) -> String {
 fn guard_table(ns: &NetNs) -> GuardTable {
     ns.enter(|| {
         GuardTable::open(TableSpec {
-            name: "portguard".into(),
+            name: TABLE_NAME.into(),
             ownership: Ownership::Unowned,
         })
         .unwrap()

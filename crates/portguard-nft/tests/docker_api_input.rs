@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use portguard_config::Config;
+use portguard_core::ruleset::TABLE_NAME;
 use portguard_core::verdict::ExplainAnswer;
 use portguard_core::{DockerApiListener, Ruleset, Snapshot, plan};
 use portguard_nft::{GuardTable, Ownership, TableSpec};
@@ -52,7 +53,7 @@ fn p1_the_docker_api_opens_to_exactly_the_sources_an_entry_lists_and_explain_agr
     tcp_server(&lab.host, 4243, "dockerd\n");
     let mut table = lab.host.enter(|| {
         GuardTable::open(TableSpec {
-            name: "portguard".into(),
+            name: TABLE_NAME.into(),
             ownership: Ownership::Unowned,
         })
         .unwrap()

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use portguard_config::Config;
+use portguard_core::ruleset::TABLE_NAME;
 use portguard_core::{Ruleset, Snapshot, plan, render};
 use portguard_nft::{GuardTable, Ownership, TableOutcome, TableSpec};
 use portguard_testkit::NetNs;
@@ -18,7 +19,7 @@ fn ruleset(toml: &str) -> Ruleset {
 fn guarded(role: &str, toml: &str) -> (NetNs, GuardTable, Ruleset) {
     let ns = NetNs::new(role);
     let spec = TableSpec {
-        name: "portguard".into(),
+        name: TABLE_NAME.into(),
         ownership: Ownership::Unowned,
     };
     let mut nft = ns.enter(move || GuardTable::open(spec).unwrap());

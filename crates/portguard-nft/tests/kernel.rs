@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use portguard_config::Config;
+use portguard_core::ruleset::TABLE_NAME;
 use portguard_core::{Ruleset, Snapshot, plan, render};
 use portguard_nft::{Difference, GuardTable, Ownership, TableOutcome, TableSpec};
 use portguard_testkit::NetNs;
@@ -23,7 +24,7 @@ fn table_in(ns: &NetNs, name: &str, ownership: Ownership) -> GuardTable {
 }
 
 fn nft_in(ns: &NetNs) -> GuardTable {
-    table_in(ns, "portguard", Ownership::Unowned)
+    table_in(ns, TABLE_NAME, Ownership::Unowned)
 }
 
 /// A monitor opened in `ns` (with a socket receive buffer of `bytes`, or
@@ -269,7 +270,7 @@ fn monitor_overflow_is_reported_as_resync() {
 #[test]
 fn an_owned_persistent_table_refuses_everybody_else_outlives_its_owner_and_is_adopted() {
     let ns = NetNs::new("locked");
-    let mut owner = table_in(&ns, "portguard", Ownership::OwnedPersistent);
+    let mut owner = table_in(&ns, TABLE_NAME, Ownership::OwnedPersistent);
     let rules = ruleset("[[allow]]\nport = 8080\n");
     owner.reconcile(&rules).unwrap();
     for tamper in [
@@ -305,14 +306,14 @@ fn an_owned_persistent_table_refuses_everybody_else_outlives_its_owner_and_is_ad
     drop(owner);
     assert!(ns.sh("nft list tables").contains("table inet portguard"));
     // ... and the next daemon adopts it with its first reconcile.
-    let mut next = table_in(&ns, "portguard", Ownership::OwnedPersistent);
+    let mut next = table_in(&ns, TABLE_NAME, Ownership::OwnedPersistent);
     next.reconcile(&rules).unwrap();
     assert!(
         !ns.run("nft delete table inet portguard").status.success(),
         "owned again"
     );
     // While it is held, `portguardd --remove-rules` is refused plainly ...
-    let mut other = table_in(&ns, "portguard", Ownership::OwnedPersistent);
+    let mut other = table_in(&ns, TABLE_NAME, Ownership::OwnedPersistent);
     let err = other.remove().unwrap_err();
     assert!(
         matches!(&err, portguard_nft::NftError::OwnedByRunningDaemon { table } if table == "portguard"),
@@ -330,7 +331,7 @@ fn an_owned_persistent_table_refuses_everybody_else_outlives_its_owner_and_is_ad
 fn an_owned_table_without_persist_goes_with_its_owner_and_a_twin_copy_can_be_deleted() {
     let ns = NetNs::new("owned");
     let rules = ruleset("[[allow]]\nport = 8080\n");
-    let mut owned = table_in(&ns, "portguard", Ownership::Owned);
+    let mut owned = table_in(&ns, TABLE_NAME, Ownership::Owned);
     let mut standby = table_in(&ns, portguard_nft::STANDBY_TABLE, Ownership::Unowned);
     owned.reconcile(&rules).unwrap();
     standby.reconcile(&rules).unwrap();
@@ -372,7 +373,7 @@ fn the_nflog_probe_finds_nfnetlink_log_on_this_kernel_and_leaves_nothing() {
 fn the_monitor_recreates_a_deleted_or_changed_unowned_copy_exactly_and_nothing_else() {
     let ns = NetNs::new("recreate");
     let recreation = portguard_nft::Recreation::new();
-    let mut twin = table_in(&ns, "portguard", Ownership::Unowned).recreated_by(&recreation);
+    let mut twin = table_in(&ns, TABLE_NAME, Ownership::Unowned).recreated_by(&recreation);
     let mut owned = table_in(&ns, "portguard_owned", Ownership::Owned).recreated_by(&recreation);
     let rules = ruleset("[[allow]]\nport = 8080\n[[allow]]\nport = 9000\nproto = \"udp\"\n");
     twin.reconcile(&rules).unwrap();
@@ -447,7 +448,7 @@ fn the_monitor_recreates_a_deleted_or_changed_unowned_copy_exactly_and_nothing_e
 fn after_an_overflow_the_monitor_recreates_a_copy_whose_deletion_it_did_not_hear() {
     let ns = NetNs::new("recreate-ovf");
     let recreation = portguard_nft::Recreation::new();
-    let mut primary = table_in(&ns, "portguard", Ownership::Unowned).recreated_by(&recreation);
+    let mut primary = table_in(&ns, TABLE_NAME, Ownership::Unowned).recreated_by(&recreation);
     let mut standby =
         table_in(&ns, "portguard_standby", Ownership::Unowned).recreated_by(&recreation);
     let rules = ruleset("[[allow]]\nport = 8080\n");
@@ -494,7 +495,7 @@ fn after_an_overflow_the_monitor_recreates_a_copy_whose_deletion_it_did_not_hear
 fn a_ruleset_change_racing_deletions_and_the_monitors_recreations_is_applied() {
     let ns = NetNs::new("recreate-race");
     let recreation = portguard_nft::Recreation::new();
-    let mut twin = table_in(&ns, "portguard", Ownership::Unowned).recreated_by(&recreation);
+    let mut twin = table_in(&ns, TABLE_NAME, Ownership::Unowned).recreated_by(&recreation);
     let single = ruleset("[[allow]]\nport = 8080\n");
     let range = ruleset("[[allow]]\nport = \"8000-8010\"\n");
     twin.reconcile(&single).unwrap();

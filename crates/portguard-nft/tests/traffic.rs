@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portguard_config::Config;
+use portguard_core::ruleset::TABLE_NAME;
 use portguard_core::{Ruleset, Snapshot, plan};
 use portguard_nft::{
     Change, Conntrack, DropSetter, ForwardPolicy, ForwardPolicySet, GuardTable, Ip6Firewall,
@@ -25,7 +26,7 @@ fn ruleset(toml: &str) -> Ruleset {
 
 fn guard_table() -> GuardTable {
     GuardTable::open(TableSpec {
-        name: "portguard".into(),
+        name: TABLE_NAME.into(),
         ownership: Ownership::Unowned,
     })
     .unwrap()
