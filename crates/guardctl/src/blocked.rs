@@ -1,6 +1,7 @@
 //! `guardctl blocked`, and the blocked-attempt lines of `guardctl status`.
 
-use portguard_core::control::{BlockedPort, BlockedReport, printable};
+use portguard_config::printable;
+use portguard_core::control::{BlockedPort, BlockedReport};
 
 use crate::client::table;
 

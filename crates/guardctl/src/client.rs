@@ -5,9 +5,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use portguard_core::control::{
-    PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody, printable,
-};
+use portguard_config::printable;
+use portguard_core::control::{PROTOCOL_VERSION, Request, RequestBody, Response, ResponseBody};
 use portguard_core::verdict::{PortReport, Verdict};
 
 /// The daemon could not be reached at all; each case has its own exit code.

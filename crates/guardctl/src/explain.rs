@@ -2,8 +2,8 @@
 //! or, without a protocol, for both TCP and UDP (the daemon is asked once
 //! for each), saying which is published.
 
+use portguard_config::printable;
 use portguard_core::L4Proto;
-use portguard_core::control::printable;
 use portguard_core::verdict::{ExplainAnswer, Explanation};
 
 use crate::client::Footnotes;

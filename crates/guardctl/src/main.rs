@@ -14,9 +14,9 @@ mod status_text;
 
 use clap::Parser;
 use cli::{Cli, Command, TargetProto};
-use portguard_config::Config;
+use portguard_config::{Config, printable};
 use portguard_core::L4Proto;
-use portguard_core::control::{RequestBody, ResponseBody, printable};
+use portguard_core::control::{RequestBody, ResponseBody};
 use portguard_core::{Snapshot, plan, render};
 
 /// Exit code when the daemon is not running (as `systemctl status` does).

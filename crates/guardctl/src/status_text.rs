@@ -3,9 +3,9 @@
 //! [`Lines::push`] in [`render_status`]; the golden files under
 //! `tests/golden/` pin the whole text.
 
-use portguard_config::{Mode, Scope};
+use portguard_config::{Mode, Scope, printable};
 use portguard_core::control::{
-    ConfigSource, Ipv6ForwardPolicy, ProtectionTier, ReconcileOutcome, Status, printable,
+    ConfigSource, Ipv6ForwardPolicy, ProtectionTier, ReconcileOutcome, Status,
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiScan, DockerApiVerdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
