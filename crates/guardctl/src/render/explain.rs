@@ -6,7 +6,7 @@ use portguard_config::printable;
 use portguard_core::L4Proto;
 use portguard_core::verdict::{ExplainAnswer, Explanation};
 
-use crate::client::Footnotes;
+use super::table::Footnotes;
 
 /// The answers to show, in order: one protocol asked about, or both.
 pub struct Answers(pub Vec<(L4Proto, Explanation)>);

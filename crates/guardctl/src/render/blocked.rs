@@ -3,7 +3,8 @@
 use portguard_config::printable;
 use portguard_core::control::{BlockedPort, BlockedReport};
 
-use crate::client::table;
+use super::table::table;
+use super::text::plural;
 
 /// `8081/tcp`
 fn port_name(p: &BlockedPort) -> String {
@@ -19,10 +20,6 @@ fn sources(p: &BlockedPort) -> String {
         .map(|s| format!("{} ({at_least}{})", s.source, s.attempts))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `guardctl blocked`'s text.
