@@ -1,23 +1,33 @@
 //! `guardctl`: validate and preview portguard's configuration, and ask the
 //! running daemon what is exposed.
+//!
+//! Layers, each module using only those above it (no two import each
+//! other):
+//! 1. `cli` (the command line), `output` (stdout that tolerates a closed
+//!    pipe), `client` (asks the daemon: connect, send, receive, decode),
+//!    `offline` (asks `nft` what the kernel holds when the daemon is down)
+//! 2. `render` (everything shown to a person; its own layers are in
+//!    `render/mod.rs`)
+//! 3. `main` (this file: runs a command, asking, rendering and writing)
 
 use std::io::Write;
 use std::process::ExitCode;
 
-mod blocked;
 mod cli;
 mod client;
-mod explain;
 mod offline;
 mod output;
-mod status_text;
+mod render;
 
 use clap::Parser;
 use cli::{Cli, Command, TargetProto};
-use portguard_config::Config;
+use portguard_config::{Config, printable};
 use portguard_core::L4Proto;
-use portguard_core::control::{RequestBody, ResponseBody, printable};
-use portguard_core::{Snapshot, plan, render};
+use portguard_core::control::{RequestBody, ResponseBody};
+use portguard_core::{Snapshot, plan};
+use render::explain::Answers;
+use render::style::Style;
+use render::text::printable_lines;
 
 /// Exit code when the daemon is not running (as `systemctl status` does).
 const EXIT_NOT_RUNNING: u8 = 3;
@@ -39,7 +49,8 @@ fn main() -> ExitCode {
             match e.downcast_ref::<client::Unreachable>() {
                 Some(client::Unreachable::NotRunning(_)) => {
                     // The table outlives the daemon: say what still filters.
-                    if let Some(note) = offline::kernel_note() {
+                    if let Some(guard) = offline::look() {
+                        let note = render::offline::kernel_note(&guard);
                         output::say(&format!("guardctl: {note}."));
                     }
                     ExitCode::from(EXIT_NOT_RUNNING)
@@ -89,7 +100,7 @@ fn check(path: &std::path::Path) -> Result<(Config, usize), portguard_config::Co
     // The planner has no error path today; building and rendering it here
     // keeps `check` in step with the daemon should it ever refuse (or
     // panic on) a configuration.
-    std::hint::black_box(render(&plan(&config, &Snapshot::default())));
+    std::hint::black_box(portguard_core::render(&plan(&config, &Snapshot::default())));
     let files = 1 + portguard_config::drop_ins(path)?.len();
     Ok((config, files))
 }
@@ -136,7 +147,7 @@ fn print_json<T: serde::Serialize>(out: &mut impl Write, value: &T) -> anyhow::R
 
 fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let socket = cli.socket.as_path();
-    let style = client::Style::stdout();
+    let style = Style::stdout();
     match cli.command {
         Command::Status { json, brief } => {
             let ResponseBody::Status(status) = client::ask(socket, RequestBody::Status)? else {
@@ -145,13 +156,13 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(out, &status)?;
             } else if brief {
-                writeln!(out, "{}", status_text::brief(&status))?;
+                writeln!(out, "{}", render::status::brief(&status))?;
             } else {
                 write!(
                     out,
                     "{}\n{}",
-                    status_text::render_status(&status, &style),
-                    client::render_ports(&status.published, &style)
+                    render::status::render_status(&status, &style),
+                    render::ports::render_ports(&status.published, &style)
                 )?;
             }
             Ok(if status.ruleset.installed {
@@ -167,7 +178,7 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(out, &ports)?;
             } else {
-                write!(out, "{}", client::render_ports(&ports, &style))?;
+                write!(out, "{}", render::ports::render_ports(&ports, &style))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -188,7 +199,7 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                 };
                 answers.push((proto, explanation));
             }
-            let answers = explain::Answers(answers);
+            let answers = Answers(answers);
             if json {
                 print_json(out, &answers.json(target.proto.is_some())?)?;
             } else {
@@ -203,7 +214,7 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(out, &report)?;
             } else {
-                write!(out, "{}", blocked::render_blocked(&report))?;
+                write!(out, "{}", render::blocked::render_blocked(&report))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -232,7 +243,7 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(e) => {
-                    output::say(&client::printable_lines(&e));
+                    output::say(&printable_lines(&e));
                     output::say("guardctl: reload refused; the last good ruleset stays in force");
                     Ok(ExitCode::FAILURE)
                 }
@@ -261,7 +272,11 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         },
         Command::Plan { config } => match Config::load(&config) {
             Ok(loaded) => {
-                write!(out, "{}", render(&plan(&loaded, &Snapshot::default())))?;
+                write!(
+                    out,
+                    "{}",
+                    portguard_core::render(&plan(&loaded, &Snapshot::default()))
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

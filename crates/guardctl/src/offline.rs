@@ -1,43 +1,57 @@
 //! What the kernel still enforces while the daemon is down: the guard's
 //! table outlives portguardd (P5), so "portguardd is not running" alone
 //! would leave an administrator believing nothing filters. Asked of `nft`
-//! (root only; without it, or without the right to list, nothing is said).
+//! (root only; without it, or without the right to list, nothing is
+//! said); `render::offline` says it.
 
 use std::process::{Command, Stdio};
 
-/// The guard's tables in every tier.
-const TABLES: [&str; 2] = ["portguard", "portguard_standby"];
+use portguard_core::L4Proto;
+use portguard_core::plan::names;
+use portguard_core::ruleset::GUARD_TABLES;
 
-/// One sentence on the guard's tables in the kernel, or `None` when
-/// `nft` cannot tell.
-pub fn kernel_note() -> Option<String> {
-    let present: Vec<&str> = TABLES
+/// The guard's tables in the kernel, as `nft` lists them.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KernelGuard {
+    /// Listing works, and there is no guard table.
+    NoTable,
+    /// The guard's tables present, the primary first, and what the first
+    /// of them holds.
+    Tables {
+        tables: Vec<&'static str>,
+        /// Published ports, TCP and UDP.
+        published: (usize, usize),
+        /// Ports allowed to any source (single ports and ranges), TCP and
+        /// UDP.
+        allowed: (usize, usize),
+    },
+}
+
+/// What the kernel holds of the guard's, or `None` when `nft` cannot tell.
+pub fn look() -> Option<KernelGuard> {
+    let present: Vec<&'static str> = GUARD_TABLES
         .into_iter()
         .filter(|table| nft(&["list", "table", "inet", table]).is_some())
         .collect();
     let Some(table) = present.first() else {
         // Listing works (we may list), and there is no table: say so.
         nft(&["list", "tables"])?;
-        return Some(
-            "the kernel holds no guard table: published ports are not judged by portguard".into(),
-        );
+        return Some(KernelGuard::NoTable);
     };
     let count = |set: &str| {
         nft(&["-j", "list", "set", "inet", table, set])
             .and_then(|json| elements(&json))
             .unwrap_or(0)
     };
-    let tables: Vec<String> = present.iter().map(|t| format!("inet {t}")).collect();
-    Some(format!(
-        "the kernel still holds the guard's table ({}) and keeps judging as last applied: \
-         {} published TCP and {} UDP ports, {} TCP and {} UDP ports allowed to any source. \
-         Protection does not depend on the daemon; `portguardd --remove-rules` switches it off",
-        tables.join(", "),
-        count("published_tcp"),
-        count("published_udp"),
-        count("allow_tcp") + count("allow_tcp_ranges"),
-        count("allow_udp") + count("allow_udp_ranges"),
-    ))
+    let allowed = |proto| count(&names::allow(proto)) + count(&names::allow_ranges(proto));
+    Some(KernelGuard::Tables {
+        published: (
+            count(&names::published(L4Proto::Tcp)),
+            count(&names::published(L4Proto::Udp)),
+        ),
+        allowed: (allowed(L4Proto::Tcp), allowed(L4Proto::Udp)),
+        tables: present,
+    })
 }
 
 /// `nft ARGS`'s output, if it succeeded.

@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use crate::printable::{printable, printable_escaped};
+
 /// A configuration that cannot be used. Its `Display` is the one-line form
 /// administrators and editors understand: `file:line:column: message`, or
 /// `file: message` where there is no position (the file cannot be opened,
@@ -12,9 +14,13 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {}", printable(&path.to_string_lossy()), printable(message))]
+    #[error("{}: {}", printable(&path.to_string_lossy()), printable_escaped(message))]
     Refused { path: PathBuf, message: String },
-    #[error("{}:{line}:{column}: {}", printable(&path.to_string_lossy()), printable(message))]
+    #[error(
+        "{}:{line}:{column}: {}",
+        printable(&path.to_string_lossy()),
+        printable_escaped(message)
+    )]
     Invalid {
         path: PathBuf,
         line: usize,
@@ -62,30 +68,6 @@ impl ConfigError {
             _ => Err(ConfigError::Several(errors)),
         }
     }
-}
-
-/// `text` with control characters and invisible bidirectional-text
-/// controls escaped (`\u{1b}`, `\u{202e}`), so that a file name or a value
-/// quoted in a message can neither drive the terminal of the administrator
-/// reading it nor make it show something else than what is there.
-pub(crate) fn printable(text: &str) -> String {
-    if !text.chars().any(needs_escape) {
-        return text.to_string();
-    }
-    text.chars()
-        .map(|c| {
-            if needs_escape(c) {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Where each line of a text starts, so that turning a byte offset into a
@@ -147,15 +129,5 @@ mod tests {
         assert_eq!(index.line_column(text, text.len() - 1), (3, 2));
         assert_eq!(index.line_column(text, usize::MAX), (3, 3));
         assert_eq!(LineIndex::new("").line_column("", 0), (1, 1));
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(
-            super::printable("web\u{1b}]0;x\u{7}"),
-            "web\\u{1b}]0;x\\u{7}"
-        );
-        assert_eq!(super::printable("plain é"), "plain é");
-        assert_eq!(super::printable("a\u{202e}b\n"), "a\\u{202e}b\\u{a}");
     }
 }

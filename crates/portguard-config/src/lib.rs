@@ -36,6 +36,8 @@ macro_rules! string_enum {
 
 mod error;
 mod file;
+mod printable;
+pub use printable::printable;
 mod read;
 mod suggest;
 pub use suggest::nearest;

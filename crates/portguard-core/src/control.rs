@@ -3,11 +3,9 @@
 //! guardctl can tell an older daemon apart. The `status` object's field
 //! names are a contract (SPEC): keep them.
 
-use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use portguard_config::{Mode, Scope};
 use serde::{Deserialize, Serialize};
@@ -15,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::docker_api::{DockerApiReport, DockerApiScan};
 use crate::hostfw::FirewallStatus;
 use crate::ip6_forward::Ipv6ForwardDrop;
-use crate::snapshot::{L4Proto, UntrustedClaim};
+use crate::snapshot::{Judged, L4Proto, UntrustedClaim};
+use crate::unmatched::Unmatched;
 use crate::verdict::{Explanation, PortReport};
+use crate::wire::{UnknownValue, serde_via_str};
 
 /// Version of this protocol; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -155,6 +155,19 @@ impl fmt::Display for ProtectionTier {
     }
 }
 
+/// `[guard] protection` asks for a tier stronger than the kernel offers
+/// (portguardd's `choose_tier`; it then guards with the strongest one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "[guard] protection = {wanted:?} needs a newer kernel (Linux 6.9+ for \
+     owned-persistent, 5.12+ for owned-standby); this one offers {strongest:?}"
+)]
+pub struct TierUnavailable {
+    pub wanted: ProtectionTier,
+    /// The strongest tier this kernel offers.
+    pub strongest: ProtectionTier,
+}
+
 /// Which configuration is in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -168,53 +181,6 @@ pub enum ConfigSource {
     /// kept: every published port is closed.
     Closed,
 }
-
-/// Serializes a type as its `Display` string and reads it back through
-/// `FromStr`: for status fields whose wire form is one string that carries
-/// detail (`restored (table missing)`, `failed: EPERM`), which serde's
-/// derive cannot spell. A string `FromStr` refuses is a deserialization
-/// error with its message.
-macro_rules! serde_via_str {
-    ($ty:ty) => {
-        impl serde::Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-pub(crate) use serde_via_str;
-
-/// A status string that names none of the values a field can take.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownValue {
-    /// What was read (`ipv6_forward_policy`, `reconcile outcome`).
-    pub field: &'static str,
-    pub found: String,
-    /// The values the field can take, in words.
-    pub expected: &'static str,
-}
-
-impl fmt::Display for UnknownValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown {} `{}`, expected {}",
-            self.field,
-            self.found.escape_debug(),
-            self.expected
-        )
-    }
-}
-
-impl std::error::Error for UnknownValue {}
 
 /// What one reconcile did (`last_reconcile.outcome`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,11 +331,11 @@ pub struct Status {
     /// Bridges and ports judged since the start because the table found
     /// then (or the state directory) judged them, until Docker's first
     /// complete answer (absent once Docker answered).
-    #[serde(default, skip_serializing_if = "crate::Judged::is_empty")]
-    pub kept: crate::Judged,
+    #[serde(default, skip_serializing_if = "Judged::is_empty")]
+    pub kept: Judged,
     /// Allow entries that open nothing now (listed once Docker answered).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unmatched: Vec<crate::unmatched::Unmatched>,
+    pub unmatched: Vec<Unmatched>,
     /// Bridges and container identities Docker claims that the guard
     /// refused, with the reasons (see [`UntrustedClaim`]).
     #[serde(default)]
@@ -420,148 +386,61 @@ pub struct ConfigStatus {
 /// request is well under 200 bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// Why a request line is refused: the message of the error response the
+/// daemon owes the client (its `Display`, sent as `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request: longer than {MAX_REQUEST_BYTES} bytes")]
+    TooLong,
+    /// `byte`: 1-based position of the first byte that is not UTF-8.
+    #[error("bad request: not valid UTF-8 (byte {byte})")]
+    NotUtf8 { byte: usize },
+    #[error("bad request: empty line (expected one JSON object)")]
+    Empty,
+    /// Not a request object (serde_json's message says why).
+    #[error("bad request: {0}")]
+    Json(serde_json::Error),
+    #[error(
+        "protocol version {version} is not supported (this portguardd speaks {PROTOCOL_VERSION})"
+    )]
+    UnsupportedVersion { version: u32 },
+    #[error("bad request: port 0 is not a port (expected 1-65535)")]
+    PortZero,
+}
+
 /// One request line (with or without its trailing newline) -> a request the
-/// daemon can answer, or the message of the error response it owes the
-/// client. Pure, so that every byte sequence a client may send is tested in
-/// process (see the property test below).
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+/// daemon can answer, or why not (the message of the error response it
+/// owes the client). Pure, so that every byte sequence a client may send
+/// is tested in process (see the property test below).
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     if line.len() > MAX_REQUEST_BYTES {
-        return Err(format!(
-            "bad request: longer than {MAX_REQUEST_BYTES} bytes"
-        ));
+        return Err(RequestError::TooLong);
     }
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = std::str::from_utf8(line).map_err(|e| {
-        format!(
-            "bad request: not valid UTF-8 (byte {})",
-            e.valid_up_to() + 1
-        )
+    let text = std::str::from_utf8(line).map_err(|e| RequestError::NotUtf8 {
+        byte: e.valid_up_to() + 1,
     })?;
     if text.trim().is_empty() {
-        return Err("bad request: empty line (expected one JSON object)".into());
+        return Err(RequestError::Empty);
     }
-    let request: Request = serde_json::from_str(text).map_err(|e| format!("bad request: {e}"))?;
+    let request: Request = serde_json::from_str(text).map_err(RequestError::Json)?;
     if request.version != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} is not supported (this portguardd speaks {PROTOCOL_VERSION})",
-            request.version
-        ));
+        return Err(RequestError::UnsupportedVersion {
+            version: request.version,
+        });
     }
     if let RequestBody::Explain { port: 0, .. } = request.body {
-        return Err("bad request: port 0 is not a port (expected 1-65535)".into());
+        return Err(RequestError::PortZero);
     }
     Ok(request)
-}
-
-/// `text` made safe for a terminal: control characters (C0, DEL, C1) and
-/// the bidirectional overrides that reorder what a reader sees become
-/// visible escapes (`\x1b`, `\u{202e}`), and the backslash itself is doubled
-/// so that an escape cannot be faked. Container names, labels, the engine
-/// version and error messages come from Docker or from files other people
-/// write; printed raw, `\x1b]0;...\x07\x1b[2J` would retitle and clear the
-/// administrator's terminal.
-pub fn printable(text: &str) -> Cow<'_, str> {
-    let needs_escape = |c: char| {
-        c == '\\'
-            || c.is_control()
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.chars().any(needs_escape) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if !needs_escape(c) {
-            out.push(c);
-        } else if (c as u32) < 0x80 {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        } else {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// `2026-11-22T19:40:01Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Test helper: `value` is `text` on the wire (a JSON string) and reads
-/// back as itself.
-#[cfg(test)]
-pub(crate) fn assert_wire<T>(value: &T, text: &str)
-where
-    T: Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug,
-{
-    #![allow(clippy::unwrap_used)]
-    let json = serde_json::to_string(value).unwrap();
-    assert_eq!(json, serde_json::to_string(text).unwrap(), "{value:?}");
-    assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value, "{json}");
-}
-
-/// Test helper: the error reading `text` as a `T`.
-#[cfg(test)]
-pub(crate) fn wire_error<T: serde::de::DeserializeOwned + fmt::Debug>(text: &str) -> String {
-    #![allow(clippy::unwrap_used)]
-    serde_json::from_str::<T>(&serde_json::to_string(text).unwrap())
-        .unwrap_err()
-        .to_string()
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{assert_wire, wire_error};
     use proptest::prelude::*;
-    use std::time::Duration;
-
-    #[test]
-    fn printable_escapes_terminal_control_sequences() {
-        let table: &[(&str, &str)] = &[
-            ("web", "web"),
-            ("shop/web", "shop/web"),
-            ("caf\u{e9}", "caf\u{e9}"),
-            (
-                "web\x1b]0;pwned\x07\x1b[2J",
-                "web\\x1b]0;pwned\\x07\\x1b[2J",
-            ),
-            ("a\nb\tc\r", "a\\x0ab\\x09c\\x0d"),
-            ("del\x7f", "del\\x7f"),
-            ("csi\u{9b}2J", "csi\\u{9b}2J"),
-            ("evil\u{202e}txt.exe", "evil\\u{202e}txt.exe"),
-            ("back\\slash", "back\\\\slash"),
-            ("fake\\x1b", "fake\\\\x1b"),
-        ];
-        for (raw, shown) in table {
-            assert_eq!(printable(raw), *shown, "{raw:?}");
-        }
-        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
-    }
 
     #[test]
     fn bad_requests_get_an_error_message() {
@@ -588,14 +467,42 @@ mod tests {
             ),
         ];
         for (bytes, wanted) in table {
-            let err = parse_request(bytes).unwrap_err();
+            let err = parse_request(bytes).unwrap_err().to_string();
             assert!(err.contains(wanted), "{bytes:?}: {err}");
         }
         let long = vec![b' '; MAX_REQUEST_BYTES + 1];
         assert!(
             parse_request(&long)
                 .unwrap_err()
+                .to_string()
                 .contains("longer than 65536 bytes")
+        );
+    }
+
+    /// The messages, word for word, as they were while `parse_request`
+    /// returned strings: clients may match them.
+    #[test]
+    fn request_errors_say_what_they_said_as_strings() {
+        let table: &[(&[u8], &str)] = &[
+            (&[b' '; MAX_REQUEST_BYTES + 1], "bad request: longer than 65536 bytes"),
+            (b"ab\xff", "bad request: not valid UTF-8 (byte 3)"),
+            (b" \r\n", "bad request: empty line (expected one JSON object)"),
+            (
+                b"{\"version\":7,\"request\":\"status\"}",
+                "protocol version 7 is not supported (this portguardd speaks 1)",
+            ),
+            (
+                b"{\"version\":1,\"request\":\"explain\",\"port\":0,\"proto\":\"tcp\",\"from\":null}",
+                "bad request: port 0 is not a port (expected 1-65535)",
+            ),
+        ];
+        for (bytes, message) in table {
+            assert_eq!(parse_request(bytes).unwrap_err().to_string(), *message);
+        }
+        let serde_says = serde_json::from_str::<Request>("[]").unwrap_err();
+        assert_eq!(
+            parse_request(b"[]").unwrap_err().to_string(),
+            format!("bad request: {serde_says}")
         );
     }
 
@@ -675,7 +582,7 @@ mod tests {
                     prop_assert!(port > 0);
                 }
             }
-            Err(message) => prop_assert!(!message.is_empty()),
+            Err(error) => prop_assert!(!error.to_string().is_empty()),
         }
         Ok(())
     }
@@ -707,23 +614,18 @@ mod tests {
             prop_assert_eq!(policy.to_string().parse::<Ipv6ForwardPolicy>(), Ok(policy));
         }
 
-        #[test]
-        fn printable_output_has_no_control_characters(text in any::<String>()) {
-            let shown = printable(&text);
-            prop_assert!(!shown.chars().any(char::is_control));
-        }
     }
 
     #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    fn an_unavailable_tier_says_what_it_said_as_a_string() {
+        let error = TierUnavailable {
+            wanted: ProtectionTier::OwnedPersistent,
+            strongest: ProtectionTier::Twin,
+        };
         assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_376_401)),
-            "2026-11-22T19:40:01Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
+            error.to_string(),
+            "[guard] protection = OwnedPersistent needs a newer kernel (Linux 6.9+ for \
+             owned-persistent, 5.12+ for owned-standby); this one offers Twin"
         );
     }
 

@@ -1,5 +1,6 @@
 //! What status says about an exposed Docker API: each listener dockerd
 //! holds, whether the guard closes it, and which allow entries open it.
+//! (`guardctl explain` on its port is `verdict::explain_docker_api`.)
 
 use std::net::IpAddr;
 
@@ -8,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::entry_admits;
 use crate::snapshot::{L4Proto, Snapshot};
-use crate::verdict::{ExplainAnswer, Explanation};
 
 /// One Docker API listener, as `status --json` shows it (`docker_api`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,100 +97,29 @@ pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApi
 
 /// Whether `entry` opens TCP `port` for some source (a sourced entry is
 /// asked about the first address it lists).
-fn names_port(entry: &AllowEntry, snapshot: &Snapshot, port: u16) -> bool {
+pub(crate) fn names_port(entry: &AllowEntry, snapshot: &Snapshot, port: u16) -> bool {
     let source = entry.from.first().map(|c| c.addr());
     entry_admits(entry, snapshot, port, L4Proto::Tcp, source)
 }
 
-/// `guardctl explain` for a port dockerd listens on (and no container
-/// publishes): `None` for any other port.
-pub fn explain(
-    config: &Config,
-    snapshot: &Snapshot,
-    port: u16,
-    proto: L4Proto,
-    from: Option<IpAddr>,
-) -> Option<Explanation> {
-    let listeners: Vec<_> = snapshot
-        .docker_api
-        .iter()
-        .filter(|l| proto == L4Proto::Tcp && l.port == port)
-        .collect();
-    let first = listeners.first()?;
-    let target = format!("{port}/{proto}");
-    let mut reasons = vec![format!(
-        "dockerd (pid {}) listens on {}: the Docker API{}",
-        first.pid,
-        std::net::SocketAddr::new(first.addr, port),
-        if first.is_plain() {
-            ", without TLS: whoever reaches it is root on this host"
-        } else {
-            ""
-        }
-    )];
-    if listeners.iter().all(|l| l.is_local_only()) {
-        reasons.push("it is bound to loopback only: unreachable from other hosts".into());
-        return Some(Explanation {
-            answer: ExplainAnswer::LocalOnly,
-            mode: config.guard.mode,
-            reasons,
-            warnings: Vec::new(),
-        });
+/// Test helper: dockerd listening on `addr`:2375, and nothing published.
+#[cfg(test)]
+pub(crate) fn dockerd_on(addr: &str) -> Snapshot {
+    #![allow(clippy::unwrap_used)]
+    Snapshot {
+        docker_api: vec![crate::snapshot::DockerApiListener {
+            addr: addr.parse().unwrap(),
+            port: 2375,
+            pid: 7,
+        }],
+        ..Snapshot::default()
     }
-    let source = from.map_or_else(|| "any source".to_string(), |ip| ip.to_string());
-    let mut open = false;
-    for entry in &config.allow {
-        if !names_port(entry, snapshot, port) {
-            continue;
-        }
-        if entry.from.is_empty() {
-            reasons.push(format!(
-                "{} has no `from`, so it does not open the Docker API",
-                entry.describe()
-            ));
-        } else if entry.admits_source(from) {
-            reasons.push(format!("allowed for {source} by {}", entry.describe()));
-            open = true;
-        } else {
-            reasons.push(format!("{} does not admit {source}", entry.describe()));
-        }
-    }
-    if !open {
-        reasons.push(crate::verdict::not_admitted(
-            config.guard.mode,
-            "allow entry with `from`",
-            &target,
-            &source,
-        ));
-    }
-    Some(Explanation {
-        answer: if open {
-            ExplainAnswer::Open
-        } else {
-            crate::verdict::not_admitted_answer(config.guard.mode)
-        },
-        mode: config.guard.mode,
-        reasons,
-        warnings: Vec::new(),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::snapshot::DockerApiListener;
-
-    fn snapshot(addr: &str) -> Snapshot {
-        Snapshot {
-            docker_api: vec![DockerApiListener {
-                addr: addr.parse().unwrap(),
-                port: 2375,
-                pid: 7,
-            }],
-            ..Snapshot::default()
-        }
-    }
 
     #[test]
     fn only_sourced_entries_open_the_docker_api_and_unsourced_ones_are_named() {
@@ -201,7 +130,7 @@ mod tests {
              [[allow]]\nport = 2375\nproto = \"udp\"\nfrom = [\"192.0.2.9\"]\n",
         )
         .unwrap();
-        let report = &docker_api_reports(&config, &snapshot("0.0.0.0"))[0];
+        let report = &docker_api_reports(&config, &dockerd_on("0.0.0.0"))[0];
         assert!(report.plain);
         assert_eq!(report.verdict, DockerApiVerdict::Closed);
         assert_eq!(report.open_to.len(), 1, "{report:?}");
@@ -211,25 +140,8 @@ mod tests {
     }
 
     #[test]
-    fn explain_names_the_docker_api_and_what_opens_it() {
-        let config = Config::from_toml_str(
-            "[[allow]]\nport = 2375\n[[allow]]\nport = 2375\nfrom = [\"192.0.2.9\"]\n",
-        )
-        .unwrap();
-        let any = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, None).unwrap();
-        assert_eq!(any.answer, ExplainAnswer::Closed, "{any:?}");
-        assert!(any.reasons[0].contains("without TLS"), "{any:?}");
-        assert!(any.reasons[1].contains("has no `from`"), "{any:?}");
-        let ci = "192.0.2.9".parse().ok();
-        let ci = explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Tcp, ci).unwrap();
-        assert_eq!(ci.answer, ExplainAnswer::Open, "{ci:?}");
-        assert!(explain(&config, &snapshot("0.0.0.0"), 2375, L4Proto::Udp, None).is_none());
-        assert!(explain(&config, &snapshot("0.0.0.0"), 2376, L4Proto::Tcp, None).is_none());
-    }
-
-    #[test]
     fn docker_api_verdicts_on_the_wire() {
-        use crate::control::{assert_wire, wire_error};
+        use crate::wire::{assert_wire, wire_error};
         assert_wire(&DockerApiVerdict::Closed, "closed");
         assert_wire(&DockerApiVerdict::LocalOnly, "local-only");
         assert_wire(&DockerApiVerdict::Audit, "audit");
@@ -246,12 +158,12 @@ mod tests {
     fn loopback_listeners_are_local_only_and_audit_mode_says_so() {
         let config = Config::default();
         assert_eq!(
-            docker_api_reports(&config, &snapshot("127.0.0.1"))[0].verdict,
+            docker_api_reports(&config, &dockerd_on("127.0.0.1"))[0].verdict,
             DockerApiVerdict::LocalOnly
         );
         let audit = Config::from_toml_str("[guard]\nmode = \"audit\"\n").unwrap();
         assert_eq!(
-            docker_api_reports(&audit, &snapshot("::"))[0].verdict,
+            docker_api_reports(&audit, &dockerd_on("::"))[0].verdict,
             DockerApiVerdict::Audit
         );
     }

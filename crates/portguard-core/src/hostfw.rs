@@ -9,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::{UnknownValue, serde_via_str};
+use crate::ruleset::GUARD_TABLES;
 use crate::snapshot::L4Proto;
+use crate::wire::{UnknownValue, serde_via_str};
 
 /// The driver part of Docker's `FirewallBackend.Driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,9 +289,6 @@ pub struct FirewallStatus {
     pub ipv6_input_drop: Option<InputDrop>,
 }
 
-/// The guard's own tables (its input chain drops only unlisted published ports).
-const GUARD_TABLES: [&str; 2] = ["portguard", "portguard_standby"];
-
 /// Decides what Docker's word and the kernel's state amount to.
 pub fn assess(docker: Option<DockerFirewall>, inventory: &NetfilterInventory) -> FirewallStatus {
     let has_chain = |family: NfFamily, table: &str, names: &[&str]| {
@@ -363,6 +361,7 @@ pub fn ipv6_input_drop(inventory: &NetfilterInventory) -> Option<InputDrop> {
         .chains
         .iter()
         .filter(|c| c.family.sees_ipv6() && c.hook == Some(HookKind::Input))
+        // The guard's own input chain drops only unlisted published ports.
         .filter(|c| !GUARD_TABLES.contains(&c.table.as_str()))
         .filter(|c| c.policy_drop || (c.family == NfFamily::Inet && c.table == "firewalld"))
         .map(|c| {
@@ -580,7 +579,7 @@ mod tests {
         let mut chains = iptables_nft();
         chains.push(base(
             NfFamily::Inet,
-            "portguard",
+            crate::ruleset::TABLE_NAME,
             "input",
             HookKind::Input,
             false,
@@ -635,7 +634,7 @@ mod tests {
 
     #[test]
     fn firewall_notes_are_their_sentences_on_the_wire() {
-        use crate::control::{assert_wire, wire_error};
+        use crate::wire::{assert_wire, wire_error};
         for note in FirewallNote::ALL {
             assert_wire(&note, note.sentence());
         }

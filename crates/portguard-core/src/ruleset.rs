@@ -10,6 +10,12 @@ use crate::snapshot::L4Proto;
 
 /// Our table's name. The family is always `inet`.
 pub const TABLE_NAME: &str = "portguard";
+/// The standby copy's name, in the protection tiers that keep one (same
+/// family, same ruleset).
+pub const STANDBY_TABLE_NAME: &str = "portguard_standby";
+/// Every table of the guard's, in any tier: the primary first. (The sets'
+/// and chains' names are in `plan::names`.)
+pub const GUARD_TABLES: [&str; 2] = [TABLE_NAME, STANDBY_TABLE_NAME];
 
 /// nftables' `filter` priority; our base chains run at `filter - 1`.
 pub const PRIORITY_FILTER: i32 = 0;

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use portguard_config::{AllowEntry, Config};
 use serde::{Deserialize, Serialize};
 
+use crate::docker_api::names_port;
 use crate::hostfw::{InputDrop, ipv6_input_warning};
 use crate::plan::entry_admits;
 use crate::snapshot::{L4Proto, PublishedPort, Snapshot};
@@ -242,7 +243,7 @@ pub fn explain(
     let target = format!("{port}/{proto}");
     let source = from.map_or_else(|| "any source".to_string(), |ip| ip.to_string());
     if published.is_empty()
-        && let Some(api) = crate::docker_api::explain(config, snapshot, port, proto, from)
+        && let Some(api) = explain_docker_api(config, snapshot, port, proto, from)
     {
         return api;
     }
@@ -344,6 +345,79 @@ pub fn explain(
     }
 }
 
+/// `guardctl explain` for a port dockerd listens on (and no container
+/// publishes): `None` for any other port.
+pub fn explain_docker_api(
+    config: &Config,
+    snapshot: &Snapshot,
+    port: u16,
+    proto: L4Proto,
+    from: Option<IpAddr>,
+) -> Option<Explanation> {
+    let listeners: Vec<_> = snapshot
+        .docker_api
+        .iter()
+        .filter(|l| proto == L4Proto::Tcp && l.port == port)
+        .collect();
+    let first = listeners.first()?;
+    let target = format!("{port}/{proto}");
+    let mut reasons = vec![format!(
+        "dockerd (pid {}) listens on {}: the Docker API{}",
+        first.pid,
+        std::net::SocketAddr::new(first.addr, port),
+        if first.is_plain() {
+            ", without TLS: whoever reaches it is root on this host"
+        } else {
+            ""
+        }
+    )];
+    if listeners.iter().all(|l| l.is_local_only()) {
+        reasons.push("it is bound to loopback only: unreachable from other hosts".into());
+        return Some(Explanation {
+            answer: ExplainAnswer::LocalOnly,
+            mode: config.guard.mode,
+            reasons,
+            warnings: Vec::new(),
+        });
+    }
+    let source = from.map_or_else(|| "any source".to_string(), |ip| ip.to_string());
+    let mut open = false;
+    for entry in &config.allow {
+        if !names_port(entry, snapshot, port) {
+            continue;
+        }
+        if entry.from.is_empty() {
+            reasons.push(format!(
+                "{} has no `from`, so it does not open the Docker API",
+                entry.describe()
+            ));
+        } else if entry.admits_source(from) {
+            reasons.push(format!("allowed for {source} by {}", entry.describe()));
+            open = true;
+        } else {
+            reasons.push(format!("{} does not admit {source}", entry.describe()));
+        }
+    }
+    if !open {
+        reasons.push(not_admitted(
+            config.guard.mode,
+            "allow entry with `from`",
+            &target,
+            &source,
+        ));
+    }
+    Some(Explanation {
+        answer: if open {
+            ExplainAnswer::Open
+        } else {
+            not_admitted_answer(config.guard.mode)
+        },
+        mode: config.guard.mode,
+        reasons,
+        warnings: Vec::new(),
+    })
+}
+
 /// Why no `entries` admits `target` from `source`, in the mode in force.
 pub(crate) fn not_admitted(
     mode: portguard_config::Mode,
@@ -417,7 +491,31 @@ pub fn warn_ipv6_input_explained(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::control::{assert_wire, wire_error};
+    use crate::docker_api::dockerd_on;
+    use crate::wire::{assert_wire, wire_error};
+
+    #[test]
+    fn explain_names_the_docker_api_and_what_opens_it() {
+        let config = Config::from_toml_str(
+            "[[allow]]\nport = 2375\n[[allow]]\nport = 2375\nfrom = [\"192.0.2.9\"]\n",
+        )
+        .unwrap();
+        let any =
+            explain_docker_api(&config, &dockerd_on("0.0.0.0"), 2375, L4Proto::Tcp, None).unwrap();
+        assert_eq!(any.answer, ExplainAnswer::Closed, "{any:?}");
+        assert!(any.reasons[0].contains("without TLS"), "{any:?}");
+        assert!(any.reasons[1].contains("has no `from`"), "{any:?}");
+        let ci = "192.0.2.9".parse().ok();
+        let ci =
+            explain_docker_api(&config, &dockerd_on("0.0.0.0"), 2375, L4Proto::Tcp, ci).unwrap();
+        assert_eq!(ci.answer, ExplainAnswer::Open, "{ci:?}");
+        assert!(
+            explain_docker_api(&config, &dockerd_on("0.0.0.0"), 2375, L4Proto::Udp, None).is_none()
+        );
+        assert!(
+            explain_docker_api(&config, &dockerd_on("0.0.0.0"), 2376, L4Proto::Tcp, None).is_none()
+        );
+    }
 
     #[test]
     fn explain_answers_on_the_wire() {

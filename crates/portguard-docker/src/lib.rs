@@ -183,7 +183,7 @@ async fn session(
     let snapshot = observed.resync(&docker, &kernel, &fail).await?;
     *connected = true;
     tracing::info!(
-        engine = %portguard_core::control::printable(&engine),
+        engine = %portguard_core::text::printable(&engine),
         published_ports = snapshot.published.len(),
         "connected to Docker: {} published port bindings",
         snapshot.published.len()

@@ -36,7 +36,7 @@ fn planned(config: &Config) -> Ruleset {
 }
 
 fn explained_open(config: &Config) -> bool {
-    let explanation = portguard_core::docker_api::explain(
+    let explanation = portguard_core::verdict::explain_docker_api(
         config,
         &with_dockerd_on_4243(),
         4243,

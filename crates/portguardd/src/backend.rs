@@ -3,7 +3,7 @@
 //! included, the way netavark tests its firewall drivers.
 
 use portguard_config::Protection;
-use portguard_core::control::ProtectionTier;
+use portguard_core::control::{ProtectionTier, TierUnavailable};
 use portguard_core::{Judged, L4Proto, Ruleset};
 use portguard_nft::{
     Conntrack, DropSetter, Flow, ForwardPolicy, ForwardPolicySet, GuardTable, Ip6Firewall,
@@ -56,7 +56,10 @@ pub type TableCounters = (String, Option<Vec<(L4Proto, u16, u64)>>);
 
 /// The tier `setting` gives on a kernel whose strongest ownership is
 /// `kernel`; an error when the setting asks for more than the kernel has.
-pub fn choose_tier(setting: Protection, kernel: Ownership) -> Result<ProtectionTier, String> {
+pub fn choose_tier(
+    setting: Protection,
+    kernel: Ownership,
+) -> Result<ProtectionTier, TierUnavailable> {
     let strongest = match kernel {
         Ownership::OwnedPersistent => ProtectionTier::OwnedPersistent,
         Ownership::Owned => ProtectionTier::OwnedStandby,
@@ -74,10 +77,7 @@ pub fn choose_tier(setting: Protection, kernel: Ownership) -> Result<ProtectionT
         ProtectionTier::OwnedPersistent => 2,
     };
     if rank(wanted) > rank(strongest) {
-        return Err(format!(
-            "[guard] protection = {wanted:?} needs a newer kernel (Linux 6.9+ for \
-             owned-persistent, 5.12+ for owned-standby); this one offers {strongest:?}"
-        ));
+        return Err(TierUnavailable { wanted, strongest });
     }
     Ok(wanted)
 }

@@ -260,7 +260,7 @@ async fn serve(mut stream: UnixStream, tx: &Sender<Trigger>) {
         }
         Ok(Ok(_)) => match parse_request(&line) {
             Ok(request) => ask_loop(request.body, tx, deadline - WRITE_RESERVE).await,
-            Err(message) => error(message),
+            Err(refused) => error(refused.to_string()),
         },
     };
     match timeout_at(deadline, write.write_all(&response_line(&response))).await {

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use portguard_config::Config;
-use portguard_core::control::{
-    ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome, rfc3339,
-};
+use portguard_core::control::{ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome};
 use portguard_core::hostfw::{DockerFirewall, NetfilterInventory};
 use portguard_core::ip6_forward::Ipv6ForwardDrop;
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
+use portguard_core::text::rfc3339;
 use portguard_core::{DockerApiListener, Judged, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
 use portguard_nft::{ForwardPolicy, Found, Look, Recreated, TableOutcome};

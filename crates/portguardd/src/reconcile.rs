@@ -78,11 +78,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         // guard with the strongest one it has, and say so.
         Err(e) => {
             tracing::error!(
-                error = e,
+                error = %e,
                 "falling back to the strongest protection this kernel has"
             );
-            choose_tier(portguard_config::Protection::Auto, kernel_can)
-                .map_err(anyhow::Error::msg)?
+            choose_tier(portguard_config::Protection::Auto, kernel_can)?
         }
     };
     let backend = Kernel::open(tier, &recreation)

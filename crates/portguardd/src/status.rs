@@ -7,10 +7,11 @@
 use std::net::IpAddr;
 
 use portguard_core::L4Proto;
-use portguard_core::control::{ConfigStatus, Ipv6ForwardPolicy, RulesetStatus, Status, rfc3339};
+use portguard_core::control::{ConfigStatus, Ipv6ForwardPolicy, RulesetStatus, Status};
 use portguard_core::docker_api::docker_api_reports;
 use portguard_core::hostfw::{FirewallStatus, assess};
 use portguard_core::ip6_forward::Ipv6ForwardDrop;
+use portguard_core::text::rfc3339;
 use portguard_core::verdict::{
     Explanation, PortReport, explain, port_reports, warn_ipv6_input, warn_ipv6_input_explained,
 };

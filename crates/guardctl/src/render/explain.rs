@@ -2,11 +2,11 @@
 //! or, without a protocol, for both TCP and UDP (the daemon is asked once
 //! for each), saying which is published.
 
+use portguard_config::printable;
 use portguard_core::L4Proto;
-use portguard_core::control::printable;
 use portguard_core::verdict::{ExplainAnswer, Explanation};
 
-use crate::client::Footnotes;
+use super::table::Footnotes;
 
 /// The answers to show, in order: one protocol asked about, or both.
 pub struct Answers(pub Vec<(L4Proto, Explanation)>);

@@ -3,15 +3,17 @@
 //! [`Lines::push`] in [`render_status`]; the golden files under
 //! `tests/golden/` pin the whole text.
 
-use portguard_config::{Mode, Scope};
+use portguard_config::{Mode, Scope, printable};
 use portguard_core::control::{
-    ConfigSource, Ipv6ForwardPolicy, ProtectionTier, ReconcileOutcome, Status, printable,
+    ConfigSource, Ipv6ForwardPolicy, ProtectionTier, ReconcileOutcome, Status,
 };
 use portguard_core::docker_api::{DockerApiReport, DockerApiScan, DockerApiVerdict};
 use portguard_core::hostfw::{Agreement, DriverSource, FirewallDriver, FirewallStatus};
 use portguard_core::ip6_forward::{Ip6Firewall, Ipv6ForwardDrop};
 
-use crate::client::Style;
+use super::blocked;
+use super::style::Style;
+use super::text::{plural, printable_lines};
 
 /// Labelled lines, the labels aligned.
 #[derive(Default)]
@@ -70,10 +72,6 @@ fn kept_line(kept: &portguard_core::Judged) -> String {
         "until Docker answers, judging what the guard judged before this start: {}.",
         parts.join("; ")
     )
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `guardctl status --brief`: the mode and what happens to the
@@ -185,7 +183,7 @@ pub fn render_status(status: &Status, style: &Style) -> String {
             }
         ),
     );
-    for top in crate::blocked::status_lines(&status.blocked_last_hour) {
+    for top in blocked::status_lines(&status.blocked_last_hour) {
         lines.push("Top blocked", top);
     }
     if status.ended_connections > 0 {
@@ -510,7 +508,7 @@ fn config_line(status: &Status, style: &Style) -> String {
                 ConfigSource::Closed => "the files were invalid at start and no good configuration was kept; every published port is closed".into(),
             };
             // Every mistake, one a line (a refused file may have several).
-            let error = crate::client::printable_lines(error);
+            let error = printable_lines(error);
             let (one, several) = if error.contains('\n') {
                 ("Errors:", "\n")
             } else {

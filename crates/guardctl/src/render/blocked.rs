@@ -1,8 +1,10 @@
 //! `guardctl blocked`, and the blocked-attempt lines of `guardctl status`.
 
-use portguard_core::control::{BlockedPort, BlockedReport, printable};
+use portguard_config::printable;
+use portguard_core::control::{BlockedPort, BlockedReport};
 
-use crate::client::table;
+use super::table::table;
+use super::text::plural;
 
 /// `8081/tcp`
 fn port_name(p: &BlockedPort) -> String {
@@ -18,10 +20,6 @@ fn sources(p: &BlockedPort) -> String {
         .map(|s| format!("{} ({at_least}{})", s.source, s.attempts))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `guardctl blocked`'s text.
