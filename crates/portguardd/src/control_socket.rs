@@ -328,7 +328,7 @@ mod tests {
         if std::env::var_os(CHILD).is_none() {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
-                    "control::tests::the_socket_is_never_seen_with_another_mode_than_its_final_one",
+                    "control_socket::tests::the_socket_is_never_seen_with_another_mode_than_its_final_one",
                     "--exact",
                     "--test-threads=1",
                     "--nocapture",
