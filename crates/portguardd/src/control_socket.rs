@@ -282,7 +282,7 @@ fn response_line(response: &Response) -> Vec<u8> {
     text
 }
 
-async fn ask_loop(body: RequestBody, tx: &Sender<Trigger>, deadline: Instant) -> Response {
+pub async fn ask_loop(body: RequestBody, tx: &Sender<Trigger>, deadline: Instant) -> Response {
     let (reply_tx, reply_rx) = oneshot::channel();
     if tx.send(Trigger::Control(body, reply_tx)).is_err() {
         return error("portguardd is shutting down".into());

@@ -64,7 +64,9 @@ struct Reloads {
     next: Vec<Option<ReplyTo>>,
 }
 
-/// Runs until a stop (or until every sender is gone).
+/// Runs until a stop (or until every sender is gone). Each pass takes a
+/// burst of triggers as one: the guard's table is checked once for any
+/// number of changes heard together.
 pub fn event_loop<B: Backend>(guard: &mut Guard<B>, effects: &mut Effects, triggers: &Triggers) {
     let verify_every = triggers.verify_every;
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
@@ -205,3 +207,6 @@ fn metrics_for_client<B: Backend>(guard: &mut Guard<B>, metrics: &mut Metrics) -
     }
     refresh_metrics(guard, metrics, Duration::ZERO)
 }
+
+#[cfg(test)]
+mod tests;
