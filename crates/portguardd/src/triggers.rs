@@ -210,10 +210,11 @@ where
 pub struct Poke(SyncSender<()>);
 
 impl Poke {
-    /// A poke no thread answers: the test holds the receiving end.
+    /// A poke no thread answers: the test holds the receiving end, which
+    /// keeps every poke (a rescanner keeps one).
     #[cfg(test)]
     pub fn detached() -> (Poke, std::sync::mpsc::Receiver<()>) {
-        let (tx, rx) = sync_channel(1);
+        let (tx, rx) = sync_channel(1024);
         (Poke(tx), rx)
     }
 
