@@ -8,11 +8,13 @@
 //! the test keeps a clone to look at and change the same kernel while the
 //! loop runs on another thread.
 
+use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use portguard_core::control::ProtectionTier;
+use portguard_config::Config;
+use portguard_core::control::{ConfigSource, DockerStatus, ProtectionTier};
 use portguard_core::plan::names;
 use portguard_core::ruleset::Element;
 use portguard_core::{Judged, L4Proto, Ruleset};
@@ -22,6 +24,26 @@ use portguard_nft::{
 };
 
 use crate::backend::{Backend, TableCounters, tables_of};
+use crate::guard::Setup;
+
+/// A guard's start with `config` from the files, its configuration and
+/// state under `dir`, Docker not answering yet.
+pub fn setup(dir: &Path, config: Config) -> Setup {
+    Setup {
+        config_path: dir.join("portguard.toml"),
+        state_dir: dir.join("state"),
+        config,
+        config_source: ConfigSource::Files,
+        config_error: None,
+        docker: DockerStatus {
+            connected: false,
+            socket: String::new(),
+            engine: None,
+            error: None,
+        },
+        nflog_available: true,
+    }
+}
 
 /// A kernel in memory, shared between the guard and the test.
 #[derive(Clone)]

@@ -748,26 +748,13 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::fake_kernel::FakeKernel;
+    use crate::fake_kernel::{self, FakeKernel};
     use portguard_nft::{DropSetter, ForwardPolicySet};
 
     fn guard(config: &str) -> (Guard<FakeKernel>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let guard = Guard::new(
-            Setup {
-                config_path: dir.path().join("portguard.toml"),
-                state_dir: dir.path().join("state"),
-                config: Config::from_toml_str(config).unwrap(),
-                config_source: ConfigSource::Files,
-                config_error: None,
-                docker: DockerStatus {
-                    connected: false,
-                    socket: String::new(),
-                    engine: None,
-                    error: None,
-                },
-                nflog_available: true,
-            },
+            fake_kernel::setup(dir.path(), Config::from_toml_str(config).unwrap()),
             FakeKernel::default(),
         );
         (guard, dir)

@@ -10,9 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use portguard_config::Config;
-use portguard_core::control::{
-    ConfigSource, DockerStatus, ReloadOutcome, RequestBody, Response, ResponseBody, Status,
-};
+use portguard_core::control::{ReloadOutcome, RequestBody, Response, ResponseBody, Status};
 use portguard_core::ruleset::Element;
 use portguard_core::{Ruleset, Snapshot};
 use portguard_docker::DockerUpdate;
@@ -20,8 +18,10 @@ use portguard_nft::Change;
 use tokio::sync::oneshot::error::TryRecvError;
 
 use super::*;
-use crate::fake_kernel::FakeKernel;
-use crate::guard::Setup;
+use crate::fake_kernel::{self, FakeKernel};
+
+/// Where a control request's answer arrives.
+type Reply = tokio::sync::oneshot::Receiver<Response>;
 
 /// Long enough for anything the loop does here; a test that waits this
 /// long has failed.
@@ -58,20 +58,7 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let kernel = FakeKernel::default();
         let mut guard = Guard::new(
-            Setup {
-                config_path: dir.path().join("portguard.toml"),
-                state_dir: dir.path().join("state"),
-                config: Config::from_toml_str(config).unwrap(),
-                config_source: ConfigSource::Files,
-                config_error: None,
-                docker: DockerStatus {
-                    connected: false,
-                    socket: String::new(),
-                    engine: None,
-                    error: Some("not connected yet".into()),
-                },
-                nflog_available: true,
-            },
+            fake_kernel::setup(dir.path(), Config::from_toml_str(config).unwrap()),
             kernel.clone(),
         );
         guard.start().unwrap();
@@ -118,7 +105,7 @@ impl Daemon {
         self.tx.send(trigger).unwrap();
     }
 
-    fn ask(&self, request: RequestBody) -> tokio::sync::oneshot::Receiver<Response> {
+    fn ask(&self, request: RequestBody) -> Reply {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.send(Trigger::Control(request, reply));
         answer
@@ -145,7 +132,7 @@ impl Daemon {
 }
 
 /// The reply, waiting for it at most [`PATIENCE`].
-fn answer(reply: &mut tokio::sync::oneshot::Receiver<Response>) -> Response {
+fn answer(reply: &mut Reply) -> Response {
     let started = Instant::now();
     loop {
         match reply.try_recv() {
@@ -252,6 +239,27 @@ fn never_opened(kernel: &FakeKernel, port: u16) {
     }
 }
 
+/// Stops the daemon, whose every copy of the table must then hold
+/// exactly what the guard wants.
+fn stopped_exact(d: Daemon) -> FakeKernel {
+    let kernel = d.kernel.clone();
+    let guard = d.stop();
+    exact(&guard, &kernel);
+    kernel
+}
+
+/// Whether the primary copy admits TCP port `port` from anywhere.
+fn allowed(kernel: &FakeKernel, port: u16) -> bool {
+    kernel.state().tables[0]
+        .as_ref()
+        .is_some_and(|t| holds(t, "allow_tcp", port))
+}
+
+/// The configuration reader's answer: `text`, read.
+fn config_read(text: &str) -> Trigger {
+    Trigger::ConfigRead(Ok(Config::from_toml_str(text).unwrap()))
+}
+
 /// Every copy of the table holds exactly what the guard wants.
 fn exact(guard: &Guard<FakeKernel>, kernel: &FakeKernel) {
     let desired = guard.desired();
@@ -262,16 +270,35 @@ fn exact(guard: &Guard<FakeKernel>, kernel: &FakeKernel) {
     }
 }
 
+/// A daemon allowing 9090, with 8080 and 9090 published, asked to
+/// reload: the asker's reply, and the sender the read answers on.
+fn reload_under_way() -> (Daemon, Reply, Sender<Trigger>) {
+    let d = Daemon::start("[[allow]]\nport = 9090\n", VERIFY_INTERVAL);
+    d.send(docker_connected(published(&[8080, 9090])));
+    let reply = d.ask(RequestBody::Reload);
+    let read = d.read_started();
+    (d, reply, read)
+}
+
+/// The reload to `[[allow]] port = 9091` was said applied once it was in
+/// force, the tables end exact with it, and 8080 was never open.
+fn reload_applied_and_nothing_opened(d: Daemon, mut reply: Reply) {
+    let outcome = reload_outcome(answer(&mut reply));
+    assert!(outcome.applied && outcome.error.is_none(), "{outcome:?}");
+    // Said applied: it is in force when the asker hears so.
+    assert!(allowed(&d.kernel, 9091));
+    let kernel = stopped_exact(d);
+    assert!(allowed(&kernel, 9091) && !allowed(&kernel, 9090));
+    never_opened(&kernel, 8080);
+}
+
 /// (a) Somebody deletes the table while a reload's read is under way: the
 /// copy is restored at once with the configuration in force, the reload
 /// then puts the new one in, its asker hears that it was applied, and
 /// the published port that neither configuration opens stays closed.
 #[test]
 fn a_table_deleted_during_a_reload_is_restored_and_the_reload_applied() {
-    let d = Daemon::start("[[allow]]\nport = 9090\n", VERIFY_INTERVAL);
-    d.send(docker_connected(published(&[8080, 9090])));
-    let mut reply = d.ask(RequestBody::Reload);
-    let read = d.read_started();
+    let (d, mut reply, read) = reload_under_way();
     d.kernel.state().tables[0] = None;
     d.send(table_changed());
     until("the deleted copy is restored", || {
@@ -282,68 +309,24 @@ fn a_table_deleted_during_a_reload_is_restored_and_the_reload_applied() {
         matches!(reply.try_recv(), Err(TryRecvError::Empty)),
         "the reload was answered before its read finished"
     );
-    read.send(Trigger::ConfigRead(Ok(Config::from_toml_str(
-        "[[allow]]\nport = 9091\n",
-    )
-    .unwrap())))
-        .unwrap();
-    let outcome = reload_outcome(answer(&mut reply));
-    assert!(outcome.applied && outcome.error.is_none(), "{outcome:?}");
-    // Said applied: it is in force when the asker hears so.
-    assert!(holds(
-        d.kernel.state().tables[0].as_ref().unwrap(),
-        "allow_tcp",
-        9091
-    ));
-    let kernel = d.kernel.clone();
-    let guard = d.stop();
-    exact(&guard, &kernel);
-    assert_eq!(guard.config().allow.len(), 1);
-    assert!(holds(
-        kernel.state().tables[0].as_ref().unwrap(),
-        "allow_tcp",
-        9091
-    ));
-    never_opened(&kernel, 8080);
+    read.send(config_read("[[allow]]\nport = 9091\n")).unwrap();
+    reload_applied_and_nothing_opened(d, reply);
 }
 
 /// (a) The same, with the deletion heard in the very pass that takes the
 /// read's answer (both queued while the loop was inside a reconcile).
 #[test]
 fn a_table_deleted_as_the_reload_s_read_answers_is_restored_and_the_reload_applied() {
-    let d = Daemon::start("[[allow]]\nport = 9090\n", VERIFY_INTERVAL);
-    d.send(docker_connected(published(&[8080, 9090])));
-    let mut reply = d.ask(RequestBody::Reload);
-    let read = d.read_started();
+    let (d, reply, read) = reload_under_way();
     // Hold the loop inside a reconcile while both arrive.
     let paused = d.kernel.pause_next_reconcile();
     d.send(table_changed());
     assert!(paused.reached(PATIENCE));
     d.kernel.state().tables[0] = None;
     d.send(table_changed());
-    read.send(Trigger::ConfigRead(Ok(Config::from_toml_str(
-        "[[allow]]\nport = 9091\n",
-    )
-    .unwrap())))
-        .unwrap();
+    read.send(config_read("[[allow]]\nport = 9091\n")).unwrap();
     paused.release();
-    let outcome = reload_outcome(answer(&mut reply));
-    assert!(outcome.applied && outcome.error.is_none(), "{outcome:?}");
-    // Said applied: it is in force when the asker hears so.
-    assert!(holds(
-        d.kernel.state().tables[0].as_ref().unwrap(),
-        "allow_tcp",
-        9091
-    ));
-    let kernel = d.kernel.clone();
-    let guard = d.stop();
-    exact(&guard, &kernel);
-    assert!(holds(
-        kernel.state().tables[0].as_ref().unwrap(),
-        "allow_tcp",
-        9091
-    ));
-    never_opened(&kernel, 8080);
+    reload_applied_and_nothing_opened(d, reply);
 }
 
 /// (b) Docker comes back while the loop is restoring a deleted copy, with
@@ -375,9 +358,7 @@ fn docker_reconnecting_during_a_restore_ends_exact_and_opens_nothing() {
     );
     let status = d.status();
     assert_eq!(status.restores, 1);
-    let kernel = d.kernel.clone();
-    let guard = d.stop();
-    exact(&guard, &kernel);
+    let kernel = stopped_exact(d);
     let tables = kernel.state().tables.clone();
     assert!(!open(&tables, 8443), "the new container's port is open");
     never_opened(&kernel, 8080);
@@ -435,12 +416,7 @@ fn a_stuck_configuration_read_never_stops_the_loop() {
     assert!(matches!(second.try_recv(), Err(TryRecvError::Empty)));
 
     // The read comes back at last.
-    stuck
-        .send(Trigger::ConfigRead(Ok(Config::from_toml_str(
-            "[[allow]]\nport = 9091\n",
-        )
-        .unwrap())))
-        .unwrap();
+    stuck.send(config_read("[[allow]]\nport = 9091\n")).unwrap();
     assert!(reload_outcome(answer(&mut first)).applied);
     let next = d.read_started();
     next.send(Trigger::ConfigRead(Err("portguard.toml:1:1: bad".into())))
@@ -448,14 +424,8 @@ fn a_stuck_configuration_read_never_stops_the_loop() {
     let refused = reload_outcome(answer(&mut second));
     assert!(!refused.applied);
     assert_eq!(refused.error.as_deref(), Some("portguard.toml:1:1: bad"));
-    let kernel = d.kernel.clone();
-    let guard = d.stop();
-    exact(&guard, &kernel);
-    assert!(holds(
-        kernel.state().tables[0].as_ref().unwrap(),
-        "allow_tcp",
-        9091
-    ));
+    let kernel = stopped_exact(d);
+    assert!(allowed(&kernel, 9091));
     never_opened(&kernel, 8080);
 }
 

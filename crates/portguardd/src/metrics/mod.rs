@@ -239,10 +239,10 @@ impl Metrics {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::fake_kernel::FakeKernel;
-    use crate::guard::{Guard, Setup};
+    use crate::fake_kernel::{self, FakeKernel};
+    use crate::guard::Guard;
     use portguard_core::L4Proto;
-    use portguard_core::control::{ConfigSource, DockerStatus, ProtectionTier};
+    use portguard_core::control::ProtectionTier;
 
     /// A guard of the owned-persistent tier (one table) whose kernel's
     /// primary table has counted `blocked` attempts at port 8081.
@@ -250,20 +250,10 @@ mod tests {
         let kernel = FakeKernel::new(ProtectionTier::OwnedPersistent);
         kernel.state().blocked = vec![(L4Proto::Tcp, 8081, blocked)];
         let guard = Guard::new(
-            Setup {
-                config_path: PathBuf::from("/nonexistent/portguard.toml"),
-                state_dir: PathBuf::from("/nonexistent"),
-                config: portguard_config::Config::default(),
-                config_source: ConfigSource::Files,
-                config_error: None,
-                docker: DockerStatus {
-                    connected: false,
-                    socket: String::new(),
-                    engine: None,
-                    error: None,
-                },
-                nflog_available: true,
-            },
+            fake_kernel::setup(
+                Path::new("/nonexistent"),
+                portguard_config::Config::default(),
+            ),
             kernel.clone(),
         );
         (guard, kernel)
