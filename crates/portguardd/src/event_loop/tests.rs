@@ -118,6 +118,14 @@ impl Daemon {
         }
     }
 
+    /// Returns once every trigger sent so far was handled in full: a
+    /// status is answered mid-pass, so the second one's answer comes
+    /// after the pass that answered the first one ended.
+    fn settle(&self) {
+        self.status();
+        self.status();
+    }
+
     /// The next configuration read the loop starts.
     fn read_started(&self) -> Sender<Trigger> {
         self.reads
@@ -407,7 +415,7 @@ fn a_stuck_configuration_read_never_stops_the_loop() {
         timed_out.body,
         ResponseBody::Error("portguardd did not answer in time".into())
     );
-    d.status();
+    d.settle();
     assert!(
         d.reads.try_recv().is_err(),
         "a second read started while the first hangs"
@@ -488,8 +496,9 @@ fn clients_asking_together_share_one_read_of_the_counters() {
         1,
         "one read for 32 clients"
     );
-    d.status();
+    d.settle();
     answer(&mut d.ask(RequestBody::Metrics));
+    d.settle();
     assert_eq!(d.kernel.state().counter_reads - reads, 1);
     d.stop();
 }
