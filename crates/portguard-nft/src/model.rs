@@ -17,7 +17,7 @@ use crate::kernel_constants::{
 
 /// Name of the standby copy, in the tiers that keep one (the primary is
 /// [`portguard_core::ruleset::TABLE_NAME`]).
-pub const STANDBY_TABLE: &str = "portguard_standby";
+pub const STANDBY_TABLE: &str = portguard_core::ruleset::STANDBY_TABLE_NAME;
 
 /// Who may change a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The loop reaches the kernel only through [`Backend`], so that it can be
-//! tested in-process with a fake one (see `tests` in `guard.rs`), races
-//! included, the way netavark tests its firewall drivers.
+//! tested in-process with a fake one (`fake_kernel.rs`, which the tests of
+//! the guard, the metrics and the event loop share), races included, the
+//! way netavark tests its firewall drivers.
 
 use portguard_config::Protection;
 use portguard_core::control::{ProtectionTier, TierUnavailable};

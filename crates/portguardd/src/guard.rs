@@ -8,18 +8,20 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use portguard_config::Config;
-use portguard_core::control::{ConfigSource, DockerStatus, ReconcileRecord, ReloadOutcome};
+use portguard_core::control::{
+    ConfigSource, DockerStatus, ProtectionTier, ReconcileRecord, ReloadOutcome,
+};
 use portguard_core::hostfw::{DockerFirewall, NetfilterInventory};
 use portguard_core::ip6_forward::Ipv6ForwardDrop;
 use portguard_core::plan::{CT_MARK_ADMITTED, entry_admits};
 use portguard_core::text::rfc3339;
 use portguard_core::{DockerApiListener, Judged, L4Proto, Ruleset, Snapshot, plan};
 use portguard_docker::DockerUpdate;
-use portguard_nft::{ForwardPolicy, Found, Look, Recreated, TableOutcome};
+use portguard_nft::{ForwardPolicy, Found, Look, NftError, Recreated, TableOutcome};
 
 use crate::backend::Backend;
+use crate::counters::{Counters, GuardView};
 use crate::logging::event;
-use crate::metrics::Histogram;
 use crate::triggers::Ip6Check;
 use crate::{judged_state, lastgood, notify};
 
@@ -27,74 +29,203 @@ use crate::{judged_state, lastgood, notify};
 /// `last_reconcile.outcome`.
 pub use portguard_core::control::ReconcileOutcome as Outcome;
 
-pub struct Guard<B> {
+/// What a guard starts with.
+pub struct Setup {
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
     pub config: Config,
     pub config_source: ConfigSource,
+    /// Why the configuration files are not in force, when they are not.
     pub config_error: Option<String>,
-    pub snapshot: Snapshot,
-    pub backend: B,
     pub docker: DockerStatus,
-    /// The firewall backend Docker said it uses when it last connected.
-    pub docker_firewall: Option<DockerFirewall>,
-    /// The ruleset the kernel was last proven to hold.
-    pub applied: Option<Ruleset>,
-    pub verified_at: Option<SystemTime>,
-    pub last_reconcile: Option<ReconcileRecord>,
-    pub restores: u64,
-    pub last_restore_ms: Option<f64>,
-    pub ip6_restores: u64,
-    pub ended_connections: u64,
-    /// How long each reconcile took (the metrics' histogram).
-    pub reconcile_seconds: Histogram,
-    /// Per table (primary first): times it was created or recreated whole,
-    /// which starts its kernel counters from zero (the metrics carry them).
-    pub tables_replaced: Vec<u64>,
     /// Whether the kernel can hold the nflog rule (see
     /// [`portguard_nft::probe_nflog`]); without it the guard plans
     /// without the reports, never without protection.
     pub nflog_available: bool,
+}
+
+/// The guard: what it is told (the configuration, Docker's snapshots, the
+/// other firewalls' chains), what the kernel was last proven to hold, and
+/// what it counted. Only its own methods change it; the kernel is reached
+/// through its [`Backend`] alone.
+pub struct Guard<B> {
+    config_path: PathBuf,
+    state_dir: PathBuf,
+    config: Config,
+    config_source: ConfigSource,
+    config_error: Option<String>,
+    snapshot: Snapshot,
+    backend: B,
+    docker: DockerStatus,
+    /// The firewall backend Docker said it uses when it last connected.
+    docker_firewall: Option<DockerFirewall>,
+    /// The ruleset the kernel was last proven to hold.
+    applied: Option<Ruleset>,
+    verified_at: Option<SystemTime>,
+    last_reconcile: Option<ReconcileRecord>,
+    /// What the metrics and `status` count.
+    counters: Counters,
+    nflog_available: bool,
     /// Other firewalls' chains at the inventory worker's latest read
     /// (`None` until its first): status, ports and explain assess these.
-    pub netfilter: Option<Arc<NetfilterInventory>>,
+    netfilter: Option<Arc<NetfilterInventory>>,
     /// What the state directory holds as judged (`judged.json`), so that
     /// an unchanged judgement is not written again.
     judged_saved: Option<Judged>,
 }
 
 impl<B: Backend> Guard<B> {
-    pub fn new(
-        config_path: PathBuf,
-        state_dir: PathBuf,
-        config: Config,
-        config_source: ConfigSource,
-        backend: B,
-        docker: DockerStatus,
-    ) -> Guard<B> {
+    pub fn new(setup: Setup, backend: B) -> Guard<B> {
         Guard {
-            config_path,
-            state_dir,
-            config,
-            config_source,
-            config_error: None,
+            config_path: setup.config_path,
+            state_dir: setup.state_dir,
+            config: setup.config,
+            config_source: setup.config_source,
+            config_error: setup.config_error,
             snapshot: Snapshot::default(),
             backend,
-            docker,
+            docker: setup.docker,
             docker_firewall: None,
             applied: None,
             verified_at: None,
             last_reconcile: None,
-            restores: 0,
-            last_restore_ms: None,
-            ip6_restores: 0,
-            ended_connections: 0,
-            reconcile_seconds: Histogram::default(),
-            tables_replaced: Vec::new(),
-            nflog_available: true,
+            counters: Counters::default(),
+            nflog_available: setup.nflog_available,
             netfilter: None,
             judged_saved: None,
         }
+    }
+
+    /// Protection first (P5), before Docker is even asked: installs the
+    /// guard's table, judging no less than the table this start found,
+    /// keeps the configuration as the last good one and looks at the IPv6
+    /// FORWARD policy. An error if the table could not be installed.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        self.keep_judging_what_was_judged();
+        if let Outcome::Failed(e) = self.reconcile("start", Instant::now()) {
+            anyhow::bail!("could not install the guard's table: {e}");
+        }
+        self.keep_last_good();
+        self.restore_ip6_policy(&Ip6Check::Start);
+        let tier = self.backend.protection();
+        tracing::info!(
+            portguard_event = event::START,
+            protection = %tier,
+            "protection in place ({tier}): the guard's table is installed, before Docker is asked"
+        );
+        Ok(())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    pub fn config_source(&self) -> ConfigSource {
+        self.config_source
+    }
+
+    /// Why the configuration files are not in force, when they are not.
+    pub fn config_error(&self) -> Option<&str> {
+        self.config_error.as_deref()
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn docker(&self) -> &DockerStatus {
+        &self.docker
+    }
+
+    /// The firewall backend Docker said it uses when it last connected.
+    pub fn docker_firewall(&self) -> Option<DockerFirewall> {
+        self.docker_firewall
+    }
+
+    /// Whether a ruleset was proven in the kernel (at start or since).
+    pub fn applied(&self) -> bool {
+        self.applied.is_some()
+    }
+
+    /// When the kernel was last proven to hold the desired ruleset.
+    pub fn verified_at(&self) -> Option<SystemTime> {
+        self.verified_at
+    }
+
+    pub fn last_reconcile(&self) -> Option<&ReconcileRecord> {
+        self.last_reconcile.as_ref()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn protection(&self) -> ProtectionTier {
+        self.backend.protection()
+    }
+
+    /// Other firewalls' chains at the inventory worker's latest read.
+    pub fn netfilter(&self) -> Option<&NetfilterInventory> {
+        self.netfilter.as_deref()
+    }
+
+    /// The inventory worker read other firewalls' chains anew.
+    pub fn set_netfilter(&mut self, inventory: Arc<NetfilterInventory>) {
+        self.netfilter = Some(inventory);
+    }
+
+    /// What the metrics read.
+    pub fn view(&self) -> GuardView<'_> {
+        GuardView {
+            counters: &self.counters,
+            config: &self.config,
+            snapshot: &self.snapshot,
+            tier: self.backend.protection(),
+            applied: self.applied.is_some(),
+            last_reconcile_failed: self
+                .last_reconcile
+                .as_ref()
+                .is_some_and(|r| matches!(r.outcome, Outcome::Failed(_))),
+            docker_connected: self.docker.connected,
+            config_error: self.config_error.is_some(),
+            verified_at: self.verified_at,
+        }
+    }
+
+    /// Reads the kernel's per-port blocked-attempt counters (a dump of
+    /// every guard table) and keeps the reading in the counters, for the
+    /// metrics.
+    pub fn read_blocked_counters(&mut self) {
+        let read = self.backend.blocked_per_port();
+        let reconciles = self.counters.reconcile_seconds.count;
+        self.counters.kernel.record(read, reconciles);
+    }
+
+    /// Whether the primary table exists, and its blocked-attempt counters
+    /// (one read of the table).
+    pub fn blocked_packets(&mut self) -> Result<Option<u64>, NftError> {
+        self.backend.blocked_packets()
+    }
+
+    pub fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
+        self.backend.ip6_forward_policy()
+    }
+
+    /// Each IPv6 FORWARD drop in force: who set it, and whether the guard
+    /// leaves it alone (anybody's but Docker's, and Docker's too with
+    /// `[ipv6] restore_forward_policy = false`).
+    pub fn ip6_forward_drops(&mut self) -> Result<Vec<Ipv6ForwardDrop>, NftError> {
+        let undo = self.config.ipv6.restore_forward_policy;
+        Ok(self
+            .backend
+            .ip6_forward_drops()?
+            .into_iter()
+            .map(|(backend, set_by)| Ipv6ForwardDrop::new(backend, set_by, undo))
+            .collect())
     }
 
     /// At start, before the first apply: keeps judging what the guard's
@@ -198,7 +329,8 @@ impl<B: Backend> Guard<B> {
                 }
             }
         };
-        self.reconcile_seconds
+        self.counters
+            .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &outcome {
@@ -235,10 +367,10 @@ impl<B: Backend> Guard<B> {
     pub fn note_recreated(&mut self, reason: &str, recreated: &[Recreated]) {
         for copy in recreated {
             let index = usize::from(copy.table != portguard_core::ruleset::TABLE_NAME);
-            if self.tables_replaced.len() <= index {
-                self.tables_replaced.resize(index + 1, 0);
+            if self.counters.tables_replaced.len() <= index {
+                self.counters.tables_replaced.resize(index + 1, 0);
             }
-            self.tables_replaced[index] += 1;
+            self.counters.tables_replaced[index] += 1;
             let found = match copy.found {
                 Found::Missing => portguard_nft::Difference::TableMissing.to_string(),
                 Found::Changed => "table changed".to_string(),
@@ -252,12 +384,12 @@ impl<B: Backend> Guard<B> {
     /// journal's `restore` event): `found` is what somebody else had done,
     /// `how` how it was undone when not by the loop itself.
     fn count_restore(&mut self, reason: &str, ms: f64, found: &str, how: &str) {
-        self.restores += 1;
-        self.last_restore_ms = Some(ms);
+        self.counters.restores += 1;
+        self.counters.last_restore_ms = Some(ms);
         tracing::warn!(
             portguard_event = event::RESTORE,
             reason,
-            restores = self.restores,
+            restores = self.counters.restores,
             restore_ms = %format!("{ms:.2}"),
             found = %found,
             "guard table restored after {reason}: somebody else had changed it ({found}{how})"
@@ -265,10 +397,10 @@ impl<B: Backend> Guard<B> {
     }
 
     fn count_replaced(&mut self, tables: &[TableOutcome]) {
-        if self.tables_replaced.len() < tables.len() {
-            self.tables_replaced.resize(tables.len(), 0);
+        if self.counters.tables_replaced.len() < tables.len() {
+            self.counters.tables_replaced.resize(tables.len(), 0);
         }
-        for (count, outcome) in self.tables_replaced.iter_mut().zip(tables) {
+        for (count, outcome) in self.counters.tables_replaced.iter_mut().zip(tables) {
             if matches!(outcome, TableOutcome::Replaced(_)) {
                 *count += 1;
             }
@@ -301,7 +433,7 @@ impl<B: Backend> Guard<B> {
         };
         match self.backend.end_connections(CT_MARK_ADMITTED, &keep) {
             Ok(stats) if stats.ended > 0 => {
-                self.ended_connections += stats.ended as u64;
+                self.counters.ended_connections += stats.ended as u64;
                 tracing::info!(
                     portguard_event = event::CONNECTIONS_ENDED,
                     reason,
@@ -342,7 +474,7 @@ impl<B: Backend> Guard<B> {
         match self.backend.restore_ip6_forward_policy(look, undo) {
             Ok(restored) => {
                 for r in restored {
-                    self.ip6_restores += 1;
+                    self.counters.ip6_restores += 1;
                     tracing::warn!(
                         portguard_event = event::IPV6_POLICY_RESTORE,
                         why,
@@ -359,12 +491,11 @@ impl<B: Backend> Guard<B> {
         if !first_seen {
             return;
         }
-        let drops = self.backend.ip6_forward_drops().unwrap_or_else(|e| {
+        let drops = self.ip6_forward_drops().unwrap_or_else(|e| {
             tracing::error!("could not read the IPv6 FORWARD policy: {e}");
             Vec::new()
         });
-        for (backend, set_by) in drops {
-            let drop = Ipv6ForwardDrop::new(backend, set_by, undo);
+        for drop in drops {
             if let (true, Some(needs)) = (drop.left_alone, &drop.needs) {
                 let because = if drop.set_by.is_docker() {
                     "[ipv6] restore_forward_policy = false"
@@ -578,7 +709,7 @@ impl<B: Backend> Guard<B> {
             } else {
                 "not connected"
             },
-            self.restores,
+            self.counters.restores,
             if self.config_error.is_some() {
                 ", configuration error (see guardctl status)"
             } else {
@@ -618,159 +749,14 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use portguard_core::control::ProtectionTier;
-    use portguard_nft::{
-        Difference, DropSetter, DropWitness, Flow, ForwardPolicySet, Ip6Firewall, NftError,
-        PolicyRestore, SweepStats, TableOutcome,
-    };
-
-    /// A kernel in memory: what each table holds, and tampering.
-    struct FakeKernel {
-        tables: Vec<Option<Ruleset>>,
-        fail_next: Option<String>,
-        /// Tampering that happens right after the next commit: the race.
-        tamper_after_commit: Option<Ruleset>,
-        commits: usize,
-        /// nf_tables' IPv6 FORWARD policy, and who set it, decided by the
-        /// real (pure) witness.
-        ip6_policy: ForwardPolicy,
-        ip6_witness: DropWitness,
-    }
-
-    impl Default for FakeKernel {
-        fn default() -> Self {
-            FakeKernel {
-                tables: Vec::new(),
-                fail_next: None,
-                tamper_after_commit: None,
-                commits: 0,
-                ip6_policy: ForwardPolicy::Accept,
-                ip6_witness: DropWitness::default(),
-            }
-        }
-    }
-
-    impl Backend for FakeKernel {
-        fn protection(&self) -> ProtectionTier {
-            ProtectionTier::Twin
-        }
-
-        fn reconcile(&mut self, desired: &Ruleset) -> Result<Vec<TableOutcome>, NftError> {
-            if let Some(e) = self.fail_next.take() {
-                return Err(NftError::Command(e));
-            }
-            if self.tables.is_empty() {
-                self.tables = vec![None, None];
-            }
-            let mut outcomes = Vec::new();
-            for index in 0..self.tables.len() {
-                // Like the real one: compare, repair, compare again.
-                let mut outcome = TableOutcome::Unchanged;
-                while self.tables[index].as_ref() != Some(desired) {
-                    let found = match &self.tables[index] {
-                        None => Difference::TableMissing,
-                        Some(_) => Difference::ChainForeign("x".into()),
-                    };
-                    self.tables[index] = Some(desired.clone());
-                    self.commits += 1;
-                    if let Some(tampered) = self.tamper_after_commit.take() {
-                        self.tables[index] = Some(tampered);
-                    }
-                    outcome = TableOutcome::Replaced(vec![found]);
-                }
-                outcomes.push(outcome);
-            }
-            Ok(outcomes)
-        }
-
-        fn blocked_packets(&mut self) -> Result<Option<u64>, NftError> {
-            Ok(self.tables.first().and_then(|t| t.as_ref()).map(|_| 0))
-        }
-
-        fn blocked_per_port(&mut self) -> Result<Vec<crate::backend::TableCounters>, NftError> {
-            Ok(Vec::new())
-        }
-
-        fn ip6_forward_policy(&mut self) -> Result<ForwardPolicy, NftError> {
-            Ok(self.ip6_policy)
-        }
-
-        fn ip6_heard(&mut self, heard: &[ForwardPolicySet], lost: bool) {
-            self.ip6_witness.hear(heard, lost);
-        }
-
-        fn restore_ip6_forward_policy(
-            &mut self,
-            look: Look,
-            restore: bool,
-        ) -> Result<Vec<PolicyRestore>, NftError> {
-            let set_by = self.ip6_witness.drops(self.ip6_policy);
-            if !(self.ip6_witness.nftables_found(self.ip6_policy, look) && restore) {
-                return Ok(Vec::new());
-            }
-            self.ip6_policy = ForwardPolicy::Accept;
-            self.ip6_witness.restored(Ip6Firewall::Nftables);
-            Ok(set_by
-                .into_iter()
-                .map(|(backend, set_by)| PolicyRestore { backend, set_by })
-                .collect())
-        }
-
-        fn ip6_forward_drops(&mut self) -> Result<Vec<(Ip6Firewall, DropSetter)>, NftError> {
-            Ok(self.ip6_witness.drops(self.ip6_policy))
-        }
-
-        fn end_connections(
-            &mut self,
-            _mark: u32,
-            _keep: &dyn Fn(&Flow) -> bool,
-        ) -> Result<SweepStats, NftError> {
-            Ok(SweepStats::default())
-        }
-
-        fn judged_by_tables(&mut self) -> Result<Judged, NftError> {
-            use portguard_core::plan::names;
-            use portguard_core::ruleset::Element;
-            let mut judged = Judged::default();
-            for table in self.tables.iter().flatten() {
-                for set in &table.sets {
-                    for element in &set.elements {
-                        match (set.name.as_str(), element) {
-                            (names::DOCKER_BRIDGES | names::JUDGED_BRIDGES, Element::Ifname(n)) => {
-                                judged.bridges.insert(n.clone());
-                            }
-                            ("published_tcp", Element::Port(p)) => {
-                                judged.tcp.insert(p.start());
-                            }
-                            ("published_udp", Element::Port(p)) => {
-                                judged.udp.insert(p.start());
-                            }
-                            (names::DOCKER_API_TCP, Element::Port(p)) => {
-                                judged.docker_api.insert(p.start());
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-            Ok(judged)
-        }
-    }
+    use crate::fake_kernel::{self, FakeKernel};
+    use portguard_nft::{DropSetter, ForwardPolicySet};
 
     fn guard(config: &str) -> (Guard<FakeKernel>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let guard = Guard::new(
-            dir.path().join("portguard.toml"),
-            dir.path().join("state"),
-            Config::from_toml_str(config).unwrap(),
-            ConfigSource::Files,
+            fake_kernel::setup(dir.path(), Config::from_toml_str(config).unwrap()),
             FakeKernel::default(),
-            DockerStatus {
-                connected: false,
-                socket: String::new(),
-                engine: None,
-                error: None,
-            },
         );
         (guard, dir)
     }
@@ -801,7 +787,7 @@ mod tests {
     }
 
     fn elements(guard: &Guard<FakeKernel>, set: &str) -> Vec<String> {
-        guard.backend.tables[0]
+        guard.backend.state().tables[0]
             .as_ref()
             .unwrap()
             .set(set)
@@ -819,11 +805,11 @@ mod tests {
     fn p8_a_start_judges_what_the_table_it_found_judged_until_docker_answers() {
         let (mut before, dir) = guard("");
         before.on_docker(docker_connected(docker_host()));
-        let found = before.backend.tables.clone();
+        let found = before.backend.state().tables.clone();
         // The next daemon finds that table, and no state directory.
         let (mut guard, _dir) = guard("");
         guard.state_dir = dir.path().join("elsewhere");
-        guard.backend.tables = found;
+        guard.backend.state().tables = found;
         guard.keep_judging_what_was_judged();
         assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
         assert_eq!(
@@ -889,7 +875,7 @@ mod tests {
         let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
         guard.nflog_available = false;
         assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
-        let installed = guard.backend.tables[0].clone().unwrap();
+        let installed = guard.backend.state().tables[0].clone().unwrap();
         let mut expected = plan(&guard.config, &guard.snapshot);
         assert_ne!(installed, expected, "the nflog rules were installed");
         portguard_core::plan::without_nflog(&mut expected);
@@ -900,13 +886,13 @@ mod tests {
     fn a_deleted_table_is_restored_and_counted() {
         let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
         assert_eq!(guard.reconcile("start", Instant::now()), Outcome::Applied);
-        guard.backend.tables[0] = None;
+        guard.backend.state().tables[0] = None;
         assert!(matches!(
             guard.reconcile("netfilter change", Instant::now()),
             Outcome::Restored(_)
         ));
-        assert_eq!(guard.restores, 1);
-        assert_eq!(guard.backend.tables[0], Some(guard.desired()));
+        assert_eq!(guard.counters.restores, 1);
+        assert_eq!(guard.backend.state().tables[0], Some(guard.desired()));
         assert_eq!(
             guard.reconcile("verify", Instant::now()),
             Outcome::Unchanged
@@ -930,10 +916,10 @@ mod tests {
             guard.reconcile("netfilter change by nft (pid 7)", Instant::now()),
             Outcome::Unchanged
         );
-        assert_eq!(guard.restores, 1);
-        assert_eq!(guard.last_restore_ms, Some(1.5));
+        assert_eq!(guard.counters.restores, 1);
+        assert_eq!(guard.counters.last_restore_ms, Some(1.5));
         assert_eq!(
-            guard.tables_replaced,
+            guard.counters.tables_replaced,
             vec![1, 2],
             "both copies created at start, then the standby anew"
         );
@@ -945,13 +931,14 @@ mod tests {
         guard.reconcile("start", Instant::now());
         let mut tampered = guard.desired();
         tampered.sets.clear();
-        guard.backend.tables[1] = None;
-        guard.backend.tamper_after_commit = Some(tampered);
+        guard.backend.state().tables[1] = None;
+        guard.backend.state().tamper_after_commit = Some(tampered);
         guard.reconcile("netfilter change", Instant::now());
         let desired = guard.desired();
         assert!(
             guard
                 .backend
+                .state()
                 .tables
                 .iter()
                 .all(|t| t.as_ref() == Some(&desired))
@@ -961,7 +948,7 @@ mod tests {
     #[test]
     fn a_failed_reconcile_is_reported_and_the_next_one_retries() {
         let (mut guard, _dir) = guard("");
-        guard.backend.fail_next = Some("kernel said no".into());
+        guard.backend.state().fail_next = Some("kernel said no".into());
         assert!(
             matches!(guard.reconcile("start", Instant::now()), Outcome::Failed(e) if e.contains("kernel said no"))
         );
@@ -976,14 +963,14 @@ mod tests {
     fn a_refused_reload_keeps_the_ruleset_in_force_and_says_why() {
         let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
         guard.reconcile("start", Instant::now());
-        let before = guard.backend.tables.clone();
+        let before = guard.backend.state().tables.clone();
         let outcome = guard.reload(Err("portguard.toml:3:8: bad".into()));
         assert!(!outcome.applied);
         assert_eq!(
             guard.config_error.as_deref(),
             Some("portguard.toml:3:8: bad")
         );
-        assert_eq!(guard.backend.tables, before);
+        assert_eq!(guard.backend.state().tables, before);
         // Settings that take a restart are refused, not silently ignored.
         let moved = Config::from_toml_str("[control]\nsocket = \"/run/elsewhere.sock\"\n").unwrap();
         let outcome = guard.reload(Ok(moved));
@@ -994,7 +981,7 @@ mod tests {
         assert!(guard.reload(Ok(good.clone())).applied);
         assert_eq!(guard.config_error, None);
         assert_eq!(
-            guard.backend.tables[0],
+            guard.backend.state().tables[0],
             Some(plan(&good, &Snapshot::default()))
         );
         assert_eq!(
@@ -1015,7 +1002,7 @@ mod tests {
         let (mut guard, _dir) = guard("");
         guard.reconcile("start", Instant::now());
         let api_ports = |guard: &Guard<FakeKernel>| {
-            guard.backend.tables[0]
+            guard.backend.state().tables[0]
                 .as_ref()
                 .unwrap()
                 .set(names::DOCKER_API_TCP)
@@ -1044,7 +1031,7 @@ mod tests {
 
     /// What the monitor hands the loop when somebody sets the drop.
     fn drop_heard(guard: &mut Guard<FakeKernel>, setter: DropSetter) -> Ip6Check {
-        guard.backend.ip6_policy = ForwardPolicy::Drop;
+        guard.backend.state().ip6_policy = ForwardPolicy::Drop;
         Ip6Check::Netfilter {
             why: "netfilter change by ip6tables (pid 9)".into(),
             heard: vec![ForwardPolicySet {
@@ -1067,14 +1054,14 @@ mod tests {
         let (mut undoing, _dir) = guard("");
         let check = drop_heard(&mut undoing, docker());
         undoing.restore_ip6_policy(&check);
-        assert_eq!(undoing.backend.ip6_policy, ForwardPolicy::Accept);
-        assert_eq!(undoing.ip6_restores, 1);
+        assert_eq!(undoing.backend.state().ip6_policy, ForwardPolicy::Accept);
+        assert_eq!(undoing.counters.ip6_restores, 1);
         // Not with `[ipv6] restore_forward_policy = false`: status says
         // it is Docker's and left.
         let (mut keeping, _dir) = guard("[ipv6]\nrestore_forward_policy = false\n");
         let check = drop_heard(&mut keeping, docker());
         keeping.restore_ip6_policy(&check);
-        assert_eq!(keeping.backend.ip6_policy, ForwardPolicy::Drop);
+        assert_eq!(keeping.backend.state().ip6_policy, ForwardPolicy::Drop);
         let status = crate::status::status(&mut keeping);
         assert_eq!(status.ipv6_forward_drops.len(), 1);
         assert!(status.ipv6_forward_drops[0].left_alone);
@@ -1092,7 +1079,7 @@ mod tests {
         };
         let (mut guard, _dir) = guard("");
         // Already drop when the guard starts: whose is not known.
-        guard.backend.ip6_policy = ForwardPolicy::Drop;
+        guard.backend.state().ip6_policy = ForwardPolicy::Drop;
         guard.restore_ip6_policy(&Ip6Check::Start);
         let status = crate::status::status(&mut guard);
         assert_eq!(status.ipv6_forward_drops.len(), 1);
@@ -1106,9 +1093,13 @@ mod tests {
             Ip6Check::Start,
         ] {
             guard.restore_ip6_policy(&check);
-            assert_eq!(guard.backend.ip6_policy, ForwardPolicy::Drop, "{check:?}");
+            assert_eq!(
+                guard.backend.state().ip6_policy,
+                ForwardPolicy::Drop,
+                "{check:?}"
+            );
         }
-        assert_eq!(guard.ip6_restores, 0);
+        assert_eq!(guard.counters.ip6_restores, 0);
         let status = crate::status::status(&mut guard);
         let drop = &status.ipv6_forward_drops[0];
         assert_eq!(drop.set_by, ufw);
@@ -1121,12 +1112,12 @@ mod tests {
     fn a_failed_apply_on_reload_rolls_back() {
         let (mut guard, _dir) = guard("[[allow]]\nport = 8080\n");
         guard.reconcile("start", Instant::now());
-        guard.backend.fail_next = Some("EINVAL".into());
+        guard.backend.state().fail_next = Some("EINVAL".into());
         let outcome = guard.reload(Ok(
             Config::from_toml_str("[[allow]]\nport = 9090\n").unwrap()
         ));
         assert!(!outcome.applied);
         assert_eq!(guard.config.allow.len(), 1);
-        assert_eq!(guard.backend.tables[0], Some(guard.desired()));
+        assert_eq!(guard.backend.state().tables[0], Some(guard.desired()));
     }
 }

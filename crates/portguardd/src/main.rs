@@ -6,11 +6,15 @@
 //! One reconcile loop owns the desired state; triggers arrive on a channel
 //! from the nftables monitor, signals, and a periodic verify.
 
+mod api_scan;
 mod backend;
-mod blocked;
+mod blocked_log;
 mod cli;
-mod control;
-mod docker_api;
+mod control_socket;
+mod counters;
+mod event_loop;
+#[cfg(test)]
+mod fake_kernel;
 mod guard;
 mod judged_state;
 mod lastgood;

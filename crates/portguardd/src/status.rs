@@ -10,7 +10,6 @@ use portguard_core::L4Proto;
 use portguard_core::control::{ConfigStatus, Ipv6ForwardPolicy, RulesetStatus, Status};
 use portguard_core::docker_api::docker_api_reports;
 use portguard_core::hostfw::{FirewallStatus, assess};
-use portguard_core::ip6_forward::Ipv6ForwardDrop;
 use portguard_core::text::rfc3339;
 use portguard_core::verdict::{
     Explanation, PortReport, explain, port_reports, warn_ipv6_input, warn_ipv6_input_explained,
@@ -21,64 +20,54 @@ use crate::backend::Backend;
 use crate::guard::Guard;
 
 pub fn status<B: Backend>(guard: &mut Guard<B>) -> Status {
-    let ipv6_forward_policy = match guard.backend.ip6_forward_policy() {
+    let ipv6_forward_policy = match guard.ip6_forward_policy() {
         Ok(ForwardPolicy::Accept) => Ipv6ForwardPolicy::Accept,
         Ok(ForwardPolicy::Drop) => Ipv6ForwardPolicy::Drop,
         Ok(ForwardPolicy::NoChain) => Ipv6ForwardPolicy::NoChain,
         Err(e) => Ipv6ForwardPolicy::Unreadable(e.to_string()),
     };
-    let ipv6_forward_drops = ipv6_forward_drops(guard);
+    // An unreadable policy is already said in `ipv6_forward_policy`.
+    let ipv6_forward_drops = guard.ip6_forward_drops().unwrap_or_default();
     let firewall = host_firewall(guard);
     let published = warned_port_reports(guard, firewall.as_ref());
     // One read of the table serves both answers.
-    let blocked = guard.backend.blocked_packets().ok().flatten();
+    let blocked = guard.blocked_packets().ok().flatten();
+    let counters = guard.counters();
+    let config = guard.config();
+    let snapshot = guard.snapshot();
     Status {
-        mode: guard.config.guard.mode,
-        protection: guard.backend.protection(),
-        scope: guard.config.guard.scope,
+        mode: config.guard.mode,
+        protection: guard.protection(),
+        scope: config.guard.scope,
         ruleset: RulesetStatus {
-            installed: blocked.is_some() && guard.applied.is_some(),
-            verified_at: guard.verified_at.map(rfc3339),
+            installed: blocked.is_some() && guard.applied(),
+            verified_at: guard.verified_at().map(rfc3339),
         },
-        last_reconcile: guard.last_reconcile.clone(),
-        docker: guard.docker.clone(),
+        last_reconcile: guard.last_reconcile().cloned(),
+        docker: guard.docker().clone(),
         ipv6_forward_policy,
-        restores: guard.restores,
-        last_restore_ms: guard.last_restore_ms,
-        ipv6_policy_restores: guard.ip6_restores,
+        restores: counters.restores,
+        last_restore_ms: counters.last_restore_ms,
+        ipv6_policy_restores: counters.ip6_restores,
         ipv6_forward_drops,
         blocked_packets: blocked.unwrap_or(0),
-        ended_connections: guard.ended_connections,
+        ended_connections: counters.ended_connections,
         // Filled in by the loop, which holds the blocked-attempts summary.
         blocked_last_hour: Vec::new(),
         config: ConfigStatus {
-            path: guard.config_path.display().to_string(),
-            in_force: guard.config_source,
-            allow_entries: guard.config.allow.len(),
-            error: guard.config_error.clone(),
+            path: guard.config_path().display().to_string(),
+            in_force: guard.config_source(),
+            allow_entries: config.allow.len(),
+            error: guard.config_error().map(str::to_string),
         },
         published,
         firewall,
-        docker_api: docker_api_reports(&guard.config, &guard.snapshot),
-        kept: guard.snapshot.kept.clone(),
+        docker_api: docker_api_reports(config, snapshot),
+        kept: snapshot.kept.clone(),
         unmatched: guard.unmatched(),
-        untrusted_claims: guard.snapshot.untrusted_claims.clone(),
-        docker_api_scan: crate::docker_api::last_scan(),
+        untrusted_claims: snapshot.untrusted_claims.clone(),
+        docker_api_scan: crate::api_scan::last_scan(),
     }
-}
-
-/// Each IPv6 FORWARD drop in force: who set it, and whether the guard
-/// leaves it alone (anybody's but Docker's). An unreadable policy is
-/// already said in `ipv6_forward_policy`.
-fn ipv6_forward_drops<B: Backend>(guard: &mut Guard<B>) -> Vec<Ipv6ForwardDrop> {
-    let undo = guard.config.ipv6.restore_forward_policy;
-    guard
-        .backend
-        .ip6_forward_drops()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(backend, set_by)| Ipv6ForwardDrop::new(backend, set_by, undo))
-        .collect()
 }
 
 /// What Docker says of its firewall against what the kernel held at the
@@ -86,9 +75,8 @@ fn ipv6_forward_drops<B: Backend>(guard: &mut Guard<B>) -> Vec<Ipv6ForwardDrop> 
 /// it has never managed to: the error is in the log).
 pub fn host_firewall<B: Backend>(guard: &Guard<B>) -> Option<FirewallStatus> {
     guard
-        .netfilter
-        .as_deref()
-        .map(|inventory| assess(guard.docker_firewall, inventory))
+        .netfilter()
+        .map(|inventory| assess(guard.docker_firewall(), inventory))
 }
 
 /// The verdicts, with the host firewall's warnings.
@@ -96,7 +84,7 @@ fn warned_port_reports<B: Backend>(
     guard: &Guard<B>,
     firewall: Option<&FirewallStatus>,
 ) -> Vec<PortReport> {
-    let mut reports = port_reports(&guard.config, &guard.snapshot);
+    let mut reports = port_reports(guard.config(), guard.snapshot());
     warn_ipv6_input(
         &mut reports,
         firewall.and_then(|f| f.ipv6_input_drop.as_ref()),
@@ -118,10 +106,10 @@ pub fn explained<B: Backend>(
     from: Option<IpAddr>,
 ) -> Explanation {
     let firewall = host_firewall(guard);
-    let mut explanation = explain(&guard.config, &guard.snapshot, port, proto, from);
+    let mut explanation = explain(guard.config(), guard.snapshot(), port, proto, from);
     warn_ipv6_input_explained(
         &mut explanation,
-        &guard.snapshot,
+        guard.snapshot(),
         port,
         proto,
         firewall.as_ref().and_then(|f| f.ipv6_input_drop.as_ref()),

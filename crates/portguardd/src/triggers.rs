@@ -210,6 +210,14 @@ where
 pub struct Poke(SyncSender<()>);
 
 impl Poke {
+    /// A poke no thread answers: the test holds the receiving end, which
+    /// keeps every poke (a rescanner keeps one).
+    #[cfg(test)]
+    pub fn detached() -> (Poke, std::sync::mpsc::Receiver<()>) {
+        let (tx, rx) = sync_channel(1024);
+        (Poke(tx), rx)
+    }
+
     pub fn now(&self) {
         // Full: a look is already due, which is as good.
         if let Err(TrySendError::Disconnected(())) = self.0.try_send(()) {

@@ -524,7 +524,7 @@ fn thirty_two_metrics_requests_at_once_share_one_read_of_the_kernel() {
         &ns,
         &config,
         None,
-        &[("PORTGUARD_LOG", "info,portguardd::metrics=debug")],
+        &[("PORTGUARD_LOG", "info,portguardd::counters=debug")],
     );
     until("control socket answers", Duration::from_secs(30), || {
         daemon.guardctl(&["status"]).status.code() == Some(0)

@@ -70,7 +70,7 @@ fn docker_api_on_tcp_is_closed_to_outside_warned_about_and_opened_only_by_a_sour
         &lab.host,
         &config,
         Some(&notify_path),
-        &[("PORTGUARD_LOG", "info,portguardd::docker_api=debug")],
+        &[("PORTGUARD_LOG", "info,portguardd::api_scan=debug")],
     );
     wait_notify(&notify, "READY=1", Duration::from_secs(10));
     until("the Docker API is found", Duration::from_secs(15), || {

@@ -282,7 +282,7 @@ fn response_line(response: &Response) -> Vec<u8> {
     text
 }
 
-async fn ask_loop(body: RequestBody, tx: &Sender<Trigger>, deadline: Instant) -> Response {
+pub async fn ask_loop(body: RequestBody, tx: &Sender<Trigger>, deadline: Instant) -> Response {
     let (reply_tx, reply_rx) = oneshot::channel();
     if tx.send(Trigger::Control(body, reply_tx)).is_err() {
         return error("portguardd is shutting down".into());
@@ -328,7 +328,7 @@ mod tests {
         if std::env::var_os(CHILD).is_none() {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
-                    "control::tests::the_socket_is_never_seen_with_another_mode_than_its_final_one",
+                    "control_socket::tests::the_socket_is_never_seen_with_another_mode_than_its_final_one",
                     "--exact",
                     "--test-threads=1",
                     "--nocapture",

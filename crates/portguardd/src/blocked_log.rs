@@ -276,6 +276,16 @@ pub struct Blocked {
 }
 
 impl Blocked {
+    /// A summary nothing feeds yet.
+    pub fn new() -> Blocked {
+        Blocked {
+            summary: Mutex::new(Summary::default()),
+            started: Instant::now(),
+            lost: AtomicU64::new(0),
+            error: Mutex::new(None),
+        }
+    }
+
     fn minute(&self) -> u64 {
         self.started.elapsed().as_secs() / 60
     }
@@ -326,12 +336,7 @@ impl Blocked {
 /// reports (another program holds the group, say) the summary stays empty
 /// and says why.
 pub fn spawn() -> Arc<Blocked> {
-    let shared = Arc::new(Blocked {
-        summary: Mutex::new(Summary::default()),
-        started: Instant::now(),
-        lost: AtomicU64::new(0),
-        error: Mutex::new(None),
-    });
+    let shared = Arc::new(Blocked::new());
     let mut nflog = match Nflog::bind(NFLOG_GROUP) {
         Ok(nflog) => nflog,
         Err(e) => {
