@@ -33,45 +33,7 @@ use portguard_core::{BridgeFault, UntrustedClaim};
 #[cfg(test)]
 use crate::kernel::Port;
 use crate::kernel::{BridgeFacts, LinkKind};
-use crate::snapshot::{BridgeClaim, check_ifname};
-
-/// An IP network as Docker's IPAM writes it (`172.18.0.0/16`,
-/// `fd00:d0c::/64`); host bits are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subnet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl FromStr for Subnet {
-    type Err = ();
-
-    fn from_str(text: &str) -> Result<Self, ()> {
-        let (addr, prefix) = text.split_once('/').ok_or(())?;
-        let addr: IpAddr = addr.parse().map_err(|_| ())?;
-        let prefix: u8 = prefix.parse().map_err(|_| ())?;
-        let width = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > width {
-            return Err(());
-        }
-        Ok(Subnet { addr, prefix })
-    }
-}
-
-impl Subnet {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let (net, ip, width) = match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                (u128::from(u32::from(n)), u128::from(u32::from(a)), 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),
-            _ => return false,
-        };
-        let host_bits = width - u32::from(self.prefix);
-        let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
-        net & mask == ip & mask
-    }
-}
+use crate::snapshot::{BridgeClaim, Subnet, check_ifname};
 
 /// IPv6 link-local (`fe80::/10`): every IPv6 interface has one, and
 /// Docker gives its bridges `fe80::1`.

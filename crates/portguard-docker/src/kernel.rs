@@ -59,9 +59,6 @@ pub struct Port {
 /// `net.core.rmem_max`).
 const NOTIFICATION_BUFFER: i32 = 4 << 20;
 
-/// ENODEV, the kernel's answer for an unknown interface name.
-const ENODEV: i32 = 19;
-
 fn link_name(link: &LinkMessage) -> Option<&str> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(name) => Some(name.as_str()),
@@ -146,7 +143,7 @@ impl Kernel {
         let link = match answers.try_next().await {
             Ok(Some(link)) => link,
             Ok(None) => return Ok(BridgeFacts::default()),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -ENODEV => {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
                 return Ok(BridgeFacts::default());
             }
             Err(e) => return Err(e),

@@ -22,7 +22,7 @@ mod logging;
 mod metrics;
 mod nf_tables;
 mod notify;
-mod reconcile;
+mod start;
 mod status;
 mod triggers;
 
@@ -48,13 +48,13 @@ fn main() -> ExitCode {
     }
     // P7: an invalid configuration never leaves the host unguarded; `run`
     // falls back to the last good configuration, else a closed ruleset.
-    let options = reconcile::Options {
+    let options = start::Options {
         config_path: args.config,
         socket: args.socket,
         state_dir: args.state_dir,
         metrics_file: (!args.metrics_file.as_os_str().is_empty()).then_some(args.metrics_file),
     };
-    match reconcile::run(options) {
+    match start::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("fatal: {e:#}");

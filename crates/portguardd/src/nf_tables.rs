@@ -15,9 +15,7 @@
 
 use portguard_nft::{GuardTable, NftError, Ownership, TableSpec};
 
-const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
-const EOPNOTSUPP: i32 = nix::errno::Errno::EOPNOTSUPP as i32;
-const EPROTONOSUPPORT: i32 = nix::errno::Errno::EPROTONOSUPPORT as i32;
+use nix::errno::Errno;
 
 /// The start-up request that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +29,11 @@ pub enum Step {
 /// The sentence for a start-up refusal that means the kernel has no
 /// nf_tables; `None` for any other refusal (e.g. EPERM: no CAP_NET_ADMIN).
 pub fn missing(step: Step, errno: i32) -> Option<String> {
-    let what = match (step, errno) {
-        (Step::Socket, EPROTONOSUPPORT) => {
+    let what = match (step, Errno::from_raw(errno)) {
+        (Step::Socket, Errno::EPROTONOSUPPORT) => {
             "this kernel has no nfnetlink (netlink for netfilter), which nf_tables needs"
         }
-        (Step::Request, EINVAL | EOPNOTSUPP) => {
+        (Step::Request, Errno::EINVAL | Errno::EOPNOTSUPP) => {
             "this kernel has no nf_tables (the nfnetlink subsystem for nftables is missing)"
         }
         _ => return None,
@@ -75,7 +73,7 @@ mod tests {
 
     #[test]
     fn no_nfnetlink_socket_names_the_module_and_how_to_load_it() {
-        let sentence = missing(Step::Socket, EPROTONOSUPPORT).unwrap();
+        let sentence = missing(Step::Socket, Errno::EPROTONOSUPPORT as i32).unwrap();
         assert!(sentence.contains("nfnetlink"), "{sentence}");
         assert!(sentence.contains("modprobe nf_tables"), "{sentence}");
         assert!(sentence.contains("/etc/modules-load.d/"), "{sentence}");
@@ -83,7 +81,7 @@ mod tests {
 
     #[test]
     fn no_nf_tables_subsystem_names_the_module_for_requests_and_batches() {
-        for errno in [EINVAL, EOPNOTSUPP] {
+        for errno in [Errno::EINVAL as i32, Errno::EOPNOTSUPP as i32] {
             let sentence = missing(Step::Request, errno).unwrap();
             assert!(sentence.contains("has no nf_tables"), "{sentence}");
             assert!(sentence.contains("modprobe nf_tables"), "{sentence}");
@@ -98,8 +96,8 @@ mod tests {
         assert_eq!(missing(Step::Request, eperm), None);
         assert_eq!(missing(Step::Request, enoent), None);
         // EINVAL from socket() is not the missing-protocol answer.
-        assert_eq!(missing(Step::Socket, EINVAL), None);
-        assert_eq!(missing(Step::Request, EPROTONOSUPPORT), None);
+        assert_eq!(missing(Step::Socket, Errno::EINVAL as i32), None);
+        assert_eq!(missing(Step::Request, Errno::EPROTONOSUPPORT as i32), None);
     }
 
     /// On this machine's kernel (nf_tables present) the check passes.

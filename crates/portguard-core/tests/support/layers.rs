@@ -39,6 +39,9 @@ fn modules(src: &Path) -> BTreeMap<String, String> {
                 _ => name,
             };
             let text = std::fs::read_to_string(&path).expect("read module");
+            // A module's own tests may reach across (a test of the guard
+            // reads its status): only the code they test is layered.
+            let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
             let code: String = text
                 .lines()
                 .map(|line| line.split("//").next().unwrap_or(""))
@@ -79,9 +82,78 @@ fn targets(code: &str, start: &str) -> Vec<String> {
     out
 }
 
+/// The modules each module of `src` uses (`crate::m`, `super::m`), by
+/// full name, itself left out.
+fn uses(src: &Path) -> BTreeMap<String, Vec<String>> {
+    let modules = modules(src);
+    let mut graph = BTreeMap::new();
+    for (module, code) in &modules {
+        let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
+        let mut used: Vec<String> = targets(code, "crate::")
+            .into_iter()
+            .filter(|t| modules.contains_key(t.as_str()))
+            .collect();
+        used.extend(
+            targets(code, "super::")
+                .into_iter()
+                .map(|t| {
+                    if parent.is_empty() {
+                        t
+                    } else {
+                        format!("{parent}::{t}")
+                    }
+                })
+                .filter(|t| modules.contains_key(t.as_str())),
+        );
+        used.retain(|t| t != module);
+        used.sort();
+        used.dedup();
+        graph.insert(module.clone(), used);
+    }
+    graph
+}
+
+/// Each import circle among the modules of `src`, as the modules on it
+/// (`["a", "b"]`: a uses b and b, directly or not, uses a). The root
+/// file (`""`) is left out: it declares every module.
+#[allow(dead_code)] // portguard-testkit's tests/import_circles.rs uses it, core's and guardctl's do not
+pub fn circles(src: &Path) -> Vec<Vec<String>> {
+    let graph = uses(src);
+    let reaches = |from: &str, to: &str| -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(m) = todo.pop() {
+            for next in graph.get(&m).into_iter().flatten() {
+                if next == to {
+                    return true;
+                }
+                if seen.insert(next.clone()) {
+                    todo.push(next.clone());
+                }
+            }
+        }
+        false
+    };
+    let mut found: Vec<Vec<String>> = Vec::new();
+    for module in graph.keys().filter(|m| !m.is_empty()) {
+        if found.iter().any(|c| c.contains(module)) || !reaches(module, module) {
+            continue;
+        }
+        let circle: Vec<String> = graph
+            .keys()
+            .filter(|other| !other.is_empty())
+            .filter(|other| *other == module || (reaches(module, other) && reaches(other, module)))
+            .cloned()
+            .collect();
+        found.push(circle);
+    }
+    found
+}
+
 /// Asserts that every module of `src` is in one of `layers` (top first)
 /// and imports only modules of earlier layers. The root file is the last
 /// layer's implicitly.
+#[allow(dead_code)] // portguard-testkit's tests/import_circles.rs does not use it
 pub fn check(src: &Path, layers: &[&[&str]]) {
     let modules = modules(src);
     let layer_of = |module: &str| -> Option<usize> {

@@ -40,7 +40,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Starts like `reconcile::run` does (protection first, then the
+    /// Starts like `start::run` does (protection first, then the
     /// metrics' first read).
     fn start(config: &str, verify_every: Duration) -> Daemon {
         Daemon::start_with(config, verify_every, |_| {}, Vec::new())
