@@ -155,7 +155,7 @@ pub fn circles(src: &Path) -> Vec<Vec<String>> {
 /// layer's implicitly.
 #[allow(dead_code)] // portguard-testkit's tests/import_circles.rs does not use it
 pub fn check(src: &Path, layers: &[&[&str]]) {
-    let modules = modules(src);
+    let graph = uses(src);
     let layer_of = |module: &str| -> Option<usize> {
         if module.is_empty() {
             return Some(layers.len());
@@ -163,37 +163,17 @@ pub fn check(src: &Path, layers: &[&[&str]]) {
         layers.iter().position(|l| l.contains(&module))
     };
     let mut problems = Vec::new();
-    for module in modules.keys().filter(|m| !m.is_empty()) {
+    for module in graph.keys().filter(|m| !m.is_empty()) {
         if layer_of(module).is_none() {
             problems.push(format!("{module}: in no layer"));
         }
     }
-    for (module, code) in &modules {
+    for (module, used) in &graph {
         let Some(own) = layer_of(module) else {
             continue;
         };
-        let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
-        let mut used: Vec<String> = targets(code, "crate::")
-            .into_iter()
-            .filter(|t| modules.contains_key(t.as_str()))
-            .collect();
-        used.extend(
-            targets(code, "super::")
-                .into_iter()
-                .map(|t| {
-                    if parent.is_empty() {
-                        t
-                    } else {
-                        format!("{parent}::{t}")
-                    }
-                })
-                .filter(|t| modules.contains_key(t.as_str())),
-        );
         for target in used {
-            if target == *module {
-                continue;
-            }
-            match layer_of(&target) {
+            match layer_of(target) {
                 Some(layer) if layer < own => {}
                 _ => problems.push(format!(
                     "{} uses {target}, which is not in a layer above it",
