@@ -114,7 +114,23 @@ impl LineIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::LineIndex;
+    use super::{ConfigError, LineIndex};
+
+    /// A hostile file name or value cannot drive the terminal of whoever
+    /// reads the error: escaped the way guardctl escapes Docker's names.
+    #[test]
+    fn control_characters_in_errors_are_escaped() {
+        let error = ConfigError::Invalid {
+            path: "/etc/portguard/conf.d/web\u{1b}]0;x\u{7}.toml".into(),
+            line: 2,
+            column: 1,
+            message: "unknown field `a\u{202e}b\n`".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            r"/etc/portguard/conf.d/web\x1b]0;x\x07.toml:2:1: unknown field `a\u{202e}b\x0a`"
+        );
+    }
 
     #[test]
     fn line_column_counts_from_one() {
