@@ -26,14 +26,13 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use portguard_core::{BridgeFault, UntrustedClaim};
 
 #[cfg(test)]
 use crate::kernel::Port;
 use crate::kernel::{BridgeFacts, LinkKind};
-use crate::snapshot::{BridgeClaim, Subnet, check_ifname};
+use crate::snapshot::{BridgeClaim, check_ifname};
 
 /// IPv6 link-local (`fe80::/10`): every IPv6 interface has one, and
 /// Docker gives its bridges `fe80::1`.
@@ -325,32 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn subnets_as_docker_writes_them() {
-        let net: Subnet = "172.18.0.0/16".parse().unwrap();
-        assert!(net.contains("172.18.255.254".parse().unwrap()));
-        assert!(!net.contains("172.19.0.1".parse().unwrap()));
-        assert!(!net.contains("::ffff:172.18.0.1".parse().unwrap()));
-        let host_bits: Subnet = "10.77.0.1/24".parse().unwrap();
-        assert!(host_bits.contains("10.77.0.200".parse().unwrap()));
-        let all: Subnet = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("203.0.113.1".parse().unwrap()));
-        let v6: Subnet = "fd00:d0c::/64".parse().unwrap();
-        assert!(v6.contains("fd00:d0c::2".parse().unwrap()));
-        assert!(!v6.contains("fd00:d0d::2".parse().unwrap()));
-        let one: Subnet = "fd00::1/128".parse().unwrap();
-        assert!(
-            one.contains("fd00::1".parse().unwrap()) && !one.contains("fd00::2".parse().unwrap())
-        );
-        for bad in [
-            "",
-            "10.0.0.0",
-            "10.0.0.0/33",
-            "fd00::/129",
-            "x/8",
-            "10.0.0.0/-1",
-        ] {
-            assert!(bad.parse::<Subnet>().is_err(), "{bad}");
-        }
+    fn link_local_is_fe80_slash_10() {
         assert!(is_link_local("fe80::1".parse().unwrap()));
         assert!(is_link_local("febf::1".parse().unwrap()));
         assert!(!is_link_local("fec0::1".parse().unwrap()));

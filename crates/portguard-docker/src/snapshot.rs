@@ -306,6 +306,35 @@ pub fn published_ports_of_service(service: &Service) -> Vec<PublishedPort> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn subnets_as_docker_writes_them() {
+        let net: Subnet = "172.18.0.0/16".parse().unwrap();
+        assert!(net.contains("172.18.255.254".parse().unwrap()));
+        assert!(!net.contains("172.19.0.1".parse().unwrap()));
+        assert!(!net.contains("::ffff:172.18.0.1".parse().unwrap()));
+        let host_bits: Subnet = "10.77.0.1/24".parse().unwrap();
+        assert!(host_bits.contains("10.77.0.200".parse().unwrap()));
+        let all: Subnet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.1".parse().unwrap()));
+        let v6: Subnet = "fd00:d0c::/64".parse().unwrap();
+        assert!(v6.contains("fd00:d0c::2".parse().unwrap()));
+        assert!(!v6.contains("fd00:d0d::2".parse().unwrap()));
+        let one: Subnet = "fd00::1/128".parse().unwrap();
+        assert!(
+            one.contains("fd00::1".parse().unwrap()) && !one.contains("fd00::2".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "x/8",
+            "10.0.0.0/-1",
+        ] {
+            assert!(bad.parse::<Subnet>().is_err(), "{bad}");
+        }
+    }
+
     fn inspect(json: &str) -> ContainerInspectResponse {
         serde_json::from_str(json).unwrap()
     }
