@@ -124,8 +124,10 @@ fn render_inventory(out: &mut String, inventory: &Inventory) {
 
 /// The Prometheus text exposition format (0.0.4), what node_exporter's
 /// textfile collector reads. Written by hand: a dozen metrics whose label
-/// values come from fixed sets and port numbers do not need a registry,
-/// and client crates emit OpenMetrics (`# EOF`) or need a global registry.
+/// values come from fixed sets, port numbers, addresses and names (the
+/// names are external input, every value goes through [`label`]) do not
+/// need a registry, and client crates emit OpenMetrics (`# EOF`) or need a
+/// global registry.
 pub fn render(v: &Values) -> String {
     let mut out = String::new();
     gauge(

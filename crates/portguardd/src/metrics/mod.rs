@@ -383,22 +383,14 @@ mod tests {
         assert!(rows.contains(
             &"portguard_published_port{host_ip=\"*\",port=\"10000\",proto=\"tcp\",container=\"web\",verdict=\"allowed\"} 1"
         ));
-        assert_eq!(
-            exported(&text, "portguard_published_port_series_omitted"),
-            "88"
-        );
-        assert_eq!(
-            exported(&text, "portguard_published_ports{verdict=\"local-only\"}"),
-            "300"
-        );
-        assert_eq!(
-            exported(&text, "portguard_config_source_info{source=\"last-good\"}"),
-            "1"
-        );
-        assert_eq!(
-            exported(&text, "portguard_docker_engine_info{version=\"28.1.1\"}"),
-            "1"
-        );
+        for (series, value) in [
+            ("portguard_published_port_series_omitted", "88"),
+            ("portguard_published_ports{verdict=\"local-only\"}", "300"),
+            ("portguard_config_source_info{source=\"last-good\"}", "1"),
+            ("portguard_docker_engine_info{version=\"28.1.1\"}", "1"),
+        ] {
+            assert_eq!(exported(&text, series), value, "{series}");
+        }
 
         g.on_docker(portguard_docker::DockerUpdate::Disconnected {
             error: "gone".into(),
