@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use portguard_config::Config;
 use portguard_core::Snapshot;
-use portguard_core::control::ProtectionTier;
+use portguard_core::control::{ConfigSource, ProtectionTier};
 use portguard_nft::NftError;
 use serde::{Deserialize, Serialize};
 
@@ -144,7 +144,11 @@ pub struct GuardView<'a> {
     /// The last reconcile failed.
     pub last_reconcile_failed: bool,
     pub docker_connected: bool,
+    /// The Docker Engine's version, while connected.
+    pub docker_engine: Option<&'a str>,
     pub config_error: bool,
+    /// What the guard guards with: the files, or a fallback.
+    pub config_source: ConfigSource,
     /// When the kernel's table was last proven to hold the desired ruleset.
     pub verified_at: Option<SystemTime>,
 }

@@ -191,7 +191,15 @@ impl<B: Backend> Guard<B> {
                 .as_ref()
                 .is_some_and(|r| matches!(r.outcome, Outcome::Failed(_))),
             docker_connected: self.docker.connected,
+            // The version stays in status after Docker goes; a fleet
+            // grouping by it must not count a host whose Docker is away.
+            docker_engine: self
+                .docker
+                .engine
+                .as_deref()
+                .filter(|_| self.docker.connected),
             config_error: self.config_error.is_some(),
+            config_source: self.config_source,
             verified_at: self.verified_at,
         }
     }

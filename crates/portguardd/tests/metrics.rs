@@ -17,6 +17,7 @@ use portguard_testkit::{BUSYBOX_IMAGE, Dockerd, docker_lab, lab, tcp_probe};
 
 const PROBE: Duration = Duration::from_millis(700);
 const BLOCKED_8081: &str = "portguard_blocked_attempts_total{port=\"8081\",proto=\"tcp\"}";
+const FROM_FILES: &str = "portguard_config_source_info{source=\"files\"}";
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -62,6 +63,20 @@ fn promtool_check(file: &Path) {
     );
 }
 
+/// The `portguard_published_port` series of one TCP binding.
+fn published_port(host_ip: &str, port: u16, container: &str, verdict: &str) -> String {
+    format!(
+        "portguard_published_port{{host_ip=\"{host_ip}\",port=\"{port}\",proto=\"tcp\",container=\"{container}\",verdict=\"{verdict}\"}}"
+    )
+}
+
+/// The `portguard_docker_engine_info` series (one while Docker answers).
+fn engine_info(m: &BTreeMap<String, f64>) -> Vec<&String> {
+    m.keys()
+        .filter(|k| k.starts_with("portguard_docker_engine_info{version=\""))
+        .collect()
+}
+
 fn file_metrics(file: &Path) -> BTreeMap<String, f64> {
     parse(&std::fs::read_to_string(file).unwrap_or_default())
 }
@@ -91,6 +106,9 @@ fn metrics_count_blocks_carry_counters_across_a_restore_and_a_restart() {
     assert_eq!(value(&m, "portguard_restores_total"), 0.0);
     assert_eq!(value(&m, "portguard_docker_connected"), 0.0);
     assert_eq!(value(&m, "portguard_config_error"), 0.0);
+    assert_eq!(value(&m, FROM_FILES), 1.0);
+    assert!(engine_info(&m).is_empty(), "no Docker: {m:?}");
+    assert_eq!(value(&m, "portguard_published_port_series_omitted"), 0.0);
     assert_eq!(value(&m, BLOCKED_8081), 0.0);
     assert!(value(&m, "portguard_reconcile_duration_seconds_count") >= 1.0);
     assert!(value(&m, "portguard_last_verify_timestamp_seconds") > 1.7e9);
@@ -152,7 +170,10 @@ fn metrics_count_blocks_carry_counters_across_a_restore_and_a_restart() {
     // A reload: a refused file is a config error, a good one clears it.
     write_config(&config, "[guard]\nmode = \"sometimes\"\n", &no_docker);
     assert!(!daemon.guardctl(&["reload"]).status.success());
-    assert_eq!(value(&metrics(&daemon), "portguard_config_error"), 1.0);
+    let m = metrics(&daemon);
+    assert_eq!(value(&m, "portguard_config_error"), 1.0);
+    // A refused reload keeps the files read before: they still guard.
+    assert_eq!(value(&m, FROM_FILES), 1.0, "{m:?}");
     write_config(&config, good, &no_docker);
     assert!(daemon.guardctl(&["reload"]).status.success());
     assert_eq!(value(&metrics(&daemon), "portguard_config_error"), 0.0);
@@ -172,6 +193,9 @@ fn metrics_count_blocks_carry_counters_across_a_restore_and_a_restart() {
     promtool_check(&textfile);
     drop(daemon);
 
+    // The restart finds the files broken: it guards with the last good
+    // configuration, and says so.
+    write_config(&config, "[guard]\nmode = \"sometimes\"\n", &no_docker);
     // A socket of its own: the first run's reloads left READY=1 behind.
     let notify_path = dir.path().join("notify2.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -179,6 +203,13 @@ fn metrics_count_blocks_carry_counters_across_a_restore_and_a_restart() {
     wait_notify(&notify, "READY=1", Duration::from_secs(10));
     let m = metrics(&daemon);
     assert_eq!(value(&m, "portguard_up"), 1.0);
+    assert_eq!(value(&m, "portguard_config_error"), 1.0, "{m:?}");
+    assert_eq!(
+        value(&m, "portguard_config_source_info{source=\"last-good\"}"),
+        1.0,
+        "{m:?}"
+    );
+    assert_eq!(value(&m, FROM_FILES), 0.0, "{m:?}");
     assert_eq!(value(&m, "portguard_restores_total"), restores, "{m:?}");
     assert!(value(&m, BLOCKED_8081) >= blocked, "{m:?}");
     assert!(
@@ -290,6 +321,26 @@ fn metrics_follow_docker_a_reload_and_docker_stopping() {
     let m = metrics(&daemon);
     // Docker publishes each port on 0.0.0.0 and ::, one row each.
     let (allowed_before, blocked_before) = (value(&m, allowed), value(&m, blocked));
+    // The fleet inventory: each row of guardctl ports is a series of its
+    // own, labelled as guardctl prints it.
+    let web = published_port("0.0.0.0", 8080, "web", "allowed");
+    let db = published_port("0.0.0.0", 8081, "db", "blocked");
+    assert_eq!(value(&m, &web), 1.0, "{m:?}");
+    assert_eq!(value(&m, &db), 1.0, "{m:?}");
+    let series = m
+        .keys()
+        .filter(|k| k.starts_with("portguard_published_port{"))
+        .count();
+    assert_eq!(series as f64, allowed_before + blocked_before, "{m:?}");
+    assert_eq!(value(&m, "portguard_published_port_series_omitted"), 0.0);
+    assert_eq!(value(&m, FROM_FILES), 1.0);
+    assert_eq!(engine_info(&m).len(), 1, "{m:?}");
+    // The file the daemon writes with them is valid for promtool.
+    let textfile = dir.path().join("portguard.prom");
+    until("textfile has the inventory", Duration::from_secs(5), || {
+        value(&file_metrics(&textfile), &db) == 1.0
+    });
+    promtool_check(&textfile);
 
     assert!(tcp_probe(&lab.wan, sa("10.77.0.1:8080"), PROBE));
     assert!(!tcp_probe(&lab.wan, sa("10.77.0.1:8081"), PROBE));
@@ -322,10 +373,18 @@ fn metrics_follow_docker_a_reload_and_docker_stopping() {
     let m = metrics(&daemon);
     assert_eq!(value(&m, blocked), 0.0, "{m:?}");
     assert_eq!(value(&m, allowed), allowed_before + blocked_before, "{m:?}");
+    assert_eq!(value(&m, &db), 0.0, "{m:?}");
+    assert_eq!(
+        value(&m, &published_port("0.0.0.0", 8081, "db", "allowed")),
+        1.0,
+        "{m:?}"
+    );
 
     dockerd.stop();
     until("docker disconnected", Duration::from_secs(10), || {
         value(&metrics(&daemon), "portguard_docker_connected") == 0.0
     });
-    promtool_check(&dir.path().join("portguard.prom"));
+    let m = metrics(&daemon);
+    assert!(engine_info(&m).is_empty(), "{m:?}");
+    promtool_check(&textfile);
 }

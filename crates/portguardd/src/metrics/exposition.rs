@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portguard_core::L4Proto;
-use portguard_core::control::ProtectionTier;
+use portguard_core::control::{ConfigSource, ProtectionTier};
 use portguard_core::verdict::Verdict;
 
+use super::inventory::{Inventory, MAX_SERIES};
 use crate::counters::{BUCKETS, Histogram};
 
 /// Everything one rendering shows.
@@ -24,14 +25,20 @@ pub struct Values {
     pub blocked: BTreeMap<(L4Proto, u16), u64>,
     /// Published ports per verdict.
     pub published: [(Verdict, usize); 5],
+    /// Each published port (bounded).
+    pub inventory: Inventory,
     /// The mode in force: in audit mode nothing is dropped.
     pub mode: portguard_config::Mode,
     pub docker_connected: bool,
+    /// The Docker Engine's version while connected.
+    pub docker_engine: Option<String>,
     /// TCP ports dockerd listens on beyond loopback (the Docker API):
     /// address, port, plain (2375, no TLS), and whether the guard closes it
     /// to untrusted interfaces.
     pub docker_api: Vec<(std::net::IpAddr, u16, bool, bool)>,
     pub config_error: bool,
+    /// What the guard guards with: the files, or a fallback.
+    pub config_source: ConfigSource,
     pub reconcile_seconds: Histogram,
     pub last_verify: Option<SystemTime>,
 }
@@ -49,6 +56,14 @@ fn tier_name(tier: ProtectionTier) -> &'static str {
         ProtectionTier::OwnedPersistent => "owned-persistent",
         ProtectionTier::OwnedStandby => "owned-standby",
         ProtectionTier::Twin => "twin",
+    }
+}
+
+fn source_name(source: ConfigSource) -> &'static str {
+    match source {
+        ConfigSource::Files => "files",
+        ConfigSource::LastGood => "last-good",
+        ConfigSource::Closed => "closed",
     }
 }
 
@@ -76,10 +91,43 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// One series per published port, and how many were left out.
+fn render_inventory(out: &mut String, inventory: &Inventory) {
+    header(
+        out,
+        "portguard_published_port",
+        "gauge",
+        &format!(
+            "1 for each published container port binding (a row of guardctl ports): host address, host port, protocol, container (compose project/service when known), verdict. At most {MAX_SERIES} series; see portguard_published_port_series_omitted."
+        ),
+    );
+    for s in &inventory.series {
+        let _ = writeln!(
+            out,
+            "portguard_published_port{{host_ip=\"{}\",port=\"{}\",proto=\"{}\",container=\"{}\",verdict=\"{}\"}} 1",
+            label(&s.host_ip),
+            s.port,
+            label(s.proto.name()),
+            label(&s.container),
+            label(s.verdict.as_str())
+        );
+    }
+    gauge(
+        out,
+        "portguard_published_port_series_omitted",
+        &format!(
+            "Published port bindings left out of portguard_published_port, which shows at most {MAX_SERIES} (blocked and open-in-audit rows are kept first, then allowed); 0 normally."
+        ),
+        inventory.omitted,
+    );
+}
+
 /// The Prometheus text exposition format (0.0.4), what node_exporter's
 /// textfile collector reads. Written by hand: a dozen metrics whose label
-/// values come from fixed sets and port numbers do not need a registry,
-/// and client crates emit OpenMetrics (`# EOF`) or need a global registry.
+/// values come from fixed sets, port numbers, addresses and names (the
+/// names are external input, every value goes through [`label`]) do not
+/// need a registry, and client crates emit OpenMetrics (`# EOF`) or need a
+/// global registry.
 pub fn render(v: &Values) -> String {
     let mut out = String::new();
     gauge(
@@ -163,12 +211,26 @@ pub fn render(v: &Values) -> String {
             label(verdict.as_str())
         );
     }
+    render_inventory(&mut out, &v.inventory);
     gauge(
         &mut out,
         "portguard_docker_connected",
         "1 while portguardd is connected to the Docker Engine API.",
         u8::from(v.docker_connected),
     );
+    header(
+        &mut out,
+        "portguard_docker_engine_info",
+        "gauge",
+        "The Docker Engine's version (label version) while portguardd is connected to it, always 1; absent while not connected.",
+    );
+    if let Some(version) = &v.docker_engine {
+        let _ = writeln!(
+            out,
+            "portguard_docker_engine_info{{version=\"{}\"}} 1",
+            label(version)
+        );
+    }
     header(
         &mut out,
         "portguard_docker_api_exposed",
@@ -187,6 +249,17 @@ pub fn render(v: &Values) -> String {
         "portguard_config_error",
         "1 if the configuration files are not in force (the last reload, or the start, found an error; see guardctl status).",
         u8::from(v.config_error),
+    );
+    header(
+        &mut out,
+        "portguard_config_source_info",
+        "gauge",
+        "What the guard guards with (label source: files; last-good, the files were refused at start and the last good configuration is in force; closed, refused with none kept, every published port closed), always 1.",
+    );
+    let _ = writeln!(
+        out,
+        "portguard_config_source_info{{source=\"{}\"}} 1",
+        source_name(v.config_source)
     );
     header(
         &mut out,
@@ -229,8 +302,19 @@ pub fn render(v: &Values) -> String {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::inventory::PortSeries;
     use super::*;
     use std::time::Duration;
+
+    fn series(port: u16, container: &str, verdict: Verdict) -> PortSeries {
+        PortSeries {
+            host_ip: "0.0.0.0".into(),
+            port,
+            proto: L4Proto::Tcp,
+            container: container.into(),
+            verdict,
+        }
+    }
 
     fn values() -> Values {
         let mut h = Histogram::default();
@@ -255,9 +339,22 @@ mod tests {
                 (Verdict::LocalOnly, 0),
                 (Verdict::HostNetwork, 0),
             ],
+            inventory: Inventory {
+                series: vec![
+                    series(8080, "shop/web", Verdict::Allowed),
+                    series(8081, "db", Verdict::Blocked),
+                    PortSeries {
+                        host_ip: "::".into(),
+                        ..series(8081, "db", Verdict::Blocked)
+                    },
+                ],
+                omitted: 0,
+            },
             docker_connected: true,
+            docker_engine: Some("28.1.1".into()),
             docker_api: vec![("0.0.0.0".parse().unwrap(), 2375, true, true)],
             config_error: false,
+            config_source: ConfigSource::Files,
             reconcile_seconds: h,
             last_verify: Some(UNIX_EPOCH + Duration::from_millis(1_795_376_401_250)),
         }
@@ -285,8 +382,18 @@ mod tests {
             "portguard_published_ports{verdict=\"open-in-audit\"} 0",
             "portguard_published_ports{verdict=\"local-only\"} 0",
             "portguard_published_ports{verdict=\"host-network\"} 0",
+            "# TYPE portguard_published_port gauge",
+            "portguard_published_port{host_ip=\"0.0.0.0\",port=\"8080\",proto=\"tcp\",container=\"shop/web\",verdict=\"allowed\"} 1",
+            "portguard_published_port{host_ip=\"0.0.0.0\",port=\"8081\",proto=\"tcp\",container=\"db\",verdict=\"blocked\"} 1",
+            "portguard_published_port{host_ip=\"::\",port=\"8081\",proto=\"tcp\",container=\"db\",verdict=\"blocked\"} 1",
+            "# TYPE portguard_published_port_series_omitted gauge",
+            "portguard_published_port_series_omitted 0",
             "portguard_docker_connected 1",
+            "# TYPE portguard_docker_engine_info gauge",
+            "portguard_docker_engine_info{version=\"28.1.1\"} 1",
             "portguard_config_error 0",
+            "# TYPE portguard_config_source_info gauge",
+            "portguard_config_source_info{source=\"files\"} 1",
             "# TYPE portguard_reconcile_duration_seconds histogram",
             "portguard_reconcile_duration_seconds_bucket{le=\"0.0005\"} 1",
             "portguard_reconcile_duration_seconds_bucket{le=\"0.001\"} 1",
@@ -324,7 +431,12 @@ mod tests {
         stopped.up = false;
         stopped.last_verify = None;
         stopped.blocked.clear();
-        for v in [values(), stopped] {
+        stopped.inventory = Inventory::default();
+        stopped.docker_engine = None;
+        let mut hostile = values();
+        hostile.inventory.series[0].container = "a\"b\\c\nd\re\tf".into();
+        hostile.docker_engine = Some("27.0\"\n\\".into());
+        for v in [values(), stopped, hostile] {
             let text = render(&v);
             let mut child = std::process::Command::new("promtool")
                 .args(["check", "metrics"])
@@ -355,5 +467,62 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    /// A container name is external input: whoever may create containers
+    /// names them (compose labels are free text). Quote, backslash and
+    /// newline must not end the label or the line.
+    #[test]
+    fn a_hostile_container_name_stays_inside_its_label() {
+        let mut v = values();
+        v.inventory.series = vec![series(27017, "x\"} 1\nportguard_up 0\\", Verdict::Blocked)];
+        let text = render(&v);
+        let line = "portguard_published_port{host_ip=\"0.0.0.0\",port=\"27017\",proto=\"tcp\",container=\"x\\\"} 1\\nportguard_up 0\\\\\",verdict=\"blocked\"} 1";
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in\n{text}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("portguard_up "))
+                .count(),
+            1
+        );
+    }
+
+    /// The source label follows what guards; the engine's version is shown
+    /// only while Docker answers; rows beyond the bound are counted.
+    #[test]
+    fn config_source_engine_and_omitted_rows() {
+        for (source, name) in [
+            (ConfigSource::Files, "files"),
+            (ConfigSource::LastGood, "last-good"),
+            (ConfigSource::Closed, "closed"),
+        ] {
+            let mut v = values();
+            v.config_source = source;
+            let text = render(&v);
+            let sources: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("portguard_config_source_info{"))
+                .collect();
+            assert_eq!(
+                sources,
+                [format!(
+                    "portguard_config_source_info{{source=\"{name}\"}} 1"
+                )]
+            );
+        }
+        let mut v = values();
+        v.docker_engine = None;
+        v.docker_connected = false;
+        v.inventory.omitted = 88;
+        let text = render(&v);
+        assert!(text.contains("# TYPE portguard_docker_engine_info gauge\n"));
+        assert!(!text.contains("portguard_docker_engine_info{"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == "portguard_published_port_series_omitted 88")
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Prometheus metrics: the text `guardctl metrics` prints and the daemon
 //! writes to node_exporter's textfile directory. [`Metrics`] ties the
 //! parts together: [`counting`] (the kernel's counters carried across
-//! replaced tables and restarts), [`exposition`] (the text) and
-//! [`writer`] (the files, off the loop). What it shows of the guard it
+//! replaced tables and restarts), [`inventory`] (each published port as a
+//! series, bounded), [`exposition`] (the text) and [`writer`] (the files,
+//! off the loop). What it shows of the guard it
 //! reads from a [`GuardView`]: it never reaches the kernel itself (the
 //! guard reads the kernel's counters on its loop, see
 //! [`crate::counters`]).
@@ -21,6 +22,7 @@
 
 pub mod counting;
 pub mod exposition;
+pub mod inventory;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use crate::backend::tables_of;
 use crate::counters::GuardView;
 use counting::{BlockedCounters, Persisted};
 use exposition::{VERDICTS, Values, render};
+use inventory::{MAX_SERIES, inventory};
 use writer::{Job, Writer, load};
 
 /// In the state directory: the totals of earlier runs.
@@ -190,7 +193,9 @@ impl Metrics {
             ended_connections: self.earlier.ended_connections + counters.ended_connections,
             blocked: self.blocked.totals(),
             published,
+            inventory: inventory(&reports, MAX_SERIES),
             docker_connected: guard.docker_connected,
+            docker_engine: guard.docker_engine.map(str::to_string),
             docker_api: docker_api_reports(guard.config, guard.snapshot)
                 .into_iter()
                 .filter(|r| r.verdict != DockerApiVerdict::LocalOnly)
@@ -204,6 +209,7 @@ impl Metrics {
                 })
                 .collect(),
             config_error: guard.config_error,
+            config_source: guard.config_source,
             reconcile_seconds: self
                 .earlier
                 .reconcile_seconds
@@ -318,5 +324,83 @@ mod tests {
         g.reconcile("start", Instant::now());
         let mut m = Metrics::start(None, state.path());
         assert_eq!(exported(&update(&mut m, &mut g), blocked), "21");
+    }
+
+    /// A host of 600 published port bindings: 200 allowed on the low
+    /// ports, 300 on loopback, 100 blocked on the highest. The inventory
+    /// shows 512 of them, every blocked one among them, and counts the 88
+    /// left out; the engine's version shows while Docker answers.
+    #[test]
+    fn the_inventory_follows_the_guards_rows_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            portguard_config::Config::from_toml_str("[[allow]]\ncontainer = \"web\"\n").unwrap();
+        let mut setup = fake_kernel::setup(dir.path(), config);
+        setup.config_source = portguard_core::control::ConfigSource::LastGood;
+        let mut g = Guard::new(setup, FakeKernel::default());
+        g.reconcile("start", Instant::now());
+        let published: Vec<serde_json::Value> = (0..600u16)
+            .map(|i| {
+                let (name, host_ip) = match i {
+                    0..200 => ("web", None),
+                    200..500 => ("cache", Some("127.0.0.1")),
+                    _ => ("db", Some("0.0.0.0")),
+                };
+                serde_json::json!({
+                    "host_ip": host_ip, "host_port": 10000 + i, "proto": "tcp",
+                    "container_port": 80, "host_network": false,
+                    "container": {"id": name, "name": name, "compose": null}
+                })
+            })
+            .collect();
+        let snapshot =
+            serde_json::from_value(serde_json::json!({ "bridges": [], "published": published }))
+                .unwrap();
+        g.on_docker(portguard_docker::DockerUpdate::Connected {
+            snapshot,
+            engine: "28.1.1".into(),
+            firewall: None,
+        });
+        let mut m = Metrics::start(None, dir.path());
+        let text = update(&mut m, &mut g);
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("portguard_published_port{"))
+            .collect();
+        assert_eq!(rows.len(), MAX_SERIES);
+        let with = |verdict: &str| {
+            rows.iter()
+                .filter(|l| l.contains(&format!("verdict=\"{verdict}\"")))
+                .count()
+        };
+        assert_eq!(
+            (with("blocked"), with("allowed"), with("local-only")),
+            (100, 200, 212)
+        );
+        assert!(rows.contains(
+            &"portguard_published_port{host_ip=\"0.0.0.0\",port=\"10599\",proto=\"tcp\",container=\"db\",verdict=\"blocked\"} 1"
+        ));
+        assert!(rows.contains(
+            &"portguard_published_port{host_ip=\"*\",port=\"10000\",proto=\"tcp\",container=\"web\",verdict=\"allowed\"} 1"
+        ));
+        for (series, value) in [
+            ("portguard_published_port_series_omitted", "88"),
+            ("portguard_published_ports{verdict=\"local-only\"}", "300"),
+            ("portguard_config_source_info{source=\"last-good\"}", "1"),
+            ("portguard_docker_engine_info{version=\"28.1.1\"}", "1"),
+        ] {
+            assert_eq!(exported(&text, series), value, "{series}");
+        }
+
+        g.on_docker(portguard_docker::DockerUpdate::Disconnected {
+            error: "gone".into(),
+        });
+        let text = update(&mut m, &mut g);
+        assert!(!text.contains("portguard_docker_engine_info{"), "{text}");
+        // What was published stays judged while Docker is away.
+        assert_eq!(
+            exported(&text, "portguard_published_port_series_omitted"),
+            "88"
+        );
     }
 }
