@@ -10,6 +10,7 @@ pub mod booted;
 pub mod daemon;
 pub mod engine;
 mod prober;
+pub mod promtool;
 pub mod sandbox;
 
 pub use engine::{Engine, engine};

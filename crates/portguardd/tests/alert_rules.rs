@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -26,20 +25,9 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Runs promtool and fails the test with its output unless it succeeds.
+/// Runs promtool in the workspace (the paths above are relative to it).
 fn promtool(args: &[&str]) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .expect("promtool (Debian package prometheus) must be installed: scripts/install-deps");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "promtool {}:\n{text}", args.join(" "));
-    text
+    portguard_testkit::promtool::promtool(&workspace(), args, b"")
 }
 
 #[test]

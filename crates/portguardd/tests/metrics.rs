@@ -49,18 +49,8 @@ fn value(m: &BTreeMap<String, f64>, key: &str) -> f64 {
 }
 
 fn promtool_check(file: &Path) {
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(file).unwrap())
-        .output()
-        .expect("promtool (Debian package prometheus) must be installed: scripts/install-deps");
-    assert!(
-        out.status.success(),
-        "promtool check metrics {}:\n{}{}",
-        file.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = std::fs::read(file).unwrap();
+    portguard_testkit::promtool::promtool(Path::new("."), &["check", "metrics"], &text);
 }
 
 /// The `portguard_published_port` series of one TCP binding.

@@ -438,28 +438,10 @@ mod tests {
         hostile.docker_engine = Some("27.0\"\n\\".into());
         for v in [values(), stopped, hostile] {
             let text = render(&v);
-            let mut child = std::process::Command::new("promtool")
-                .args(["check", "metrics"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect(
-                    "promtool (Debian package prometheus) must be installed: scripts/install-deps",
-                );
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool check metrics:\n{}{}\n{text}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+            portguard_testkit::promtool::promtool(
+                std::path::Path::new("."),
+                &["check", "metrics"],
+                text.as_bytes(),
             );
         }
     }
