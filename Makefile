@@ -30,8 +30,9 @@ ENGINES ?= 26 28 29
 # every case runs even if one fails. `make e2e ENGINE=28 CASES="legacy swarm"`
 # runs a few.
 # package, systemd and firewalld boot their own Debian with its own Docker
-# 20.10 (`make test` runs them), so other engines would only repeat them.
-ENGINE_INDEPENDENT := package systemd firewalld
+# 20.10, and fleet_alerts tests the alert pipeline, not the engine (`make
+# test` runs them), so other engines would only repeat them.
+ENGINE_INDEPENDENT := package systemd firewalld fleet_alerts
 CASES ?= $(filter-out $(ENGINE_INDEPENDENT),$(sort $(basename $(notdir $(wildcard tests/e2e/tests/*.rs)))))
 
 e2e: deps
