@@ -14,6 +14,14 @@ use portguard_core::verdict::{PortReport, Verdict};
 /// At most this many `portguard_published_port` series per host.
 pub const MAX_SERIES: usize = 512;
 
+/// The `container` label's longest value, in characters. A compose
+/// project or service name is whatever a label says (free text, from
+/// whoever wrote the compose file or built the image); a long one is cut
+/// to this, ending in `…`, so that one host cannot make every series it
+/// sends kilobytes long. Rows are unique without it: one host address,
+/// port and protocol are published once.
+pub const MAX_CONTAINER_CHARS: usize = 128;
+
 /// One published port binding as a series' labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSeries {
@@ -69,12 +77,26 @@ pub fn inventory(reports: &[PortReport], bound: usize) -> Inventory {
                     host_ip: r.host_ip.clone(),
                     port: r.host_port,
                     proto: r.proto,
-                    container: r.compose.clone().unwrap_or_else(|| r.container.clone()),
+                    container: bounded(r.compose.as_deref().unwrap_or(&r.container)),
                     verdict: r.verdict,
                 }
             })
             .collect(),
         omitted,
+    }
+}
+
+/// `name`, or its first [`MAX_CONTAINER_CHARS`] - 1 characters and `…`.
+fn bounded(name: &str) -> String {
+    match name.char_indices().nth(MAX_CONTAINER_CHARS) {
+        None => name.to_string(),
+        Some(_) => {
+            let cut = name
+                .char_indices()
+                .nth(MAX_CONTAINER_CHARS - 1)
+                .map_or(name.len(), |(at, _)| at);
+            format!("{}…", &name[..cut])
+        }
     }
 }
 
@@ -176,5 +198,18 @@ mod tests {
         let got = inventory(&reports, 2);
         let ports: Vec<u16> = got.series.iter().map(|s| s.port).collect();
         assert_eq!(ports, [1, 3]);
+    }
+
+    #[test]
+    fn a_long_compose_name_is_cut_to_the_bound() {
+        let mut long = report(8080, Verdict::Blocked);
+        long.compose = Some(format!("{}/{}", "p".repeat(100), "é".repeat(100)));
+        let mut exact = report(8081, Verdict::Blocked);
+        exact.container = "x".repeat(MAX_CONTAINER_CHARS);
+        let got = inventory(&[long, exact], MAX_SERIES);
+        let cut = &got.series[0].container;
+        assert_eq!(cut.chars().count(), MAX_CONTAINER_CHARS);
+        assert_eq!(cut, &format!("{}/{}…", "p".repeat(100), "é".repeat(26)));
+        assert_eq!(got.series[1].container, "x".repeat(MAX_CONTAINER_CHARS));
     }
 }
