@@ -9,7 +9,9 @@
 //! configuration the daemon refuses, the guard's table deleted by
 //! somebody else, the daemon stopped, its metrics file gone), and the test
 //! waits for the alert at the webhook, then removes the cause and waits
-//! for the resolution. The time from cause to webhook is printed.
+//! for the resolution. The time from cause to webhook is printed. On the
+//! way, the fleet's inventory query (`portguard_published_port == 1`)
+//! names the host, container and verdict of the port just published.
 //!
 //! The rules are the shipped file with only its durations scaled down (a
 //! test cannot wait an hour): every `for:` becomes 2 s, the 15-minute
@@ -74,6 +76,25 @@ fn shipped_alerts_reach_the_webhook_and_resolve() {
         ],
         Status::Firing,
         cause,
+    );
+    // The fleet's inventory query answers with host, container and
+    // verdict for every published port binding.
+    let rows = stack.series("portguard_published_port");
+    let mongo: Vec<_> = rows
+        .iter()
+        .filter(|m| m["port"] == "27017")
+        .map(|m| {
+            ["instance", "host_ip", "proto", "container", "verdict"]
+                .map(|k| m[k].as_str().unwrap_or("-").to_string())
+                .join(" ")
+        })
+        .collect();
+    assert!(
+        !mongo.is_empty()
+            && mongo
+                .iter()
+                .all(|row| row.starts_with(NODE_EXPORTER) && row.ends_with(" tcp mongo blocked")),
+        "portguard_published_port for 27017: {mongo:?} (all: {rows:?})"
     );
     let cause = Instant::now();
     env.dockerd.docker("rm -f mongo");
@@ -337,6 +358,17 @@ impl Monitoring {
             PROMETHEUS,
             &format!("/api/v1/query?query={expr}"),
         )
+    }
+
+    /// The label sets of the series `expr` selects now.
+    fn series(&self, expr: &str) -> Vec<serde_json::Value> {
+        let json: serde_json::Value = serde_json::from_str(&self.query(expr)).unwrap_or_default();
+        json["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["metric"].clone())
+            .collect()
     }
 
     /// Names of the alerts Prometheus holds as firing now.
