@@ -61,6 +61,18 @@ pub enum DockerApiScan {
     Blind { reason: String },
 }
 
+impl DockerApiScan {
+    /// The method's name, as `status --json` and the metrics say it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            DockerApiScan::NoDockerd => "no-dockerd",
+            DockerApiScan::FileDescriptors => "file-descriptors",
+            DockerApiScan::Cgroup => "cgroup",
+            DockerApiScan::Blind { .. } => "blind",
+        }
+    }
+}
+
 pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApiReport> {
     snapshot
         .docker_api

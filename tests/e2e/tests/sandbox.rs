@@ -199,6 +199,12 @@ fn docker_api_on_tcp_is_closed_from_outside_under_the_shipped_unit_and_shown_in_
     // The unit gives no CAP_SYS_PTRACE, so dockerd's open files are not
     // readable: the cgroup told them apart.
     assert_eq!(status["docker_api_scan"]["method"], "cgroup", "{status:#}");
+    // And the fleet sees how (PortguardDockerApiScanBlind pages on "blind").
+    let metrics = p.c.sh("guardctl metrics");
+    assert!(
+        metrics.contains("portguard_docker_api_scan_info{method=\"cgroup\"} 1"),
+        "{metrics}"
+    );
     let text = p.c.sh("guardctl status");
     assert!(
         text.contains("WARNING: dockerd") && text.contains(":4243"),

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use portguard_core::L4Proto;
 use portguard_core::control::{ConfigSource, ProtectionTier};
+use portguard_core::docker_api::DockerApiScan;
 use portguard_core::verdict::Verdict;
 
 use super::inventory::{Inventory, MAX_SERIES};
@@ -36,6 +37,9 @@ pub struct Values {
     /// address, port, plain (2375, no TLS), and whether the guard closes it
     /// to untrusted interfaces.
     pub docker_api: Vec<(std::net::IpAddr, u16, bool, bool)>,
+    /// How the latest look at dockerd's listeners told them apart; none
+    /// before the first look.
+    pub docker_api_scan: Option<DockerApiScan>,
     pub config_error: bool,
     /// What the guard guards with: the files, or a fallback.
     pub config_source: ConfigSource,
@@ -244,6 +248,19 @@ pub fn render(v: &Values) -> String {
             label(&addr.to_string())
         );
     }
+    header(
+        &mut out,
+        "portguard_docker_api_scan_info",
+        "gauge",
+        "How the daemon tells dockerd's TCP listeners from other programs' (label method: cgroup, file-descriptors, no-dockerd; blind, it cannot, and a Docker API on a port other than 2375 and 2376 is not seen), always 1; absent before the first look.",
+    );
+    if let Some(scan) = &v.docker_api_scan {
+        let _ = writeln!(
+            out,
+            "portguard_docker_api_scan_info{{method=\"{}\"}} 1",
+            scan.method()
+        );
+    }
     gauge(
         &mut out,
         "portguard_config_error",
@@ -353,6 +370,7 @@ mod tests {
             docker_connected: true,
             docker_engine: Some("28.1.1".into()),
             docker_api: vec![("0.0.0.0".parse().unwrap(), 2375, true, true)],
+            docker_api_scan: Some(DockerApiScan::Cgroup),
             config_error: false,
             config_source: ConfigSource::Files,
             reconcile_seconds: h,
@@ -377,6 +395,8 @@ mod tests {
             "portguard_blocked_attempts_total{port=\"8081\",proto=\"tcp\"} 3",
             "portguard_blocked_attempts_total{port=\"5353\",proto=\"udp\"} 1",
             "portguard_docker_api_exposed{address=\"0.0.0.0\",port=\"2375\",plain=\"true\",closed=\"true\"} 1",
+            "# TYPE portguard_docker_api_scan_info gauge",
+            "portguard_docker_api_scan_info{method=\"cgroup\"} 1",
             "portguard_published_ports{verdict=\"allowed\"} 1",
             "portguard_published_ports{verdict=\"blocked\"} 2",
             "portguard_published_ports{verdict=\"open-in-audit\"} 0",

@@ -208,6 +208,7 @@ impl Metrics {
                     )
                 })
                 .collect(),
+            docker_api_scan: crate::api_scan::last_scan(),
             config_error: guard.config_error,
             config_source: guard.config_source,
             reconcile_seconds: self
