@@ -63,7 +63,12 @@ pub fn scan() -> std::io::Result<(Identified, Vec<String>)> {
     let listening_in: HashSet<u64> = listening.iter().filter_map(|l| l.cgroup).collect();
     let view = procfs::look(Path::new("/proc"), &listening_in)?;
     Ok((
-        identify(&listening, &view.dockerds, view.hidden.as_deref()),
+        identify(
+            &listening,
+            &view.dockerds,
+            &view.proxy_sockets,
+            view.hidden.as_deref(),
+        ),
         view.denied,
     ))
 }

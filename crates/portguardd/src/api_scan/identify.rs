@@ -83,10 +83,16 @@ impl Identified {
     }
 }
 
-/// The Docker API listeners among `listening`. `hidden`: `/proc` hides
-/// other users' or more privileged processes (its `hidepid=` value), so
-/// seeing no dockerd proves nothing.
-pub fn identify(listening: &[Listening], dockerds: &[Dockerd], hidden: Option<&str>) -> Identified {
+/// The Docker API listeners among `listening`. `proxied`: the socket
+/// inodes docker-proxy processes hold (where their open files are
+/// readable). `hidden`: `/proc` hides other users' or more privileged
+/// processes (its `hidepid=` value), so seeing no dockerd proves nothing.
+pub fn identify(
+    listening: &[Listening],
+    dockerds: &[Dockerd],
+    proxied: &HashSet<u64>,
+    hidden: Option<&str>,
+) -> Identified {
     if dockerds.is_empty() {
         let scan = match hidden {
             Some(how) => DockerApiScan::Blind {
@@ -107,11 +113,16 @@ pub fn identify(listening: &[Listening], dockerds: &[Dockerd], hidden: Option<&s
     let mut by_cgroup = false;
     for dockerd in dockerds {
         match (&dockerd.sockets, &dockerd.cgroup) {
+            // Docker 29 opens a published port's socket in dockerd and
+            // hands it to docker-proxy; dockerd may hold its copy for
+            // seconds. Held by docker-proxy, it is a published port, not
+            // the API (taken for the API, an allow entry without `from`
+            // stopped admitting it over docker-proxy).
             (Ok(inodes), _) => {
                 found.extend(
                     listening
                         .iter()
-                        .filter(|l| inodes.contains(&l.inode))
+                        .filter(|l| inodes.contains(&l.inode) && !proxied.contains(&l.inode))
                         .map(|l| listener(l, dockerd.pid)),
                 );
             }
@@ -295,7 +306,7 @@ mod tests {
             sockets: Ok(HashSet::from([9, 10])),
             cgroup: None,
         };
-        let found = identify(&host(), &[dockerd], None);
+        let found = identify(&host(), &[dockerd], &HashSet::new(), None);
         assert_eq!(
             found.listeners,
             vec![DockerApiListener {
@@ -318,6 +329,7 @@ mod tests {
                 member(81, "containerd", 77),
                 member(82, "iptables", 77),
             ])],
+            &HashSet::new(),
             None,
         );
         assert_eq!(ports(&found), vec![4243], "{found:?}");
@@ -334,6 +346,7 @@ mod tests {
                 member(77, "dockerd", 1),
                 member(5, "sshd", 1),
             ])],
+            &HashSet::new(),
             None,
         );
         assert!(found.listeners.is_empty());
@@ -366,6 +379,7 @@ mod tests {
                 },
                 sandboxed(vec![member(77, "dockerd", 1)]),
             ],
+            &HashSet::new(),
             None,
         );
         assert_eq!(ports(&found), vec![4243]);
@@ -380,18 +394,28 @@ mod tests {
             ..member(6, "", 0)
         };
         let members = vec![member(77, "dockerd", 1), unseen];
-        let ended = identify(&host(), &[sandboxed(members.clone())], None);
+        let ended = identify(
+            &host(),
+            &[sandboxed(members.clone())],
+            &HashSet::new(),
+            None,
+        );
         assert_eq!(ports(&ended), vec![4243, 8080]);
-        let hidden = identify(&host(), &[sandboxed(members)], Some("invisible"));
+        let hidden = identify(
+            &host(),
+            &[sandboxed(members)],
+            &HashSet::new(),
+            Some("invisible"),
+        );
         assert!(!hidden.complete(), "{hidden:?}");
     }
 
     #[test]
     fn no_dockerd_in_sight_is_blind_when_proc_hides_processes() {
-        let none = identify(&host(), &[], None);
+        let none = identify(&host(), &[], &HashSet::new(), None);
         assert_eq!(none.scan, DockerApiScan::NoDockerd);
         assert!(none.complete());
-        let hidden = identify(&host(), &[], Some("invisible"));
+        let hidden = identify(&host(), &[], &HashSet::new(), Some("invisible"));
         assert!(!hidden.complete());
         assert!(
             matches!(&hidden.scan, DockerApiScan::Blind { reason } if reason.contains("hidepid=invisible")),
@@ -408,6 +432,7 @@ mod tests {
         let found = identify(
             &old_kernel,
             &[sandboxed(vec![member(77, "dockerd", 1)])],
+            &HashSet::new(),
             None,
         );
         assert!(
@@ -422,7 +447,7 @@ mod tests {
             cgroup: Some(Err("no cgroup v2 hierarchy".into())),
             ..sandboxed(Vec::new())
         };
-        let found = identify(&host(), &[dockerd], None);
+        let found = identify(&host(), &[dockerd], &HashSet::new(), None);
         assert!(
             matches!(&found.scan, DockerApiScan::Blind { reason } if reason.contains("no cgroup v2")),
             "{found:?}"

@@ -11,11 +11,16 @@ use super::identify::{Cgroup, Dockerd, Member};
 
 /// The process name dockerd runs under (`/proc/PID/comm`).
 const DOCKERD_COMM: &str = "dockerd";
+/// docker-proxy's, which serves a published port on the host.
+const PROXY_COMM: &str = "docker-proxy";
 
 /// One look at `/proc`.
 #[derive(Debug, Default)]
 pub struct ProcView {
     pub dockerds: Vec<Dockerd>,
+    /// The socket inodes docker-proxy processes hold, where their open
+    /// files are readable (they are wherever dockerd's are).
+    pub proxy_sockets: HashSet<u64>,
     /// `/proc`'s `hidepid=` when it hides processes (the unit's
     /// `ProtectProc=invisible` does).
     pub hidden: Option<String>,
@@ -44,8 +49,17 @@ pub fn look(proc: &Path, listening_in: &HashSet<u64>) -> std::io::Result<ProcVie
         else {
             continue;
         };
-        if comm(proc, pid).as_deref() != Some(DOCKERD_COMM) {
-            continue;
+        match comm(proc, pid).as_deref() {
+            Some(DOCKERD_COMM) => {}
+            Some(PROXY_COMM) => {
+                // Unreadable (no ptrace rights) or ended: dockerd's files
+                // are then unreadable too, and the cgroup tells apart.
+                if let Ok(inodes) = socket_inodes(&entry.path().join("fd")) {
+                    view.proxy_sockets.extend(inodes);
+                }
+                continue;
+            }
+            _ => continue,
         }
         let sockets = match socket_inodes(&entry.path().join("fd")) {
             Ok(inodes) => Ok(inodes),
@@ -153,7 +167,7 @@ fn cgroup_of(
 fn member(proc: &Path, pid: u32) -> Member {
     let dir = proc.join(pid.to_string());
     let comm = comm(proc, pid);
-    let proxies = if comm.as_deref() == Some("docker-proxy") {
+    let proxies = if comm.as_deref() == Some(PROXY_COMM) {
         std::fs::read(dir.join("cmdline"))
             .ok()
             .and_then(|c| proxy_binding(&c))
@@ -323,6 +337,50 @@ fn unescape(field: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Docker 29: dockerd opens a published port's socket and hands it to
+    /// docker-proxy; both hold it for a while. The look keeps what the
+    /// proxy holds, and the socket is not taken for the Docker API.
+    #[test]
+    fn a_socket_dockerd_handed_to_docker_proxy_is_not_the_api() {
+        use super::super::identify::{Listening, identify};
+        let proc = tempfile::tempdir().unwrap();
+        let process = |pid: u32, comm: &str, sockets: &[u64]| {
+            let dir = proc.path().join(pid.to_string());
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            for (fd, inode) in sockets.iter().enumerate() {
+                std::os::unix::fs::symlink(
+                    format!("socket:[{inode}]"),
+                    dir.join("fd").join(fd.to_string()),
+                )
+                .unwrap();
+            }
+        };
+        std::fs::create_dir_all(proc.path().join("self")).unwrap();
+        std::fs::write(proc.path().join("self/mountinfo"), "").unwrap();
+        process(100, "dockerd", &[10, 11]);
+        process(200, "docker-proxy", &[11]);
+        process(300, "sshd", &[12]);
+        let view = look(proc.path(), &HashSet::new()).unwrap();
+        assert_eq!(view.proxy_sockets, HashSet::from([11]));
+        assert_eq!(view.dockerds.len(), 1);
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let listening = |port, inode| Listening {
+            addr: any,
+            port,
+            inode,
+            cgroup: None,
+        };
+        let found = identify(
+            &[listening(4243, 10), listening(8080, 11), listening(22, 12)],
+            &view.dockerds,
+            &view.proxy_sockets,
+            view.hidden.as_deref(),
+        );
+        let ports: Vec<u16> = found.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, vec![4243], "{found:?}");
+    }
 
     #[test]
     fn socket_links_name_their_inode() {
