@@ -8,6 +8,11 @@
 # counted. Runs in a guest of tests/kernels/boot-kernel.sh:
 #   tests/kernels/boot-kernel.sh bullseye tests/kernels/pipapo.sh target/kernels/knock
 # Env: SECONDS_EACH=10 (per phase).
+# Result on 6.18.44 (the CI machine's kernel, run in a namespace of its
+# own): 0 of 1,668 connections failed with the set static, 0 of 1,677
+# with elements churning: no miss. The e2e test now says, when its
+# first probe fails, whether the guard dropped the SYN
+# (tests/e2e/src/lib.rs, assert_listed_source_reaches).
 set -u
 PATH=/payload:/bin:/sbin
 ip() { /bin/ip "$@"; } # busybox would run its own applet
@@ -21,6 +26,7 @@ ip -n wan addr add fd00:76::2/64 dev eth0 nodad
 ip -n wan link set eth0 up
 ip -n wan link set lo up
 knock listen '[fd00:76::1]:8080' &
+listener=$!
 nft -f - <<'EOF'
 table inet pipapo {
   set allow_tcp_v6_ranges {
@@ -61,3 +67,5 @@ churn=$!
 phase "elements churning"
 touch /tmp/stop-churn
 wait $churn
+# the listener holds stdout open: the script would not end
+kill $listener

@@ -80,9 +80,11 @@ fn p1_from_cidrs_admit_only_listed_sources() {
         !env.open_from_wan2("10.76.0.1:8080"),
         "another source is refused"
     );
-    assert!(
-        env.open_from_wan2("[fd00:76::1]:8080"),
-        "listed IPv6 source network"
+    env.assert_listed_source_reaches(
+        &env.lab.wan2,
+        "fd00:76::2",
+        "[fd00:76::1]:8080",
+        "listed IPv6 source network",
     );
     assert!(
         !env.open_from_wan("[fd00:77::1]:8080"),
