@@ -18,7 +18,9 @@
 //! restarted with other `-H` flags), or somebody changed netfilter (a
 //! starting dockerd opens its listeners, then writes its rules, seconds
 //! before it answers on its socket). The loop never waits for it. It
-//! reports only when what it found changed.
+//! reports only when what it found changed; after it found a listener it
+//! had not seen, it looks again a few times in quick succession (see
+//! [`LOOKS_AFTER_NEW`]).
 
 mod identify;
 mod procfs;
@@ -26,7 +28,7 @@ mod sock_diag;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use portguard_core::DockerApiListener;
@@ -42,6 +44,14 @@ pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 /// Least time between two looks: a storm of netfilter changes (each one a
 /// poke) costs at most one look (about 2 ms) per this.
 const MIN_GAP: Duration = Duration::from_millis(100);
+/// After a look that found a listener of dockerd's not seen before, this
+/// many more looks follow, [`MIN_GAP`] apart. The new listener is reported
+/// at once (an API is closed without waiting), and a later look takes it
+/// back if it was a published port's: Docker 28 and later open such a
+/// socket in dockerd, then start docker-proxy with it, and a look between
+/// the two sees dockerd's. Without the second looks the port stayed judged
+/// as the API (by sourced entries only) until the next poke, up to 30 s.
+const LOOKS_AFTER_NEW: u8 = 5;
 
 /// How the latest look went, for `status`. Process-wide because what it
 /// describes is: what this process may see of `/proc`.
@@ -80,6 +90,8 @@ struct Scanner {
     logged: HashSet<String>,
     last_scan: Option<DockerApiScan>,
     found: Vec<DockerApiListener>,
+    /// Looks still wanted soon (see [`LOOKS_AFTER_NEW`]).
+    looks_wanted: u8,
 }
 
 impl Scanner {
@@ -111,6 +123,11 @@ impl Scanner {
             self.last_scan = Some(identified.scan.clone());
         }
         *LAST_SCAN.lock().unwrap_or_else(PoisonError::into_inner) = Some(identified.scan.clone());
+        self.looks_wanted = if identified.listeners.iter().any(|l| !self.found.contains(l)) {
+            LOOKS_AFTER_NEW
+        } else {
+            self.looks_wanted.saturating_sub(1)
+        };
         if identified.complete() {
             self.found = identified.listeners;
         } else {
@@ -128,15 +145,30 @@ pub fn spawn(
     report: impl Fn(Vec<DockerApiListener>) -> bool + Send + 'static,
 ) -> std::io::Result<Poke> {
     let mut scanner = Scanner::default();
-    crate::triggers::spawn_rescanner(
+    // The scanner pokes itself for the looks that follow a new listener.
+    let itself: Arc<OnceLock<Poke>> = Arc::new(OnceLock::new());
+    let poke_itself = Arc::clone(&itself);
+    let poke = crate::triggers::spawn_rescanner(
         "docker-api-scan",
         "look for an exposed Docker API (sock_diag)",
         MIN_GAP,
         RESCAN_INTERVAL,
-        move || scan().map(|(identified, denied)| scanner.record(identified, denied)),
+        move || {
+            scan().map(|(identified, denied)| {
+                let found = scanner.record(identified, denied);
+                if scanner.looks_wanted > 0
+                    && let Some(poke) = poke_itself.get()
+                {
+                    poke.now();
+                }
+                found
+            })
+        },
         // The scanner keeps its own copy to compare with; a few listeners.
         move |found| report(Arc::unwrap_or_clone(found)),
-    )
+    )?;
+    let _ = itself.set(poke.clone());
+    Ok(poke)
 }
 
 #[cfg(test)]
@@ -177,6 +209,35 @@ mod tests {
             Vec::new()
         );
         assert_eq!(last_scan(), Some(DockerApiScan::NoDockerd));
+    }
+
+    /// Docker 28+: a published port's socket is dockerd's for a moment,
+    /// then docker-proxy's. It is reported at once (an API would be), and
+    /// the looks that follow take it back.
+    #[test]
+    fn a_new_listener_is_reported_at_once_and_looked_at_again() {
+        let mut scanner = Scanner::default();
+        let fds = DockerApiScan::FileDescriptors;
+        assert_eq!(
+            scanner.record(look(vec![api(2375)], fds.clone()), Vec::new()),
+            vec![api(2375)]
+        );
+        assert_eq!(scanner.looks_wanted, LOOKS_AFTER_NEW);
+        for left in (0..LOOKS_AFTER_NEW).rev() {
+            scanner.record(look(vec![api(2375)], fds.clone()), Vec::new());
+            assert_eq!(scanner.looks_wanted, left);
+        }
+        // The handover: 8080 is dockerd's in one look, docker-proxy's next.
+        assert_eq!(
+            scanner.record(look(vec![api(2375), api(8080)], fds.clone()), Vec::new()),
+            vec![api(2375), api(8080)]
+        );
+        assert_eq!(scanner.looks_wanted, LOOKS_AFTER_NEW);
+        assert_eq!(
+            scanner.record(look(vec![api(2375)], fds), Vec::new()),
+            vec![api(2375)]
+        );
+        assert_eq!(scanner.looks_wanted, LOOKS_AFTER_NEW - 1);
     }
 
     #[test]

@@ -33,6 +33,22 @@ EOF",
 fn p1_only_allowlisted_published_ports_are_reachable_ipv4_and_ipv6() {
     let env = Env::guarded("[[allow]]\nport = 8080\n[[allow]]\nport = \"9000-9001\"\n");
     env.web("web", &["8080:80"], "");
+    // A published port is never taken for the Docker API (Docker 28+ open
+    // its socket in dockerd and hand it to docker-proxy; dockerd may hold
+    // its copy for seconds, and the API's chain would then judge 8080).
+    // Each netfilter change makes the guard look at the listeners again.
+    for _ in 0..20 {
+        env.lab
+            .host
+            .sh("nft add table inet pgpoke && nft delete table inet pgpoke");
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let status = env.status();
+        let api = status["docker_api"].as_array().cloned().unwrap_or_default();
+        assert!(
+            api.iter().all(|l| l["port"] != 8080),
+            "8080 taken for the Docker API: {status:#}"
+        );
+    }
     env.dockerd.docker(&format!(
         "run -d --name ranged -p 9000-9001:80-81 {} /bin/sh -c 'httpd -p 81 -h /www; exec httpd -f -p 80 -h /www'",
         portguard_e2e::BUSYBOX_IMAGE
