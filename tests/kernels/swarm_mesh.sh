@@ -94,6 +94,11 @@ prepare() {
 
 # ---- the lab: two nodes and an outside prober on one bridge ----
 lab() {
+  # Forwarding on in the guest's root namespace first, as on any Docker
+  # host: a new namespace inherits IPv4's conf/all from it, and the ingress
+  # sandbox that dockerd creates must forward (IPVS in NAT mode answers
+  # on the FORWARD hook); with it off the task's SYN-ACKs die there.
+  sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
   ip link add lan type bridge
   ip link set lan up
   for n in a b wan; do
@@ -150,7 +155,12 @@ service() { # name port node
     --constraint "node.hostname==node$3" "$IMAGE" /bin/httpd -f -p 80 -h /www >/dev/null
 }
 running() { dk a service ps --format '{{.CurrentState}}' "$1" | grep -q Running; }
-answers() { ip netns exec wan wget -q -T 3 -O - "http://$1/" | grep -q 'hello from a container'; }
+# a TCP handshake from outside (busybox wget crashes under ip netns exec here)
+answers() {
+  rm -f /tmp/answers.stop
+  (sleep 1 && touch /tmp/answers.stop) &
+  ip netns exec wan knock probe /tmp/answers.stop 100 1000 "$1" | grep -qv 'through=0 '
+}
 
 # ---- the prober ----
 probe() { # -> /tmp/probe.out: "ADDR attempts=N through=M" per address
@@ -241,6 +251,17 @@ evidence() { # what the nodes hold, when something went wrong
     echo "--- node $(NODE $n): ingress_sbox: IPVS and conntrack"
     nsenter --net="$M/$n/exec/netns/ingress_sbox" cat /proc/net/ip_vs 2>&1
     nsenter --net="$M/$n/exec/netns/ingress_sbox" conntrack -L 2>/dev/null | head -10
+    nsenter --net="$M/$n/exec/netns/ingress_sbox" sysctl net.ipv4.vs.conntrack net.ipv4.ip_forward 2>&1
+    nsenter --net="$M/$n/exec/netns/ingress_sbox" nft list table ip nat 2>&1 | grep -a -E 'counter|chain' | head -20
+    nsenter --net="$M/$n/exec/netns/ingress_sbox" nft list table ip mangle 2>&1 | grep -a counter | head -5
+    nsenter --net="$M/$n/exec/netns/ingress_sbox" ip route 2>&1
+    ls "$M/$n/exec/netns"
+    for ns in "$M/$n/exec/netns"/*; do
+      case $ns in */ingress_sbox) continue ;; esac
+      echo "-- netns $ns"; nsenter --net="$ns" ip -br addr 2>&1 | head -6; nsenter --net="$ns" ip route 2>&1 | head -4
+      nsenter --net="$ns" sysctl net.bridge.bridge-nf-call-iptables 2>&1
+      nsenter --net="$ns" conntrack -L 2>/dev/null | grep -a -E 'dport=80 |sport=80 ' | head -3
+    done
     if [ -s "$M/$n/guard/portguardd.log" ]; then
       echo "--- node $(NODE $n): portguardd log (last 20 lines)"
       tail -20 "$M/$n/guard/portguardd.log"
@@ -283,7 +304,7 @@ POLL=10 wait_for "meshsvc running on node A" 720 running meshsvc &&
 }
 say "tasks: $(dk a service ps --no-trunc --format '{{.Name}} on {{.Node}}: {{.CurrentState}} {{.Error}}' meshsvc othersvc | tr '\n' ';')"
 for a in "$A4:8083" "$B4:8083" "$A4:8084" "$B4:8084"; do
-  POLL=2 wait_for "$a answers through the mesh without the guard" 120 answers "$a" || break
+  POLL=2 wait_for "$a answers through the mesh without the guard" 60 answers "$a" || break
 done
 if [ "$failed" != 0 ]; then
   evidence
