@@ -74,19 +74,21 @@ if [ "${REFRESH:-0}" = 1 ] || [ ! -s "$state/kver" ]; then
 fi
 kver=$(cat "$state/kver")
 # Unpacked from the cached .debs: only what the guest needs (the image, the
-# net/crypto/lib modules and veth). The marker names this layout.
-if [ ! -e "$WORK/k/$kver/.unpacked-v2" ]; then
+# net/crypto/lib modules, veth, and vxlan for Docker's overlay networks in
+# tests/kernels/swarm_mesh.sh). The marker names this layout.
+if [ ! -e "$WORK/k/$kver/.unpacked-v3" ]; then
   rm -rf "$WORK/k/$kver" "$WORK/k/$kver.tmp" "$WORK/img/$kver"
   mkdir -p "$WORK/k/$kver.tmp"
   for p in $(cat "$state/pkgs"); do
     dpkg-deb --fsys-tarfile "$WORK"/debs/"${p}"_*.deb | tar -x -C "$WORK/k/$kver.tmp" --wildcards \
       './boot/*' '*/modules/*/vmlinuz' '*/modules/*/config*' '*/modules/*/modules.*' \
       '*/modules/*/kernel/net/*' '*/modules/*/kernel/lib/*' '*/modules/*/kernel/crypto/*' \
-      '*/modules/*/kernel/arch/x86/crypto/*' '*/modules/*/kernel/drivers/net/veth.ko*' 2>/dev/null || true
+      '*/modules/*/kernel/arch/x86/crypto/*' '*/modules/*/kernel/drivers/net/veth.ko*' \
+      '*/modules/*/kernel/drivers/net/vxlan*' 2>/dev/null || true
   done
   [ -n "$(ls "$WORK/k/$kver.tmp"/boot/vmlinuz-* "$WORK/k/$kver.tmp"/usr/lib/modules/*/vmlinuz 2>/dev/null || true)" ] ||
     { log "no vmlinuz in $(cat "$state/pkgs")"; exit 2; }
-  touch "$WORK/k/$kver.tmp/.unpacked-v2"
+  touch "$WORK/k/$kver.tmp/.unpacked-v3"
   mv "$WORK/k/$kver.tmp" "$WORK/k/$kver"
 fi
 kdir=$WORK/k/$kver
