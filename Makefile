@@ -7,7 +7,8 @@
 #                                 one case (test file) at a time: CASES="legacy swarm"
 #   sudo make test-engines        the end-to-end suite against 26, 28 and 29
 #   sudo make test-kernels        Debian's 5.10, 6.1, 6.12 and a 7.x kernel under QEMU:
-#                                 connections through each attack, per kernel and tier
+#                                 connections through each attack, per kernel and tier;
+#                                 then Swarm's routing mesh on two nodes (MESH=0 skips)
 .PHONY: demo test deps build bench deb e2e test-engines test-kernels
 
 deps:
