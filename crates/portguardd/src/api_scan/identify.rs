@@ -2,7 +2,7 @@
 //! of each socket and what `/proc` and the cgroup file system say of
 //! dockerd.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use portguard_core::DockerApiListener;
@@ -108,7 +108,11 @@ pub fn identify(
             scan,
         };
     }
-    let mut found = BTreeSet::new();
+    // By socket inode: one socket is one listener, however many dockerd
+    // processes hold it or share its cgroup (a dockerd re-executed as a
+    // helper, `dockerd libnetwork-setkey` at a container's start, lives
+    // there for a moment); the first dockerd found names it.
+    let mut found: BTreeMap<u64, DockerApiListener> = BTreeMap::new();
     let mut blind = Vec::new();
     let mut by_cgroup = false;
     for dockerd in dockerds {
@@ -119,18 +123,22 @@ pub fn identify(
             // the API (taken for the API, an allow entry without `from`
             // stopped admitting it over docker-proxy).
             (Ok(inodes), _) => {
-                found.extend(
-                    listening
-                        .iter()
-                        .filter(|l| inodes.contains(&l.inode) && !proxied.contains(&l.inode))
-                        .map(|l| listener(l, dockerd.pid)),
-                );
+                for l in listening
+                    .iter()
+                    .filter(|l| inodes.contains(&l.inode) && !proxied.contains(&l.inode))
+                {
+                    found
+                        .entry(l.inode)
+                        .or_insert_with(|| listener(l, dockerd.pid));
+                }
             }
             (Err(fds), Some(Ok(cgroup))) => match in_cgroup(listening, dockerd.pid, cgroup, hidden)
             {
                 Ok(listeners) => {
                     by_cgroup = true;
-                    found.extend(listeners);
+                    for (inode, l) in listeners {
+                        found.entry(inode).or_insert(l);
+                    }
                 }
                 Err(why) => blind.push(format!(
                     "dockerd's open files are unreadable ({fds}) and {why}"
@@ -152,7 +160,11 @@ pub fn identify(
         DockerApiScan::FileDescriptors
     };
     Identified {
-        listeners: found.into_iter().collect(),
+        listeners: found
+            .into_values()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         scan,
     }
 }
@@ -173,7 +185,7 @@ fn in_cgroup(
     dockerd: u32,
     cgroup: &Cgroup,
     hidden: Option<&str>,
-) -> Result<Vec<DockerApiListener>, String> {
+) -> Result<Vec<(u64, DockerApiListener)>, String> {
     if listening.iter().all(|l| l.cgroup.is_none()) && !listening.is_empty() {
         return Err("the kernel does not report sockets' cgroups (Linux 5.9 and later do)".into());
     }
@@ -202,7 +214,7 @@ fn in_cgroup(
     }
     Ok(candidates
         .into_iter()
-        .map(|l| listener(l, dockerd))
+        .map(|l| (l.inode, listener(l, dockerd)))
         .collect())
 }
 
@@ -317,6 +329,42 @@ mod tests {
         );
         assert_eq!(found.scan, DockerApiScan::FileDescriptors);
         assert!(found.complete());
+    }
+
+    /// A dockerd re-executed as a helper (`dockerd libnetwork-setkey`, run
+    /// at a container's start) shares dockerd's cgroup for a moment, or a
+    /// forked dockerd shares its files: each socket is still one listener.
+    #[test]
+    fn a_socket_is_one_listener_however_many_dockerds_share_it() {
+        let members = vec![
+            member(77, "dockerd", 1),
+            proxy(80, 8080),
+            member(90, "dockerd", 85),
+        ];
+        let helper = Dockerd {
+            pid: 90,
+            ..sandboxed(members.clone())
+        };
+        let found = identify(
+            &host(),
+            &[sandboxed(members), helper],
+            &HashSet::new(),
+            None,
+        );
+        let named: Vec<(u16, u32)> = found.listeners.iter().map(|l| (l.port, l.pid)).collect();
+        assert_eq!(named, vec![(4243, 77)], "the first dockerd names it");
+        let by_files = |pid| Dockerd {
+            pid,
+            sockets: Ok(HashSet::from([10])),
+            cgroup: None,
+        };
+        let found = identify(
+            &host(),
+            &[by_files(77), by_files(90)],
+            &HashSet::new(),
+            None,
+        );
+        assert_eq!(ports(&found), vec![4243], "{found:?}");
     }
 
     #[test]
