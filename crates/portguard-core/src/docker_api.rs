@@ -133,6 +133,21 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The metrics' `method` label and `status --json`'s `method` are one
+    /// name per way of looking.
+    #[test]
+    fn the_method_name_is_the_one_status_json_uses() {
+        for scan in [
+            DockerApiScan::NoDockerd,
+            DockerApiScan::FileDescriptors,
+            DockerApiScan::Cgroup,
+            DockerApiScan::Blind { reason: "x".into() },
+        ] {
+            let json = serde_json::to_value(&scan).unwrap();
+            assert_eq!(json["method"], scan.method(), "{json}");
+        }
+    }
+
     #[test]
     fn only_sourced_entries_open_the_docker_api_and_unsourced_ones_are_named() {
         let config = Config::from_toml_str(
