@@ -75,8 +75,7 @@ impl DockerApiScan {
 
 pub fn docker_api_reports(config: &Config, snapshot: &Snapshot) -> Vec<DockerApiReport> {
     snapshot
-        .docker_api
-        .iter()
+        .docker_api()
         .map(|l| {
             let naming = |sourced: bool| -> Vec<String> {
                 config
@@ -119,7 +118,7 @@ pub(crate) fn names_port(entry: &AllowEntry, snapshot: &Snapshot, port: u16) -> 
 pub(crate) fn dockerd_on(addr: &str) -> Snapshot {
     #![allow(clippy::unwrap_used)]
     Snapshot {
-        docker_api: vec![crate::snapshot::DockerApiListener {
+        dockerd_listeners: vec![crate::snapshot::DockerApiListener {
             addr: addr.parse().unwrap(),
             port: 2375,
             pid: 7,
@@ -164,6 +163,77 @@ mod tests {
         assert!(report.open_to[0].starts_with("port 2000-3000/tcp from 192.0.2.0/24"));
         assert_eq!(report.ignored.len(), 1, "{report:?}");
         assert!(report.ignored[0].starts_with("port 2375/tcp"));
+    }
+
+    /// Docker 28 and later open a published port's socket in dockerd and
+    /// hand it to docker-proxy once that has started: a look in between
+    /// finds dockerd listening on the published port. Judged as the API,
+    /// `port = 8080` refused every IPv6 connection over docker-proxy
+    /// (issue 19.3). The API cannot share an address and port with a
+    /// published binding; a listener elsewhere is still the API.
+    #[test]
+    fn a_published_ports_socket_in_dockerds_hands_is_not_the_docker_api() {
+        use crate::snapshot::{ContainerRef, DockerApiListener, PublishedPort};
+        let listener = |addr: &str, port| DockerApiListener {
+            addr: addr.parse().unwrap(),
+            port,
+            pid: 7,
+        };
+        let published = |host_ip: &str, host_port, proto, host_network| PublishedPort {
+            host_ip: Some(host_ip.parse().unwrap()),
+            host_port,
+            proto,
+            container: ContainerRef {
+                id: "c0ffee".into(),
+                name: "web".into(),
+                compose: None,
+                service: None,
+            },
+            container_port: 80,
+            host_network,
+        };
+        let snapshot = Snapshot {
+            dockerd_listeners: vec![
+                listener("0.0.0.0", 2375),
+                listener("0.0.0.0", 8080),
+                listener("::", 8080),
+                // Published on loopback only: a listener on another
+                // address is not that binding's socket.
+                listener("192.0.2.1", 8081),
+                // Published as UDP, or by a container on the host's
+                // network (whose sockets are its own, not dockerd's).
+                listener("0.0.0.0", 9000),
+                listener("0.0.0.0", 9100),
+            ],
+            published: vec![
+                published("0.0.0.0", 8080, L4Proto::Tcp, false),
+                published("::", 8080, L4Proto::Tcp, false),
+                published("127.0.0.1", 8081, L4Proto::Tcp, false),
+                published("0.0.0.0", 9000, L4Proto::Udp, false),
+                published("0.0.0.0", 9100, L4Proto::Tcp, true),
+            ],
+            ..Snapshot::default()
+        };
+        let api: Vec<u16> = snapshot.docker_api().map(|l| l.port).collect();
+        assert_eq!(api, [2375, 8081, 9000, 9100]);
+        let config = Config::from_toml_str("[[allow]]\nport = 8080\n").unwrap();
+        let reported: Vec<u16> = docker_api_reports(&config, &snapshot)
+            .iter()
+            .map(|r| r.port)
+            .collect();
+        assert_eq!(reported, api);
+        let ruleset = crate::plan(&config, &snapshot);
+        let set = ruleset.set(crate::plan::names::DOCKER_API_TCP).unwrap();
+        let ports: Vec<String> = set
+            .elements
+            .iter()
+            .map(crate::render::render_element)
+            .collect();
+        assert_eq!(ports, ["2375", "2376", "8081", "9000", "9100"]);
+        assert_eq!(
+            snapshot.judged().docker_api,
+            [2375, 8081, 9000, 9100].into()
+        );
     }
 
     #[test]

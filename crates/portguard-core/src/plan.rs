@@ -345,8 +345,7 @@ fn docker_api_set(snapshot: &Snapshot) -> Set {
     port_hash_set(
         names::DOCKER_API_TCP.to_string(),
         snapshot
-            .docker_api
-            .iter()
+            .docker_api()
             .filter(|l| !l.is_local_only())
             .map(|l| l.port)
             .chain(snapshot.kept.docker_api.iter().copied())

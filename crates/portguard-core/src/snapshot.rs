@@ -113,11 +113,14 @@ pub struct Snapshot {
     /// `com.docker.network.bridge.name` ones).
     pub bridges: BTreeSet<String>,
     pub published: Vec<PublishedPort>,
-    /// TCP sockets dockerd itself listens on (`-H tcp://...`): the Docker
-    /// API, root on this host to whoever reaches it. Found by the daemon
-    /// (sock_diag), not by asking Docker.
-    #[serde(default)]
-    pub docker_api: Vec<DockerApiListener>,
+    /// TCP sockets dockerd itself listens on, as the daemon found them
+    /// (sock_diag), not by asking Docker: the Docker API (`-H tcp://...`),
+    /// root on this host to whoever reaches it, and for a moment a
+    /// published port's socket (Docker 28 and later open it in dockerd,
+    /// then hand it to docker-proxy). [`Snapshot::docker_api`] tells the
+    /// two apart.
+    #[serde(default, alias = "docker_api")]
+    pub dockerd_listeners: Vec<DockerApiListener>,
     /// What the guard judged before this start, judged again until
     /// Docker's first complete answer (see [`Judged`]).
     #[serde(default, skip_serializing_if = "Judged::is_empty")]
@@ -304,6 +307,31 @@ impl fmt::Display for UntrustedClaim {
 }
 
 impl Snapshot {
+    /// dockerd's listeners that are the Docker API: every one but those
+    /// at the address and port of a binding Docker reports as published.
+    /// Docker 28 and later open a published port's socket in dockerd and
+    /// hand it to docker-proxy once that has started, which takes seconds
+    /// on a loaded host; a look in between finds the socket in dockerd's
+    /// hands. Judged as the API, the port admitted only entries with a
+    /// `from`, so a listed port refused IPv6 (over docker-proxy) until the
+    /// next look. The Docker API cannot be that socket: two listeners
+    /// cannot share an address and port.
+    pub fn docker_api(&self) -> impl Iterator<Item = &DockerApiListener> {
+        self.dockerd_listeners
+            .iter()
+            .filter(|l| !self.is_published_socket(l))
+    }
+
+    /// Whether dockerd's listener `l` is the socket of a published port.
+    pub fn is_published_socket(&self, l: &DockerApiListener) -> bool {
+        self.published.iter().any(|p| {
+            p.proto == L4Proto::Tcp
+                && !p.host_network
+                && p.host_port == l.port
+                && p.host_ip.is_none_or(|ip| ip == l.addr)
+        })
+    }
+
     /// What this snapshot makes the guard judge: the bridges new
     /// connections are judged on the way into, and the host ports judged
     /// on the userland-proxy path and as Docker's DNAT targets. Kept in
@@ -316,8 +344,7 @@ impl Snapshot {
             judged.ports_mut(port.proto).insert(port.host_port);
         }
         judged.docker_api.extend(
-            self.docker_api
-                .iter()
+            self.docker_api()
                 .filter(|l| !l.is_local_only())
                 .map(|l| l.port),
         );

@@ -70,7 +70,7 @@ fn unmatched(entry: &AllowEntry, snapshot: &Snapshot, docker_known: bool) -> Opt
                 .published
                 .iter()
                 .any(|p| p.proto.covered_by(entry.proto) && range.contains(p.host_port));
-            let api = snapshot.docker_api.iter().any(|l| range.contains(l.port))
+            let api = snapshot.docker_api().any(|l| range.contains(l.port))
                 || crate::snapshot::DOCKER_API_PORTS
                     .iter()
                     .any(|&p| range.contains(p) && !entry.from.is_empty());

@@ -355,8 +355,7 @@ pub fn explain_docker_api(
     from: Option<IpAddr>,
 ) -> Option<Explanation> {
     let listeners: Vec<_> = snapshot
-        .docker_api
-        .iter()
+        .docker_api()
         .filter(|l| proto == L4Proto::Tcp && l.port == port)
         .collect();
     let first = listeners.first()?;

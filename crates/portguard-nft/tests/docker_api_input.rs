@@ -22,7 +22,7 @@ const API: &str = "10.99.0.1:4243";
 
 fn with_dockerd_on_4243() -> Snapshot {
     Snapshot {
-        docker_api: vec![DockerApiListener {
+        dockerd_listeners: vec![DockerApiListener {
             addr: "0.0.0.0".parse().unwrap(),
             port: 4243,
             pid: 1,

@@ -633,7 +633,7 @@ impl<B: Backend> Guard<B> {
         };
         if let Some(mut snapshot) = snapshot {
             // Docker does not know what dockerd listens on; the scanner does.
-            snapshot.docker_api = std::mem::take(&mut self.snapshot.docker_api);
+            snapshot.dockerd_listeners = std::mem::take(&mut self.snapshot.dockerd_listeners);
             // What was judged before the start is judged until Docker's
             // first complete answer, which (re)connecting brings.
             if connected {
@@ -662,10 +662,16 @@ impl<B: Backend> Guard<B> {
     /// dockerd's TCP listeners changed: close (or reopen) them, and say so
     /// loudly while any is reachable from outside.
     pub fn on_docker_api(&mut self, listeners: Vec<DockerApiListener>) {
-        if listeners == self.snapshot.docker_api {
+        if listeners == self.snapshot.dockerd_listeners {
             return;
         }
-        for l in listeners.iter().filter(|l| !l.is_local_only()) {
+        let was_exposed = self.snapshot.docker_api().any(|l| !l.is_local_only());
+        let new = listeners.iter().filter(|l| {
+            !l.is_local_only()
+                && !self.snapshot.is_published_socket(l)
+                && !self.snapshot.dockerd_listeners.contains(l)
+        });
+        for l in new {
             let how = if l.is_plain() {
                 "WITHOUT TLS: whoever reaches it is root on this host"
             } else {
@@ -689,15 +695,13 @@ impl<B: Backend> Guard<B> {
                 l.pid
             );
         }
-        if listeners.iter().all(|l| l.is_local_only())
-            && self.snapshot.docker_api.iter().any(|l| !l.is_local_only())
-        {
+        self.snapshot.dockerd_listeners = listeners;
+        if was_exposed && self.snapshot.docker_api().all(|l| l.is_local_only()) {
             tracing::info!(
                 portguard_event = event::DOCKER_API_GONE,
                 "dockerd no longer listens on TCP beyond loopback"
             );
         }
-        self.snapshot.docker_api = listeners;
         self.reconcile("docker api", Instant::now());
         self.save_judged();
     }

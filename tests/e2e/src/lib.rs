@@ -208,6 +208,30 @@ pub fn ipv6_bridge_args() -> Option<Vec<String>> {
     Some(args.into_iter().map(String::from).collect())
 }
 
+/// Writes into `dir` a docker-proxy that starts `delay_secs` late, as it
+/// does on a loaded host, and returns the dockerd flag that uses it.
+/// Docker 28 and later open a published port's socket in dockerd and hand
+/// it over once docker-proxy has started: dockerd holds it meanwhile.
+pub fn slow_docker_proxy(dir: &std::path::Path, delay_secs: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = portguard_testkit::engine().path_env();
+    let real = std::env::split_paths(&path)
+        .map(|d| d.join("docker-proxy"))
+        .find(|p| p.is_file())
+        .expect("docker-proxy on the engine's PATH");
+    let wrapper = dir.join("slow-docker-proxy");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nsleep {delay_secs}\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("--userland-proxy-path={}", wrapper.display())
+}
+
 /// Turns IPv6 forwarding off in `ns`, so that the next dockerd started
 /// with [`ipv6_bridge_args`] turns it on and sets its drop.
 pub const IPV6_FORWARDING_OFF: &str = "sysctl -qw net.ipv6.conf.all.forwarding=0";

@@ -108,6 +108,45 @@ fn p1_from_cidrs_admit_only_listed_sources() {
     );
 }
 
+/// Issue 19.3. Docker 28 and later open a published port's socket in
+/// dockerd and hand it to docker-proxy once that has started, which takes
+/// seconds on a loaded host. A look at dockerd's listeners in between took
+/// the port for the Docker API, whose chain admits only entries with a
+/// `from`: a listed port refused IPv6 over docker-proxy until the next
+/// look (10 of 10 starts with docker-proxy 1 s late; 16 of 60 on a host at
+/// load 8 for `from` entries given as networks, before the API's chain
+/// consulted them). Here docker-proxy always starts 1 s late.
+#[test]
+fn p1_a_published_port_held_by_dockerd_until_docker_proxy_starts_is_not_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with_dockerd(
+        docker_lab(),
+        DockerdOptions {
+            args: vec![portguard_e2e::slow_docker_proxy(dir.path(), 1)],
+            ..DockerdOptions::default()
+        },
+    );
+    env.start_guard("[[allow]]\nport = 8080\n");
+    for start in 0..3 {
+        env.web("web", &["8080:80", "8081:80"], "");
+        let status = env.status();
+        let api = status["docker_api"].as_array().cloned().unwrap_or_default();
+        assert!(
+            api.iter().all(|l| l["port"] != 8080 && l["port"] != 8081),
+            "start {start}: a published port taken for the Docker API: {status:#}"
+        );
+        assert!(
+            env.open_from_wan("[fd00:77::1]:8080"),
+            "start {start}: listed port, IPv6 (docker-proxy)"
+        );
+        assert!(
+            !env.open_from_wan("[fd00:77::1]:8081"),
+            "start {start}: unlisted port, IPv6 (docker-proxy)"
+        );
+        env.dockerd.docker("rm -f web");
+    }
+}
+
 #[test]
 fn p1_container_entries_local_only_bindings_and_custom_bridge_names() {
     let env = Env::guarded("[[allow]]\ncontainer = \"shop\"\n");
