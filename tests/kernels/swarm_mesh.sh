@@ -202,6 +202,9 @@ report() { # phase promise-listed-A promise-listed-B promise-unlisted note-B
       if [ $n = a ]; then addr=$A6; else addr=$B6; fi
       echo "MESH-V6 [$KERNEL] guard=$1 node $(NODE $n) $addr:$p: $(through "$addr:$p") of $(attempts "$addr:$p") handshakes (dockerd's placeholder listener; the mesh serves no IPv6)"
     done
+    # which of dockerd's listeners the guard judges as the Docker API (the
+    # placeholders are the mesh's ports, not the API)
+    [ "$1" = none ] || echo "MESH-API [$KERNEL] guard=$1 node $(NODE $n): judged as the Docker API: $(in_node $n nft list set inet portguard docker_api_tcp 2>&1 | grep -o 'elements = {[^}]*}')"
   done
 }
 

@@ -95,6 +95,15 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// An info metric: one series, always 1, whose one label carries the
+/// value; only the header while there is no value.
+fn info(out: &mut String, (name, label_name): (&str, &str), help: &str, value: Option<&str>) {
+    header(out, name, "gauge", help);
+    if let Some(value) = value {
+        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} 1", label(value));
+    }
+}
+
 /// One series per published port, and how many were left out.
 fn render_inventory(out: &mut String, inventory: &Inventory) {
     header(
@@ -140,30 +149,20 @@ pub fn render(v: &Values) -> String {
         "1 while portguardd runs; 0 is written when it stops cleanly.",
         u8::from(v.up),
     );
-    header(
+    info(
         &mut out,
-        "portguard_protection_tier_info",
-        "gauge",
+        ("portguard_protection_tier_info", "tier"),
         "The protection tier in force (label tier), always 1.",
+        Some(tier_name(v.tier)),
     );
-    let _ = writeln!(
-        out,
-        "portguard_protection_tier_info{{tier=\"{}\"}} 1",
-        label(tier_name(v.tier))
-    );
-    header(
+    info(
         &mut out,
-        "portguard_mode_info",
-        "gauge",
+        ("portguard_mode_info", "mode"),
         "The mode in force (label mode: enforce, or audit, where nothing is dropped), always 1.",
-    );
-    let _ = writeln!(
-        out,
-        "portguard_mode_info{{mode=\"{}\"}} 1",
-        match v.mode {
+        Some(match v.mode {
             portguard_config::Mode::Enforce => "enforce",
             portguard_config::Mode::Audit => "audit",
-        }
+        }),
     );
     gauge(
         &mut out,
@@ -222,19 +221,12 @@ pub fn render(v: &Values) -> String {
         "1 while portguardd is connected to the Docker Engine API.",
         u8::from(v.docker_connected),
     );
-    header(
+    info(
         &mut out,
-        "portguard_docker_engine_info",
-        "gauge",
+        ("portguard_docker_engine_info", "version"),
         "The Docker Engine's version (label version) while portguardd is connected to it, always 1; absent while not connected.",
+        v.docker_engine.as_deref(),
     );
-    if let Some(version) = &v.docker_engine {
-        let _ = writeln!(
-            out,
-            "portguard_docker_engine_info{{version=\"{}\"}} 1",
-            label(version)
-        );
-    }
     header(
         &mut out,
         "portguard_docker_api_exposed",
@@ -248,35 +240,23 @@ pub fn render(v: &Values) -> String {
             label(&addr.to_string())
         );
     }
-    header(
+    info(
         &mut out,
-        "portguard_docker_api_scan_info",
-        "gauge",
+        ("portguard_docker_api_scan_info", "method"),
         "How the daemon tells dockerd's TCP listeners from other programs' (label method: cgroup, file-descriptors, no-dockerd; blind, it cannot, and a Docker API on a port other than 2375 and 2376 is not seen), always 1; absent before the first look.",
+        v.docker_api_scan.as_ref().map(DockerApiScan::method),
     );
-    if let Some(scan) = &v.docker_api_scan {
-        let _ = writeln!(
-            out,
-            "portguard_docker_api_scan_info{{method=\"{}\"}} 1",
-            scan.method()
-        );
-    }
     gauge(
         &mut out,
         "portguard_config_error",
         "1 if the configuration files are not in force (the last reload, or the start, found an error; see guardctl status).",
         u8::from(v.config_error),
     );
-    header(
+    info(
         &mut out,
-        "portguard_config_source_info",
-        "gauge",
+        ("portguard_config_source_info", "source"),
         "What the guard guards with (label source: files; last-good, the files were refused at start and the last good configuration is in force; closed, refused with none kept, every published port closed), always 1.",
-    );
-    let _ = writeln!(
-        out,
-        "portguard_config_source_info{{source=\"{}\"}} 1",
-        source_name(v.config_source)
+        Some(source_name(v.config_source)),
     );
     header(
         &mut out,
