@@ -51,6 +51,9 @@ const MIN_GAP: Duration = Duration::from_millis(100);
 /// socket in dockerd, then start docker-proxy with it, and a look between
 /// the two sees dockerd's. Without the second looks the port stayed judged
 /// as the API (by sourced entries only) until the next poke, up to 30 s.
+/// A docker-proxy slower than these looks is covered once Docker reports
+/// the container: `Snapshot::docker_api` never counts a published
+/// binding's address and port as the API.
 const LOOKS_AFTER_NEW: u8 = 5;
 
 /// How the latest look went, for `status`. Process-wide because what it
